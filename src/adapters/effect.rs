@@ -1,0 +1,49 @@
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Mode, TicketRef, Verdict};
+
+/// What a decision asks of the helpdesk. Stored in the outbox as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// Stable idempotency key; also hidden in the posted comment.
+    pub key: String,
+    pub ticket: TicketRef,
+    pub verdict: Verdict,
+    pub mode: Mode,
+    /// Reopen (revert the close) before commenting.
+    pub reopen: bool,
+    /// When the close being judged happened, as the helpdesk reported it. A
+    /// reopen is sent only while the ticket is still in that close.
+    pub closed_at: Option<String>,
+    /// The comment, rendered for this helpdesk.
+    pub comment: String,
+    pub policy: Option<String>,
+    pub reasons: Vec<String>,
+    pub evidence_id: String,
+    pub evidence_hash: String,
+}
+
+impl Effect {
+    /// The marker hidden in every comment, used to avoid posting twice.
+    pub fn marker(&self) -> String {
+        format!("<!-- closegate:{} -->", self.key)
+    }
+}
+
+/// A failed effect. Retryable ones are tried again with backoff.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EffectError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl EffectError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
+}

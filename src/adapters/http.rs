@@ -1,0 +1,49 @@
+//! Outbound HTTP shared by the adapters: one client setup, one status policy.
+
+use std::time::Duration;
+
+use super::EffectError;
+
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("closegate/", env!("CARGO_PKG_VERSION")))
+        .timeout(Duration::from_secs(15))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// Sends a request and maps failures: network errors, 408, 429 and 5xx are
+/// retried; other 4xx are permanent (the request itself is wrong).
+pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EffectError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| EffectError::retryable(format!("{what}: {}", without_url(&e))))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let message = format!("{what}: HTTP {status}");
+    let retry = status.is_server_error()
+        || matches!(status.as_u16(), 401 | 403 | 408 | 409 | 429);
+    Err(if retry { EffectError::retryable(message) } else { EffectError::permanent(message) })
+}
+
+/// Parses a JSON response body.
+pub async fn json(what: &str, response: reqwest::Response) -> Result<serde_json::Value, EffectError> {
+    response
+        .json()
+        .await
+        .map_err(|e| EffectError::retryable(format!("{what}: unreadable response: {}", without_url(&e))))
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    // URLs may carry tokens in query strings; keep them out of logs and the store.
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}

@@ -1,0 +1,184 @@
+//! Settings: embedded defaults, then an optional YAML file, then `CLOSEGATE__`
+//! environment variables (`__` separates levels: `CLOSEGATE__WORKER__ENABLED=false`).
+//! Invalid settings stop the start with a message naming the key.
+
+mod secret;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Yaml},
+};
+use serde::Deserialize;
+
+pub use secret::{Secret, SecretRef};
+
+const DEFAULTS: &str = include_str!("default.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// `sqlite://path` (embedded default) or `postgres://...`.
+    pub database_url: SecretRef,
+    pub policies_dir: PathBuf,
+    /// Largest webhook body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Directory of comment templates overriding the shipped ones.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    pub log: LogSettings,
+    pub worker: WorkerSettings,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub systems: BTreeMap<String, SystemConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `closegate=debug,sqlx=warn`).
+    pub filter: String,
+}
+
+/// The background roles. A replica may run the API only, the workers only, or both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    /// Decisions run at the same time (each may wait on slow target systems).
+    pub decision_concurrency: usize,
+    pub poll_interval_ms: u64,
+    /// How long a claimed delivery or outbox message stays claimed by a replica.
+    pub lease_seconds: i64,
+    /// First retry delay of a failed helpdesk call; doubles each attempt, with jitter.
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+    /// After this many failed attempts a message is parked as `dead` (never deleted).
+    pub max_attempts: i64,
+}
+
+/// One webhook source: `POST /hooks/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    Github(GithubSource),
+    StandardWebhooks(GenericSource),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSource {
+    /// The webhook secret set on the GitHub hook.
+    pub secret: SecretRef,
+    /// Token with Issues: write on the repositories (PAT or App installation token).
+    pub token: Option<SecretRef>,
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// The login closegate acts as; its own events are ignored.
+    pub bot_login: Option<String>,
+    /// Comment templates for this source (file stems under the templates dir).
+    #[serde(default)]
+    pub template_prefix: Option<String>,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+
+/// A generic source speaking Standard Webhooks both ways.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenericSource {
+    pub secret: SecretRef,
+    /// Where decisions are sent back, as signed Standard Webhooks callbacks.
+    pub callback_url: Option<String>,
+    /// Key for signing callbacks; defaults to the inbound secret.
+    pub callback_secret: Option<SecretRef>,
+    /// States that count as closed (compared case-insensitively).
+    #[serde(default = "default_closed_states")]
+    pub closed_states: Vec<String>,
+    /// The actor id closegate's own changes arrive under; ignored as input.
+    pub bot_actor: Option<String>,
+}
+
+fn default_closed_states() -> Vec<String> {
+    ["closed", "resolved", "done"].map(String::from).to_vec()
+}
+
+/// One target system where access really lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SystemConfig {
+    Postgres(PostgresSystem),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSystem {
+    /// Connection URL of a read-only monitoring role; keep passwords in env or files.
+    pub url: SecretRef,
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_pool_size")]
+    pub max_connections: u32,
+}
+
+fn default_check_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_pool_size() -> u32 {
+    4
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut figment = Figment::from(Yaml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(format!("config file {} does not exist", file.display()));
+            }
+            figment = figment.merge(Yaml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("CLOSEGATE__").split("__"));
+        let settings: Settings = figment.extract().map_err(|e| {
+            e.into_iter()
+                .map(|e| match e.path.is_empty() {
+                    true => e.to_string(),
+                    false => format!("{}: {}", e.path.join("."), e.kind),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes: must be above 0".into());
+        }
+        if self.worker.decision_concurrency == 0 {
+            return Err("worker.decision_concurrency: must be above 0".into());
+        }
+        for name in self.sources.keys().chain(self.systems.keys()) {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("{name:?}: source and system names use letters, digits, - and _"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! The vocabulary of the gate: ticket events in, checks and decisions out.
+//! Nothing here does IO or knows about HTTP.
+
+mod check;
+mod decision;
+mod ticket;
+
+pub use check::{CheckOutcome, CheckResult, CheckSpec, Expect, Observation};
+pub use decision::{Decision, Mode, Verdict};
+pub use ticket::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key};

@@ -1,0 +1,55 @@
+//! The YAML shape of a policy file: the only place it is written down.
+
+use std::collections::BTreeMap;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Defaults to the file name without extension.
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub description: String,
+    /// `enforce` (default), `warn` or `dry-run`.
+    pub mode: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub selector: Selector,
+    /// Ticket fields that must be present and non-empty (normalised names).
+    #[serde(default)]
+    pub require_fields: Vec<Spanned<String>>,
+    pub checks: Vec<CheckDef>,
+}
+
+/// Which tickets a policy governs. Every listed condition must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// Source names; empty means any source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Labels the ticket must carry (case-insensitive).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Field values the ticket must have (case-insensitive).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckDef {
+    pub name: Option<String>,
+    /// A system name from the config's `systems`.
+    pub system: Spanned<String>,
+    /// A check kind that system's verifier knows.
+    pub kind: Spanned<String>,
+    /// Template strings rendered from the ticket (`{{ fields.database_role }}`).
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<String>>,
+    /// Template for the comma-separated items asked for (privileges, groups...).
+    pub requested: Option<Spanned<String>>,
+    /// `present`, `absent` or `exact`.
+    pub expect: Spanned<String>,
+}

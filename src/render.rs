@@ -1,0 +1,125 @@
+//! Comments, rendered from templates that ship with closegate; a
+//! `templates_dir` in the config may override any of them by file name.
+
+use std::path::Path;
+
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::domain::{Actor, CheckOutcome, Decision, TicketEvent};
+
+const DECISION: &str = "decision.md.j2";
+const SHIPPED: &[(&str, &str)] = &[(DECISION, include_str!("templates/decision.md.j2"))];
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+/// One check as the comment shows it.
+#[derive(Serialize)]
+struct CheckView {
+    name: String,
+    system: String,
+    location: String,
+    subject: String,
+    object: String,
+    expect: String,
+    requested: Vec<String>,
+    observed: Option<Vec<String>>,
+    exists: bool,
+    result: &'static str,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DecisionView<'a> {
+    verdict: &'a str,
+    mode: &'a str,
+    policy: &'a str,
+    policy_hash: &'a str,
+    reasons: &'a [String],
+    checks: Vec<CheckView>,
+    actor: &'a Actor,
+    requester: Option<&'a Actor>,
+    ticket: &'a str,
+    decided_at: &'a str,
+    evidence_id: &'a str,
+    evidence_hash: &'a str,
+}
+
+impl Renderer {
+    /// Loads the shipped templates, then any overrides; a template that does not
+    /// parse stops the start.
+    pub fn new(overrides: Option<&Path>) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        for (name, source) in SHIPPED {
+            let source = match overrides.map(|dir| dir.join(name)).filter(|p| p.exists()) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("templates_dir: cannot read {}: {e}", path.display()))?,
+                None => source.to_string(),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|e| format!("templates_dir: {name} does not parse: {e}"))?;
+        }
+        Ok(Self { env })
+    }
+
+    /// The decision comment for a ticket.
+    pub fn decision(
+        &self,
+        event: &TicketEvent,
+        decision: &Decision,
+        decided_at: &str,
+        evidence_id: &str,
+        evidence_hash: &str,
+    ) -> Result<String, String> {
+        let checks = decision
+            .checks
+            .iter()
+            .map(|c| CheckView {
+                name: c.spec.name.clone(),
+                system: c.spec.system.clone(),
+                location: c.observation.as_ref().map(|o| o.location.clone()).unwrap_or_default(),
+                subject: c
+                    .observation
+                    .as_ref()
+                    .map(|o| o.subject.clone())
+                    .or_else(|| c.spec.params.get("role").cloned())
+                    .unwrap_or_default(),
+                object: c.observation.as_ref().map(|o| o.object.clone()).unwrap_or_default(),
+                expect: c.spec.expect.to_string(),
+                requested: c.spec.requested.iter().cloned().collect(),
+                observed: c.observation.as_ref().map(|o| o.held.iter().cloned().collect()),
+                exists: c.observation.as_ref().is_some_and(|o| o.exists),
+                result: match c.outcome {
+                    CheckOutcome::Holds => "holds",
+                    CheckOutcome::Mismatch { .. } => "mismatch",
+                    CheckOutcome::CouldNotVerify { .. } => "could not verify",
+                },
+                error: match &c.outcome {
+                    CheckOutcome::CouldNotVerify { error } => Some(error.clone()),
+                    _ => None,
+                },
+            })
+            .collect();
+        let view = DecisionView {
+            verdict: decision.verdict.as_str(),
+            mode: decision.mode.as_str(),
+            policy: decision.policy.as_deref().unwrap_or("none"),
+            policy_hash: decision.policy_hash.as_deref().unwrap_or(""),
+            reasons: &decision.reasons,
+            checks,
+            actor: &event.actor,
+            requester: event.requester.as_ref(),
+            ticket: &event.ticket.key,
+            decided_at,
+            evidence_id,
+            evidence_hash,
+        };
+        self.env
+            .get_template(DECISION)
+            .and_then(|t| t.render(&view))
+            .map_err(|e| format!("cannot render the decision comment: {e}"))
+    }
+}

@@ -1,0 +1,75 @@
+//! `POST /hooks/{source}`: the ack path. Authenticate the raw bytes, parse,
+//! store durably, answer. Decisions happen later, from the store.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    adapters::Inbound,
+    error::ApiError,
+    startup::AppState,
+    store::NewDelivery,
+};
+
+#[tracing::instrument(name = "webhook", skip_all, fields(source = %path.as_str(), delivery_id, ticket))]
+pub async fn receive(
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let source = path.into_inner();
+    let adapter = state.sources.get(&source).ok_or_else(|| ApiError::UnknownSource(source.clone()))?;
+    let body = read_body(payload, &request, state.max_body_bytes).await?;
+    let now = chrono::Utc::now();
+    let inbound = Inbound { source: &source, headers: request.headers(), body: &body, now: now.timestamp() };
+    let accepted = adapter.accept(&inbound).map_err(|e| {
+        tracing::warn!(reason = %e, "webhook refused");
+        ApiError::from(e)
+    })?;
+    let span = tracing::Span::current();
+    span.record("delivery_id", accepted.delivery_id.as_str());
+    span.record("ticket", tracing::field::display(&accepted.event.ticket));
+    let body_text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
+    let event = serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let outcome = state
+        .store
+        .ingest(NewDelivery {
+            source,
+            delivery_id: accepted.delivery_id,
+            body_sha256: hex::encode(Sha256::digest(&body)),
+            received_at: now.timestamp_millis(),
+            event,
+            body: body_text,
+        })
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let mut response = HttpResponse::Accepted();
+    if outcome.duplicate {
+        tracing::info!("duplicate delivery");
+        response.insert_header(("closegate-duplicate", "true"));
+    }
+    Ok(response.json(json!({ "status": "accepted", "delivery": outcome.id })))
+}
+
+async fn read_body(mut payload: web::Payload, request: &HttpRequest, limit: usize) -> Result<web::Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Malformed(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

@@ -1,0 +1,102 @@
+//! Building the application from settings: store, policies, verifiers,
+//! adapters, the HTTP server and the workers.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{App, HttpServer, dev::Server, web};
+use anyhow::Context as _;
+use tracing_actix_web::TracingLogger;
+
+use crate::{
+    adapters::SourceRegistry,
+    config::Settings,
+    gate::Gate,
+    policy,
+    render::Renderer,
+    routes,
+    store::Store,
+    telemetry::RequestSpan,
+    verifiers::{self, VerifierRegistry},
+    workers::{self, Context},
+};
+
+/// What request handlers share.
+pub struct AppState {
+    pub store: Store,
+    pub sources: SourceRegistry,
+    pub max_body_bytes: usize,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    context: Arc<Context>,
+    run_workers: bool,
+}
+
+impl Application {
+    /// Opens the store named in the settings, then builds everything else.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let url = settings.database_url.resolve("database_url").map_err(anyhow::Error::msg)?;
+        let store = Store::connect(url.expose()).await.context("Failed to open the store")?;
+        Self::build_with_store(settings, store).await
+    }
+
+    /// Builds on an open store; binds the listener (port 0 picks a free port).
+    pub async fn build_with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
+        let catalog = verifiers::catalog(&settings.systems);
+        let policies = policy::load_dir(&settings.policies_dir, &catalog).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid policies:\n  {}", lines.join("\n  "))
+        })?;
+        tracing::info!(count = policies.policies.len(), dir = %settings.policies_dir.display(), "policies loaded");
+        let verifiers = VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+        let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
+        let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
+        let context = Arc::new(Context {
+            store: store.clone(),
+            gate: Gate::new(Arc::new(policies), verifiers),
+            sources: sources.clone(),
+            renderer,
+            settings: settings.worker.clone(),
+            effects_enqueued: Default::default(),
+        });
+
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("Failed to listen on {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState { store, sources, max_body_bytes: settings.max_body_bytes });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .run();
+        tracing::info!(port, "listening");
+        Ok(Self { port, server, context, run_workers: settings.worker.enabled })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The workers' context, for driving them step by step (tests, tools).
+    pub fn context(&self) -> Arc<Context> {
+        self.context.clone()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), running the workers
+    /// alongside when they are enabled.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if self.run_workers {
+            tokio::select! {
+                result = self.server => result,
+                _ = workers::run_until_stopped(self.context) => Ok(()),
+            }
+        } else {
+            self.server.await
+        }
+    }
+}

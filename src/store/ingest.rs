@@ -1,0 +1,120 @@
+//! The ack path's only write: one task owns it and commits whatever deliveries
+//! are waiting in a single transaction (group commit).
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Db, StoreError, StoreResult, with_pool};
+
+/// Most deliveries committed together.
+const MAX_BATCH: usize = 512;
+
+/// An authenticated, parsed delivery ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub source: String,
+    pub delivery_id: String,
+    pub body_sha256: String,
+    pub received_at: i64,
+    /// The normalised event, as JSON.
+    pub event: String,
+    /// The raw body, as received.
+    pub body: String,
+}
+
+/// What the store did with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The stored delivery's id (the first one's, for a duplicate).
+    pub id: String,
+    /// True when the delivery id or the exact body had been stored before.
+    pub duplicate: bool,
+}
+
+pub(super) struct IngestJob {
+    delivery: NewDelivery,
+    reply: oneshot::Sender<StoreResult<IngestOutcome>>,
+}
+
+pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJob> {
+    let (tx, mut rx) = mpsc::channel::<IngestJob>(4 * MAX_BATCH);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let deliveries: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
+            match write_batch(&db, &deliveries).await {
+                Ok(outcomes) => {
+                    for (job, outcome) in batch.drain(..).zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                    stored.notify_waiters();
+                    stored.notify_one();
+                }
+                Err(e) => {
+                    tracing::error!(error.message = %e, batch = batch.len(), "failed to commit deliveries");
+                    let message = e.to_string();
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
+    const INSERT: &str = "INSERT INTO deliveries \
+        (id, source, delivery_id, body_sha256, received_at, event, body) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id";
+    const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
+        AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
+    with_pool!(db, write, |pool| {
+        let mut tx = pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let id = uuid::Uuid::now_v7().to_string();
+            let inserted: Option<String> = sqlx::query_scalar(INSERT)
+                .bind(&id)
+                .bind(&d.source)
+                .bind(&d.delivery_id)
+                .bind(&d.body_sha256)
+                .bind(d.received_at)
+                .bind(&d.event)
+                .bind(&d.body)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match inserted {
+                Some(id) => IngestOutcome { id, duplicate: false },
+                None => {
+                    let id: String = sqlx::query_scalar(EXISTING)
+                        .bind(&d.source)
+                        .bind(&d.delivery_id)
+                        .bind(&d.body_sha256)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    IngestOutcome { id, duplicate: true }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    })
+}
+
+impl super::Store {
+    /// Stores a delivery durably (committed to disk) and says whether it was new.
+    /// Concurrent callers share one commit.
+    pub async fn ingest(&self, delivery: NewDelivery) -> StoreResult<IngestOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.ingest
+            .send(IngestJob { delivery, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the delivery writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the delivery writer has stopped".into()))?
+    }
+}

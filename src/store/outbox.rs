@@ -1,0 +1,75 @@
+//! Outbox messages: helpdesk calls owed because of a decision. Claimed under a
+//! lease, retried with backoff, parked as `dead` after too many failures and
+//! never deleted.
+
+use super::{Db, Store, StoreResult, with_pool};
+
+/// A message to enqueue with a decision.
+#[derive(Debug, Clone)]
+pub struct NewEffect {
+    /// Stable across retries and replicas; also written into the helpdesk comment.
+    pub idempotency_key: String,
+    /// The effect, as JSON.
+    pub payload: String,
+}
+
+/// A message claimed by this replica.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedEffect {
+    pub id: String,
+    pub idempotency_key: String,
+    pub source: String,
+    pub ticket: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+pub(super) const ENQUEUE: &str = "INSERT INTO outbox \
+    (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (idempotency_key) DO NOTHING";
+
+const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
+    WHERE id = (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
+        AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, created_at LIMIT 1 {lock}) \
+    AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
+    RETURNING id, idempotency_key, source, ticket, payload, attempts";
+
+impl Store {
+    /// Claims the message due soonest, if any is due at `now`.
+    pub async fn claim_effect(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedEffect>> {
+        let sql = match self.db {
+            Db::Sqlite { .. } => CLAIM.replace("{lock}", ""),
+            Db::Postgres(_) => CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
+        };
+        Ok(with_pool!(&self.db, write, |pool| {
+            sqlx::query_as(&sql).bind(now + lease_ms).bind(now).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Marks a message delivered.
+    pub async fn complete_effect(&self, id: &str, now: i64) -> StoreResult<()> {
+        const SQL: &str = "UPDATE outbox SET state = 'done', done_at = $1, lease_until = NULL, \
+            last_error = NULL WHERE id = $2";
+        with_pool!(&self.db, write, |pool| {
+            sqlx::query(SQL).bind(now).bind(id).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or parked as dead.
+    pub async fn fail_effect(&self, id: &str, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
+        const RETRY: &str = "UPDATE outbox SET next_attempt_at = $1, lease_until = NULL, \
+            last_error = $2 WHERE id = $3";
+        const DEAD: &str = "UPDATE outbox SET state = 'dead', lease_until = NULL, last_error = $1 \
+            WHERE id = $2";
+        with_pool!(&self.db, write, |pool| match retry_at {
+            Some(at) => {
+                sqlx::query(RETRY).bind(at).bind(error).bind(id).execute(pool).await?;
+            }
+            None => {
+                sqlx::query(DEAD).bind(error).bind(id).execute(pool).await?;
+            }
+        });
+        Ok(())
+    }
+}

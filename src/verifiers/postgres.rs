@@ -1,0 +1,240 @@
+//! PostgreSQL as a target system: roles, role membership and privileges on
+//! databases, schemas and tables, read from the catalogs.
+//!
+//! Privileges are the *effective* ones (`has_*_privilege`: direct grants,
+//! inherited roles and PUBLIC), because that is what the role can really do.
+
+use std::{collections::BTreeSet, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use super::{Verifier, VerifyError};
+use crate::{
+    config::PostgresSystem,
+    domain::{CheckSpec, Observation},
+};
+
+pub const KINDS: &[&str] = &["role", "membership", "table_privileges", "schema_privileges", "database_privileges"];
+
+const TABLE_PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"];
+const SCHEMA_PRIVILEGES: &[&str] = &["USAGE", "CREATE"];
+const DATABASE_PRIVILEGES: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
+
+pub struct PostgresVerifier {
+    system: String,
+    pool: PgPool,
+    location: String,
+    timeout: Duration,
+}
+
+impl PostgresVerifier {
+    pub fn build(system: &str, config: &PostgresSystem) -> Result<Self, String> {
+        let url = config.url.resolve(&format!("systems.{system}.url"))?;
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|_| format!("systems.{system}.url: not a valid PostgreSQL URL"))?;
+        let location = format!(
+            "postgresql://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
+        Ok(Self { system: system.to_string(), pool, location, timeout })
+    }
+
+    fn param<'a>(check: &'a CheckSpec, name: &str) -> Result<&'a str, VerifyError> {
+        check
+            .params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind)))
+    }
+
+    fn error(&self, e: sqlx::Error) -> VerifyError {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+                VerifyError::Unreachable { system: self.system.clone(), message: e.to_string() }
+            }
+            other => VerifyError::Query { system: self.system.clone(), message: other.to_string() },
+        }
+    }
+
+    fn observation(&self, subject: &str, object: String, exists: bool, held: BTreeSet<String>) -> Observation {
+        Observation { subject: subject.to_string(), object, exists, held, location: self.location.clone() }
+    }
+
+    async fn role_exists(&self, role: &str) -> Result<bool, VerifyError> {
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(role)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn role(&self, role: &str) -> Result<Observation, VerifyError> {
+        const SQL: &str = "SELECT rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil > now()), \
+            rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls \
+            FROM pg_roles WHERE rolname = $1";
+        let row: Option<(bool, bool, bool, bool, bool, bool)> =
+            sqlx::query_as(SQL).bind(role).fetch_optional(&self.pool).await.map_err(|e| self.error(e))?;
+        let Some(r) = row else {
+            return Ok(self.observation(role, String::new(), false, BTreeSet::new()));
+        };
+        let flags = [
+            (r.0, "LOGIN"),
+            (r.1, "SUPERUSER"),
+            (r.2, "CREATEDB"),
+            (r.3, "CREATEROLE"),
+            (r.4, "REPLICATION"),
+            (r.5, "BYPASSRLS"),
+        ];
+        let held = flags.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect();
+        Ok(self.observation(role, String::new(), true, held))
+    }
+
+    async fn membership(&self, role: &str) -> Result<Observation, VerifyError> {
+        const SQL: &str = "SELECT g.rolname::text FROM pg_roles g \
+            WHERE g.rolname <> $1 AND pg_has_role($1, g.oid, 'MEMBER') ORDER BY 1";
+        if !self.role_exists(role).await? {
+            return Ok(self.observation(role, "role membership".into(), false, BTreeSet::new()));
+        }
+        let groups: Vec<String> =
+            sqlx::query_scalar(SQL).bind(role).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
+        Ok(self.observation(role, "role membership".into(), true, groups.into_iter().collect()))
+    }
+
+    async fn privileges(&self, check: &CheckSpec, role: &str) -> Result<Observation, VerifyError> {
+        let (object, sql, object_arg): (String, &str, String) = match check.kind.as_str() {
+            "table_privileges" => {
+                let table = Self::param(check, "table")?;
+                let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+                // Resolve the table by name first: no SQL is built from ticket text.
+                let oid: Option<i64> = sqlx::query_scalar(
+                    "SELECT c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2",
+                )
+                .bind(schema)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+                let oid = oid.ok_or_else(|| VerifyError::Query {
+                    system: self.system.clone(),
+                    message: format!("table {schema}.{name} does not exist"),
+                })?;
+                (
+                    format!("table {schema}.{name}"),
+                    "SELECT p FROM unnest($3::text[]) AS p WHERE has_table_privilege($1, $2::bigint::oid, p)",
+                    oid.to_string(),
+                )
+            }
+            "schema_privileges" => {
+                let schema = Self::param(check, "schema")?;
+                (
+                    format!("schema {schema}"),
+                    "SELECT p FROM unnest($3::text[]) AS p WHERE has_schema_privilege($1, \
+                     (SELECT oid FROM pg_namespace WHERE nspname = $2), p)",
+                    schema.to_string(),
+                )
+            }
+            _ => {
+                let database = match check.params.get("database").filter(|d| !d.is_empty()) {
+                    Some(d) => d.clone(),
+                    None => sqlx::query_scalar("SELECT current_database()::text")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| self.error(e))?,
+                };
+                (
+                    format!("database {database}"),
+                    "SELECT p FROM unnest($3::text[]) AS p WHERE has_database_privilege($1, \
+                     (SELECT oid FROM pg_database WHERE datname = $2), p)",
+                    database,
+                )
+            }
+        };
+        if check.kind == "schema_privileges" || check.kind == "database_privileges" {
+            let exists_sql = if check.kind == "schema_privileges" {
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+            } else {
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)"
+            };
+            let found: bool = sqlx::query_scalar(exists_sql)
+                .bind(&object_arg)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+            if !found {
+                return Err(VerifyError::Query { system: self.system.clone(), message: format!("{object} does not exist") });
+            }
+        }
+        if !self.role_exists(role).await? {
+            return Ok(self.observation(role, object, false, BTreeSet::new()));
+        }
+        let all: Vec<String> = match check.kind.as_str() {
+            "table_privileges" => TABLE_PRIVILEGES,
+            "schema_privileges" => SCHEMA_PRIVILEGES,
+            _ => DATABASE_PRIVILEGES,
+        }
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let held: Vec<String> = sqlx::query_scalar(sql)
+            .bind(role)
+            .bind(&object_arg)
+            .bind(&all)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(self.observation(role, object, true, held.into_iter().collect()))
+    }
+}
+
+#[async_trait]
+impl Verifier for PostgresVerifier {
+    fn kinds(&self) -> &'static [&'static str] {
+        KINDS
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn normalize(&self, kind: &str, item: &str) -> String {
+        match kind {
+            "membership" => item.to_string(),
+            _ => {
+                let upper = item.to_uppercase();
+                if upper == "TEMP" { "TEMPORARY".into() } else { upper }
+            }
+        }
+    }
+
+    async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError> {
+        let role = Self::param(check, "role")?;
+        match check.kind.as_str() {
+            "role" => self.role(role).await,
+            "membership" => self.membership(role).await,
+            "table_privileges" | "schema_privileges" | "database_privileges" => self.privileges(check, role).await,
+            other => Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
+        }
+    }
+
+    async fn healthcheck(&self) -> Result<String, VerifyError> {
+        let (user, version): (String, String) =
+            sqlx::query_as("SELECT current_user::text, current_setting('server_version')")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+        Ok(format!("{} as {user} (PostgreSQL {version})", self.location))
+    }
+}

@@ -1,0 +1,115 @@
+//! Deciding stored deliveries, one at a time per worker, after the ack.
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::{Context, ExecutionOutcome, outbox::retry_delay_ms};
+use crate::{
+    adapters::Effect,
+    domain::{Decision, EventKind, Mode, TicketEvent, Verdict},
+    store::{ClaimedDelivery, DeliveryOutcome, Finish, NewEffect, NewEvidence},
+};
+
+/// Claims the oldest undecided delivery and decides it.
+pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<ExecutionOutcome> {
+    let lease_ms = ctx.settings.lease_seconds * 1000;
+    let Some(claimed) = ctx.store.claim_delivery(now, lease_ms).await.context("Failed to claim a delivery")? else {
+        return Ok(ExecutionOutcome::EmptyQueue);
+    };
+    let span = tracing::info_span!("decision", delivery = %claimed.id, source = %claimed.source,
+        delivery_id = %claimed.delivery_id);
+    let _enter = span.enter();
+    if let Err(e) = decide(ctx, &claimed).await {
+        tracing::error!(error.cause_chain = ?e, error.message = %e, "decision failed; will retry");
+        let retry_at = super::now_ms() + retry_delay_ms(claimed.attempts, &ctx.settings);
+        ctx.store
+            .release_delivery(&claimed.id, &format!("{e:#}"), retry_at)
+            .await
+            .context("Failed to release a delivery")?;
+    }
+    Ok(ExecutionOutcome::TaskCompleted)
+}
+
+async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
+    let event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
+    let not_gated = match (event.caused_by_gate, event.kind) {
+        (true, _) => Some(DeliveryOutcome::OwnEcho),
+        (false, EventKind::Closed) => None,
+        (false, _) => Some(DeliveryOutcome::NotGated),
+    };
+    if let Some(outcome) = not_gated {
+        ctx.store
+            .finish_delivery(&claimed.id, outcome, None, super::now_ms(), |_| Vec::new())
+            .await
+            .context("Failed to record a delivery")?;
+        tracing::debug!(ticket = %event.ticket, ?outcome, "recorded, not gated");
+        return Ok(());
+    }
+
+    let decision = ctx.gate.decide(&event).await;
+    let adapter = ctx.sources.get(&claimed.source);
+    let speaks = !matches!(decision.verdict, Verdict::Ungated) && decision.mode != Mode::DryRun;
+    let deliver = speaks && adapter.is_some_and(|a| a.delivers_effects());
+    let evidence = NewEvidence {
+        id: uuid::Uuid::now_v7().to_string(),
+        delivery: claimed.id.clone(),
+        source: event.ticket.source.clone(),
+        ticket: event.ticket.key.clone(),
+        verdict: decision.verdict.as_str().to_string(),
+        policy: decision.policy.clone(),
+        mode: decision.mode.as_str().to_string(),
+        content: json!({ "event": &event, "decision": &decision }),
+    };
+    let now = super::now_ms();
+    let finished = ctx
+        .store
+        .finish_delivery(&claimed.id, DeliveryOutcome::Decided, Some(evidence), now, |record| {
+            if !deliver {
+                return Vec::new();
+            }
+            let effect = effect_for(ctx, &event, &decision, &record.id, &record.hash, now);
+            match serde_json::to_string(&effect) {
+                Ok(payload) => vec![NewEffect { idempotency_key: effect.key, payload }],
+                Err(_) => Vec::new(),
+            }
+        })
+        .await
+        .context("Failed to record the decision")?;
+    if let Finish::Finished(Some(record)) = finished {
+        tracing::info!(ticket = %event.ticket, verdict = decision.verdict.as_str(), mode = decision.mode.as_str(),
+            policy = decision.policy.as_deref().unwrap_or("-"), evidence = %record.id, "decided");
+        if deliver {
+            ctx.effects_enqueued.notify_one();
+        }
+    }
+    Ok(())
+}
+
+fn effect_for(ctx: &Context, event: &TicketEvent, decision: &Decision, id: &str, hash: &str, now: i64) -> Effect {
+    let decided_at = chrono::DateTime::from_timestamp_millis(now)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let comment = ctx.renderer.decision(event, decision, &decided_at, id, hash).unwrap_or_else(|e| {
+        tracing::error!(error.message = %e, "comment template failed; posting the plain form");
+        format!(
+            "closegate: {} under policy {} ({}). {}\nEvidence record {id}, hash {hash}.",
+            decision.verdict.as_str(),
+            decision.policy.as_deref().unwrap_or("none"),
+            decision.mode.as_str(),
+            decision.reasons.join("; ")
+        )
+    });
+    Effect {
+        key: format!("cg-{id}"),
+        ticket: event.ticket.clone(),
+        verdict: decision.verdict,
+        mode: decision.mode,
+        reopen: decision.verdict == Verdict::Blocked && decision.mode == Mode::Enforce,
+        closed_at: event.occurred_at.clone(),
+        comment,
+        policy: decision.policy.clone(),
+        reasons: decision.reasons.clone(),
+        evidence_id: id.to_string(),
+        evidence_hash: hash.to_string(),
+    }
+}
