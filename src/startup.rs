@@ -78,6 +78,11 @@ impl Application {
         Ok(Self { port, server, context, run_workers: settings.worker.enabled })
     }
 
+    /// Stops the HTTP server (for tests and embedding).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub use secret::{Secret, SecretRef};
 
 const DEFAULTS: &str = include_str!("default.yaml");
+const EXAMPLE: &str = include_str!("example.yaml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,14 +145,16 @@ fn default_pool_size() -> u32 {
 }
 
 impl Settings {
-    /// Loads defaults, then `file` if given, then the environment.
+    /// Loads defaults, then `file` if given (without one, the built-in example
+    /// sources and systems), then the environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, String> {
         let mut figment = Figment::from(Yaml::string(DEFAULTS));
-        if let Some(file) = file {
-            if !file.exists() {
+        match file {
+            Some(file) if !file.exists() => {
                 return Err(format!("config file {} does not exist", file.display()));
             }
-            figment = figment.merge(Yaml::file(file));
+            Some(file) => figment = figment.merge(Yaml::file(file)),
+            None => figment = figment.merge(Yaml::string(EXAMPLE)),
         }
         figment = figment.merge(Env::prefixed("CLOSEGATE__").split("__"));
         let settings: Settings = figment.extract().map_err(|e| {

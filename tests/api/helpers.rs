@@ -1,0 +1,309 @@
+//! Test harness: a real closegate on a random port with a fresh store (SQLite by
+//! default, PostgreSQL with CLOSEGATE_TEST_BACKEND=postgres), a real PostgreSQL
+//! target database, and the helpdesk faked at the HTTP level.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, LazyLock},
+};
+
+use closegate::{
+    config::{LogFormat, Settings},
+    signature::StandardWebhooksKey,
+    startup::Application,
+    store::{EvidenceRecord, Store, StoreStats},
+    telemetry,
+    workers::{self, Context, ExecutionOutcome},
+};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use sqlx::{Connection, Executor, PgConnection};
+use tempfile::TempDir;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path, path_regex},
+};
+
+pub const GITHUB_SECRET: &str = "gh-webhook-secret";
+pub const GENERIC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const REPO_ISSUE: &str = "acme/access-requests#42";
+pub const CLOSED_AT: &str = "2026-11-22T10:03:11Z";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        telemetry::init(LogFormat::Pretty, "info,sqlx=warn", std::io::stdout);
+    } else {
+        telemetry::init(LogFormat::Pretty, "off", std::io::sink);
+    }
+});
+
+/// PostgreSQL server used both as the target system and, optionally, the store.
+pub fn pg_url(database: &str) -> String {
+    let base = std::env::var("CLOSEGATE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{}/{database}", base.trim_end_matches('/'))
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A fresh store URL for the backend under test.
+async fn fresh_store_url(dir: &Path) -> String {
+    match std::env::var("CLOSEGATE_TEST_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let name = unique("cg_store");
+            let mut admin = PgConnection::connect(&pg_url("postgres")).await.expect("connect to PostgreSQL");
+            admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create store database");
+            pg_url(&name)
+        }
+        _ => format!("sqlite://{}", dir.join("closegate.db").display()),
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub helpdesk: MockServer,
+    pub store: Store,
+    pub ctx: Arc<Context>,
+    pub http: reqwest::Client,
+    config: PathBuf,
+    handle: actix_web::dev::ServerHandle,
+    dir: Arc<TempDir>,
+}
+
+/// What a test may change about the app.
+#[derive(Default)]
+pub struct Options {
+    /// Target database URL for the `app-db` system (defaults to the local server).
+    pub target_url: Option<String>,
+    pub target_timeout_ms: Option<u64>,
+    /// Policy directory (defaults to the shipped `policies/`).
+    pub policies: Option<PathBuf>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let helpdesk = MockServer::start().await;
+    let store_url = fresh_store_url(dir.path()).await;
+    let policies = options
+        .policies
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    let config = dir.path().join("closegate.yaml");
+    let yaml = json!({
+        "listen": "127.0.0.1:0",
+        "database_url": store_url,
+        "policies_dir": policies,
+        "max_body_bytes": 65536,
+        "worker": { "enabled": false, "decision_concurrency": 1, "poll_interval_ms": 50,
+                    "lease_seconds": 30, "retry_base_ms": 1000, "retry_max_ms": 60000, "max_attempts": 5 },
+        "sources": {
+            "github": { "type": "github", "secret": { "value": GITHUB_SECRET }, "token": { "value": "ghp_test_token" },
+                        "api_url": helpdesk.uri(), "bot_login": "closegate-bot" },
+            "generic": { "type": "standard-webhooks", "secret": { "value": GENERIC_SECRET },
+                         "callback_url": format!("{}/callback", helpdesk.uri()), "bot_actor": "closegate" }
+        },
+        "systems": {
+            "app-db": { "type": "postgres", "url": options.target_url.unwrap_or_else(|| pg_url("postgres")),
+                        "timeout_ms": options.target_timeout_ms.unwrap_or(5000) }
+        }
+    });
+    std::fs::write(&config, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    start(config, helpdesk, dir).await
+}
+
+async fn start(config: PathBuf, helpdesk: MockServer, dir: Arc<TempDir>) -> TestApp {
+    let settings = Settings::load(Some(&config)).expect("test settings load");
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let ctx = app.context();
+    let handle = app.server_handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        helpdesk,
+        store: ctx.store.clone(),
+        ctx,
+        http: reqwest::Client::new(),
+        config,
+        handle,
+        dir,
+    }
+}
+
+impl TestApp {
+    /// Stops this instance and starts a new one on the same store and helpdesk.
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop(true).await;
+        drop(self.ctx);
+        start(self.config, self.helpdesk, self.dir).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn post_github(&self, event: &str, delivery: &str, body: &[u8]) -> reqwest::Response {
+        let mut mac = Hmac::<Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
+        mac.update(body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        self.post_raw("github", &[("x-github-event", event), ("x-github-delivery", delivery), ("x-hub-signature-256", &signature)], body)
+            .await
+    }
+
+    pub async fn post_generic(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> reqwest::Response {
+        let signature = StandardWebhooksKey::parse(GENERIC_SECRET).unwrap().sign(msg_id, timestamp, body);
+        let ts = timestamp.to_string();
+        self.post_raw(
+            "generic",
+            &[("webhook-id", msg_id), ("webhook-timestamp", &ts), ("webhook-signature", &signature)],
+            body,
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, source: &str, headers: &[(&str, &str)], body: &[u8]) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/hooks/{source}", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Runs the decision worker until no delivery is waiting.
+    pub async fn decide_all(&self) {
+        while workers::try_decide_next(&self.ctx, workers::now_ms()).await.unwrap() == ExecutionOutcome::TaskCompleted {}
+    }
+
+    /// Runs the outbox worker once per due message, as of `at` (unix ms).
+    pub async fn deliver_due(&self, at: i64) -> usize {
+        let mut n = 0;
+        while workers::try_deliver_next(&self.ctx, at).await.unwrap() == ExecutionOutcome::TaskCompleted {
+            n += 1;
+        }
+        n
+    }
+
+    /// Delivers everything due now.
+    pub async fn deliver_all(&self) -> usize {
+        self.deliver_due(workers::now_ms()).await
+    }
+
+    pub async fn stats(&self) -> StoreStats {
+        self.store.stats().await.unwrap()
+    }
+
+    pub async fn evidence(&self, ticket: &str) -> Vec<EvidenceRecord> {
+        self.store.evidence_for_ticket("github", ticket).await.unwrap()
+    }
+}
+
+/// A GitHub `issues` event shaped like the documented payload.
+pub fn github_issue_event(action: &str, fields: &[(&str, &str)], labels: &[&str]) -> Value {
+    let mut event: Value =
+        serde_json::from_str(include_str!("../fixtures/github/issues_closed.json")).unwrap();
+    let body: String = fields.iter().map(|(k, v)| format!("### {k}\n\n{v}\n\n")).collect();
+    event["action"] = json!(action);
+    event["issue"]["body"] = json!(body);
+    event["issue"]["labels"] = json!(labels.iter().map(|l| json!({ "name": l })).collect::<Vec<_>>());
+    if action != "closed" {
+        event["issue"]["state"] = json!("open");
+        event["issue"]["closed_at"] = Value::Null;
+    }
+    event
+}
+
+pub fn grant_event(role: &str, table: &str, privileges: &str) -> Vec<u8> {
+    let event = github_issue_event(
+        "closed",
+        &[("Request type", "grant"), ("Database role", role), ("Table", table), ("Privileges", privileges)],
+        &["access-request"],
+    );
+    serde_json::to_vec(&event).unwrap()
+}
+
+pub fn revoke_event(role: &str) -> Vec<u8> {
+    let event = github_issue_event("closed", &[("Request type", "revoke"), ("Database role", role)], &["access-request"]);
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// The fake GitHub API: comments listed empty, posts answered 201, the issue
+/// still closed. `posts` and `reopens` are the exact numbers of calls expected.
+pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/access-requests/issues/42/comments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 1 })))
+        .expect(posts)
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/access-requests/issues/42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/repos/acme/access-requests/issues/42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "open" })))
+        .expect(reopens)
+        .mount(&app.helpdesk)
+        .await;
+}
+
+/// Bodies of the comments posted to the fake GitHub.
+pub async fn posted_comments(app: &TestApp) -> Vec<String> {
+    app.helpdesk
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/comments"))
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["body"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The real PostgreSQL target: creates the roles, tables and grants a test needs.
+pub struct Target {
+    conn: PgConnection,
+    pub schema: String,
+}
+
+impl Target {
+    pub async fn new() -> Target {
+        let mut conn = PgConnection::connect(&pg_url("postgres")).await.expect("connect to target PostgreSQL");
+        let schema = unique("cg_schema");
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        Target { conn, schema }
+    }
+
+    pub async fn exec(&mut self, sql: &str) {
+        self.conn.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Creates a login role and returns its name.
+    pub async fn login_role(&mut self) -> String {
+        let role = unique("cg_role");
+        self.exec(&format!("CREATE ROLE {role} LOGIN")).await;
+        role
+    }
+
+    /// Creates a table in the test schema and returns `schema.table`.
+    pub async fn table(&mut self) -> String {
+        let table = format!("{}.orders", self.schema);
+        self.exec(&format!("CREATE TABLE IF NOT EXISTS {table} (id int)")).await;
+        table
+    }
+}

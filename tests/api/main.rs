@@ -1,0 +1,10 @@
+mod bad_input;
+mod evidence_chain;
+mod generic_source;
+mod github_flow;
+mod health;
+mod helpers;
+mod idempotency;
+mod modes;
+mod outbox;
+mod policy_cli;
