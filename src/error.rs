@@ -42,7 +42,9 @@ impl std::fmt::Debug for ApiError {
 impl From<InboundError> for ApiError {
     fn from(e: InboundError) -> Self {
         match e {
-            InboundError::Unauthenticated(sig) => ApiError::Unauthenticated(format!("authentication failed: {sig}")),
+            InboundError::Unauthenticated(sig) => {
+                ApiError::Unauthenticated(format!("authentication failed: {sig}"))
+            }
             InboundError::Malformed(m) => ApiError::Malformed(format!("malformed payload: {m}")),
         }
     }
@@ -84,6 +86,9 @@ impl ResponseError for ApiError {
             ApiError::Unexpected(_) => "internal error".to_string(),
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(Body { code: self.code(), message })
+        HttpResponse::build(self.status_code()).json(Body {
+            code: self.code(),
+            message,
+        })
     }
 }

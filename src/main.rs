@@ -4,7 +4,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use closegate::{
     config::{LogFormat, Settings},
-    policy, startup::Application, store::Store, telemetry, verifiers,
+    domain::{Decision, TicketEvent},
+    policy,
+    render::Renderer,
+    startup::Application,
+    store::Store,
+    telemetry, verifiers,
 };
 
 /// closegate: a ticket closes only when the target system really matches it.
@@ -79,8 +84,13 @@ async fn main() {
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let url = settings.database_url.resolve("database_url").map_err(anyhow::Error::msg)?;
-    Store::connect(url.expose()).await.context("Failed to open the store")
+    let url = settings
+        .database_url
+        .resolve("database_url")
+        .map_err(anyhow::Error::msg)?;
+    Store::connect(url.expose())
+        .await
+        .context("Failed to open the store")
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
@@ -97,12 +107,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             println!("migrations applied");
             Ok(0)
         }
-        Command::Policy { command: PolicyCommand::Check { dir } } => {
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => {
             let dir = dir.unwrap_or(settings.policies_dir.clone());
             match policy::load_dir(&dir, &verifiers::catalog(&settings.systems)) {
                 Ok(set) => {
                     for p in &set.policies {
-                        println!("ok  {} ({}, mode {}, {} checks)", p.file, p.name, p.mode.as_str(), p.checks.len());
+                        println!(
+                            "ok  {} ({}, mode {}, {} checks)",
+                            p.file,
+                            p.name,
+                            p.mode.as_str(),
+                            p.checks.len()
+                        );
                     }
                     Ok(0)
                 }
@@ -118,12 +136,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::Evidence { command } => {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
             let store = open_store(&settings).await?;
-            evidence(command, &store).await
+            let renderer =
+                Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
+            evidence(command, &store, &renderer).await
         }
     }
 }
 
-async fn evidence(command: EvidenceCommand, store: &Store) -> anyhow::Result<i32> {
+async fn evidence(
+    command: EvidenceCommand,
+    store: &Store,
+    renderer: &Renderer,
+) -> anyhow::Result<i32> {
     match command {
         EvidenceCommand::Show { source, ticket } => {
             let records = store.evidence_for_ticket(&source, &ticket).await?;
@@ -133,24 +157,71 @@ async fn evidence(command: EvidenceCommand, store: &Store) -> anyhow::Result<i32
             }
             for r in records {
                 let content = r.content();
-                let when = chrono::DateTime::from_timestamp_millis(r.created_at).unwrap_or_default();
-                println!("#{} {} {} policy={} mode={} at {}", r.seq, r.id, r.verdict.to_uppercase(),
-                    r.policy.as_deref().unwrap_or("-"), r.mode, when.to_rfc3339());
-                for reason in content.pointer("/decision/reasons").and_then(|v| v.as_array()).into_iter().flatten() {
+                let when =
+                    chrono::DateTime::from_timestamp_millis(r.created_at).unwrap_or_default();
+                println!(
+                    "#{} {} {} policy={} mode={} at {}",
+                    r.seq,
+                    r.id,
+                    r.verdict.to_uppercase(),
+                    r.policy.as_deref().unwrap_or("-"),
+                    r.mode,
+                    when.to_rfc3339()
+                );
+                for reason in content
+                    .pointer("/decision/reasons")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     println!("    reason: {}", reason.as_str().unwrap_or_default());
                 }
-                for check in content.pointer("/decision/checks").and_then(|v| v.as_array()).into_iter().flatten() {
+                for check in content
+                    .pointer("/decision/checks")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     println!(
                         "    check {:?} on {}: expect {} {}, observed {}, {}",
-                        check.pointer("/spec/name").and_then(|v| v.as_str()).unwrap_or_default(),
-                        check.pointer("/spec/system").and_then(|v| v.as_str()).unwrap_or_default(),
-                        check.pointer("/spec/expect").and_then(|v| v.as_str()).unwrap_or_default(),
-                        check.pointer("/spec/requested").map(|v| v.to_string()).unwrap_or_default(),
-                        check.pointer("/observation/held").map(|v| v.to_string()).unwrap_or_else(|| "nothing (not verified)".into()),
-                        check.pointer("/outcome/status").and_then(|v| v.as_str()).unwrap_or_default(),
+                        check
+                            .pointer("/spec/name")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                        check
+                            .pointer("/spec/system")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                        check
+                            .pointer("/spec/expect")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                        check
+                            .pointer("/spec/requested")
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        check
+                            .pointer("/observation/held")
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "nothing (not verified)".into()),
+                        check
+                            .pointer("/outcome/status")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
                     );
                 }
                 println!("    hash {} (prev {})", r.hash, r.prev_hash);
+                let event = serde_json::from_value::<TicketEvent>(content["event"].clone());
+                let decision = serde_json::from_value::<Decision>(content["decision"].clone());
+                if let (Ok(event), Ok(decision)) = (event, decision) {
+                    let at = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    if let Ok(comment) = renderer.decision(&event, &decision, &at, &r.id, &r.hash) {
+                        println!("    comment:");
+                        for line in comment.lines() {
+                            println!("    | {line}");
+                        }
+                    }
+                }
             }
             Ok(0)
         }
@@ -158,7 +229,10 @@ async fn evidence(command: EvidenceCommand, store: &Store) -> anyhow::Result<i32
             let report = store.verify_chain().await?;
             match report.broken {
                 None => {
-                    println!("chain intact: {} records, head {}", report.records, report.head_hash);
+                    println!(
+                        "chain intact: {} records, head {}",
+                        report.records, report.head_hash
+                    );
                     Ok(0)
                 }
                 Some((seq, problem)) => {
@@ -174,10 +248,13 @@ async fn evidence(command: EvidenceCommand, store: &Store) -> anyhow::Result<i32
                 let Some(last) = page.last() else { break };
                 after = last.seq;
                 for r in &page {
-                    println!("{}", serde_json::json!({
-                        "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash,
-                        "record": serde_json::from_str::<serde_json::Value>(&r.record).unwrap_or_default(),
-                    }));
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash,
+                            "record": serde_json::from_str::<serde_json::Value>(&r.record).unwrap_or_default(),
+                        })
+                    );
                 }
             }
             Ok(0)

@@ -37,8 +37,13 @@ pub struct Application {
 impl Application {
     /// Opens the store named in the settings, then builds everything else.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let url = settings.database_url.resolve("database_url").map_err(anyhow::Error::msg)?;
-        let store = Store::connect(url.expose()).await.context("Failed to open the store")?;
+        let url = settings
+            .database_url
+            .resolve("database_url")
+            .map_err(anyhow::Error::msg)?;
+        let store = Store::connect(url.expose())
+            .await
+            .context("Failed to open the store")?;
         Self::build_with_store(settings, store).await
     }
 
@@ -50,9 +55,11 @@ impl Application {
             anyhow::anyhow!("invalid policies:\n  {}", lines.join("\n  "))
         })?;
         tracing::info!(count = policies.policies.len(), dir = %settings.policies_dir.display(), "policies loaded");
-        let verifiers = VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+        let verifiers =
+            VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
         let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
-        let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
+        let renderer =
+            Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
         let context = Arc::new(Context {
             store: store.clone(),
             gate: Gate::new(Arc::new(policies), verifiers),
@@ -65,7 +72,11 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { store, sources, max_body_bytes: settings.max_body_bytes });
+        let state = web::Data::new(AppState {
+            store,
+            sources,
+            max_body_bytes: settings.max_body_bytes,
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -75,7 +86,12 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, "listening");
-        Ok(Self { port, server, context, run_workers: settings.worker.enabled })
+        Ok(Self {
+            port,
+            server,
+            context,
+            run_workers: settings.worker.enabled,
+        })
     }
 
     /// Stops the HTTP server (for tests and embedding).

@@ -40,10 +40,16 @@ pub struct EffectError {
 
 impl EffectError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }

@@ -16,7 +16,10 @@ pub fn client() -> Result<reqwest::Client, String> {
 
 /// Sends a request and maps failures: network errors, 408, 429 and 5xx are
 /// retried; other 4xx are permanent (the request itself is wrong).
-pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EffectError> {
+pub async fn send(
+    what: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, EffectError> {
     let response = request
         .send()
         .await
@@ -26,17 +29,22 @@ pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
         return Ok(response);
     }
     let message = format!("{what}: HTTP {status}");
-    let retry = status.is_server_error()
-        || matches!(status.as_u16(), 401 | 403 | 408 | 409 | 429);
-    Err(if retry { EffectError::retryable(message) } else { EffectError::permanent(message) })
+    let retry = status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 408 | 409 | 429);
+    Err(if retry {
+        EffectError::retryable(message)
+    } else {
+        EffectError::permanent(message)
+    })
 }
 
 /// Parses a JSON response body.
-pub async fn json(what: &str, response: reqwest::Response) -> Result<serde_json::Value, EffectError> {
-    response
-        .json()
-        .await
-        .map_err(|e| EffectError::retryable(format!("{what}: unreadable response: {}", without_url(&e))))
+pub async fn json(
+    what: &str,
+    response: reqwest::Response,
+) -> Result<serde_json::Value, EffectError> {
+    response.json().await.map_err(|e| {
+        EffectError::retryable(format!("{what}: unreadable response: {}", without_url(&e)))
+    })
 }
 
 fn without_url(e: &reqwest::Error) -> String {

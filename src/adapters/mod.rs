@@ -30,7 +30,9 @@ impl HeaderLookup for actix_web::http::header::HeaderMap {
 
 impl HeaderLookup for std::collections::BTreeMap<String, String> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -85,12 +87,16 @@ pub struct SourceRegistry {
 
 impl SourceRegistry {
     /// Builds every adapter; a bad secret or URL stops the start, naming the key.
-    pub fn from_config(sources: &std::collections::BTreeMap<String, SourceConfig>) -> Result<Self, String> {
+    pub fn from_config(
+        sources: &std::collections::BTreeMap<String, SourceConfig>,
+    ) -> Result<Self, String> {
         let mut adapters: HashMap<String, Arc<dyn Adapter>> = HashMap::new();
         for (name, config) in sources {
             let adapter: Arc<dyn Adapter> = match config {
                 SourceConfig::Github(cfg) => Arc::new(github::GithubAdapter::build(name, cfg)?),
-                SourceConfig::StandardWebhooks(cfg) => Arc::new(generic::GenericAdapter::build(name, cfg)?),
+                SourceConfig::StandardWebhooks(cfg) => {
+                    Arc::new(generic::GenericAdapter::build(name, cfg)?)
+                }
             };
             adapters.insert(name.clone(), adapter);
         }

@@ -178,8 +178,14 @@ impl Settings {
             return Err("worker.decision_concurrency: must be above 0".into());
         }
         for name in self.sources.keys().chain(self.systems.keys()) {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(format!("{name:?}: source and system names use letters, digits, - and _"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{name:?}: source and system names use letters, digits, - and _"
+                ));
             }
         }
         Ok(())

@@ -69,14 +69,18 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = SecretRef::Value { value: "hunter2".into() };
+        let s = SecretRef::Value {
+            value: "hunter2".into(),
+        };
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{:?}", s.resolve("k").unwrap()).contains("hunter2"));
     }
 
     #[test]
     fn a_missing_env_var_names_the_key() {
-        let s = SecretRef::Env { env: "CLOSEGATE_TEST_UNSET_VAR".into() };
+        let s = SecretRef::Env {
+            env: "CLOSEGATE_TEST_UNSET_VAR".into(),
+        };
         let err = s.resolve("sources.demo.secret").unwrap_err();
         assert!(err.contains("sources.demo.secret") && err.contains("CLOSEGATE_TEST_UNSET_VAR"));
     }

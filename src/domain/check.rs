@@ -61,9 +61,13 @@ pub struct Observation {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CheckOutcome {
     Holds,
-    Mismatch { reason: String },
+    Mismatch {
+        reason: String,
+    },
     /// The target system could not be asked: never read as "absent".
-    CouldNotVerify { error: String },
+    CouldNotVerify {
+        error: String,
+    },
 }
 
 /// A check with what was observed and the verdict: what the evidence records.

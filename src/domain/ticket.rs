@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn field_names_are_normalised() {
         assert_eq!(field_key("Database role"), "database_role");
-        assert_eq!(field_key("  Privileges (comma-separated) "), "privileges_comma_separated");
+        assert_eq!(
+            field_key("  Privileges (comma-separated) "),
+            "privileges_comma_separated"
+        );
         assert_eq!(field_key("schema"), "schema");
         assert_eq!(field_key("???"), "");
     }

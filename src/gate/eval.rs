@@ -9,18 +9,34 @@ fn list(items: &BTreeSet<String>) -> String {
 }
 
 /// Judges one check: what was expected against what was observed.
-pub fn judge(expect: Expect, requested: &BTreeSet<String>, observed: &Result<Observation, String>) -> CheckOutcome {
+pub fn judge(
+    expect: Expect,
+    requested: &BTreeSet<String>,
+    observed: &Result<Observation, String>,
+) -> CheckOutcome {
     let obs = match observed {
-        Err(error) => return CheckOutcome::CouldNotVerify { error: error.clone() },
+        Err(error) => {
+            return CheckOutcome::CouldNotVerify {
+                error: error.clone(),
+            };
+        }
         Ok(obs) => obs,
     };
-    let who = if obs.object.is_empty() { obs.subject.clone() } else { format!("{} on {}", obs.subject, obs.object) };
+    let who = if obs.object.is_empty() {
+        obs.subject.clone()
+    } else {
+        format!("{} on {}", obs.subject, obs.object)
+    };
     let missing: BTreeSet<String> = requested.difference(&obs.held).cloned().collect();
     let extra: BTreeSet<String> = obs.held.difference(requested).cloned().collect();
     let mismatch = |reason: String| CheckOutcome::Mismatch { reason };
     match expect {
-        Expect::Present | Expect::Exact if !obs.exists => mismatch(format!("{} does not exist", obs.subject)),
-        Expect::Present if !missing.is_empty() => mismatch(format!("{who}: missing {}", list(&missing))),
+        Expect::Present | Expect::Exact if !obs.exists => {
+            mismatch(format!("{} does not exist", obs.subject))
+        }
+        Expect::Present if !missing.is_empty() => {
+            mismatch(format!("{who}: missing {}", list(&missing)))
+        }
         Expect::Present => CheckOutcome::Holds,
         Expect::Exact if !missing.is_empty() || !extra.is_empty() => {
             let mut parts = Vec::new();
@@ -53,12 +69,17 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
         .filter_map(|c| match &c.outcome {
             CheckOutcome::Holds => None,
             CheckOutcome::Mismatch { reason } => Some(format!("{}: {reason}", c.spec.name)),
-            CheckOutcome::CouldNotVerify { error } => {
-                Some(format!("{}: could not verify on {}: {error}", c.spec.name, c.spec.system))
-            }
+            CheckOutcome::CouldNotVerify { error } => Some(format!(
+                "{}: could not verify on {}: {error}",
+                c.spec.name, c.spec.system
+            )),
         })
         .collect();
-    let verdict = if reasons.is_empty() && !checks.is_empty() { Verdict::Allowed } else { Verdict::Blocked };
+    let verdict = if reasons.is_empty() && !checks.is_empty() {
+        Verdict::Allowed
+    } else {
+        Verdict::Blocked
+    };
     Decision {
         verdict,
         policy: Some(policy.to_string()),
@@ -70,7 +91,11 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
 }
 
 /// A decision blocked before any check ran (missing fields, ambiguous policies...).
-pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: String) -> Decision {
+pub fn blocked_without_checks(
+    policy: Option<(&str, &str)>,
+    mode: Mode,
+    reason: String,
+) -> Decision {
     Decision {
         verdict: Verdict::Blocked,
         policy: policy.map(|p| p.0.to_string()),
@@ -106,7 +131,11 @@ mod tests {
     #[test]
     fn present_needs_every_requested_item() {
         let req = set(&["SELECT"]);
-        assert!(holds(&judge(Expect::Present, &req, &seen(true, &["SELECT", "INSERT"]))));
+        assert!(holds(&judge(
+            Expect::Present,
+            &req,
+            &seen(true, &["SELECT", "INSERT"])
+        )));
         assert!(!holds(&judge(Expect::Present, &req, &seen(true, &[]))));
         assert!(!holds(&judge(Expect::Present, &req, &seen(false, &[]))));
         assert!(holds(&judge(Expect::Present, &set(&[]), &seen(true, &[]))));
@@ -120,7 +149,8 @@ mod tests {
         assert_eq!(
             broader,
             CheckOutcome::Mismatch {
-                reason: "app_reader on table public.orders: holds more than requested: INSERT".into()
+                reason: "app_reader on table public.orders: holds more than requested: INSERT"
+                    .into()
             }
         );
         assert!(!holds(&judge(Expect::Exact, &req, &seen(true, &[]))));
@@ -130,9 +160,17 @@ mod tests {
     #[test]
     fn absent_holds_when_revoked_or_gone() {
         let req = set(&["SELECT"]);
-        assert!(holds(&judge(Expect::Absent, &req, &seen(true, &["INSERT"]))));
+        assert!(holds(&judge(
+            Expect::Absent,
+            &req,
+            &seen(true, &["INSERT"])
+        )));
         assert!(holds(&judge(Expect::Absent, &req, &seen(false, &[]))));
-        assert!(!holds(&judge(Expect::Absent, &req, &seen(true, &["SELECT"]))));
+        assert!(!holds(&judge(
+            Expect::Absent,
+            &req,
+            &seen(true, &["SELECT"])
+        )));
         assert!(!holds(&judge(Expect::Absent, &set(&[]), &seen(true, &[]))));
         assert!(holds(&judge(Expect::Absent, &set(&[]), &seen(false, &[]))));
     }
@@ -141,7 +179,12 @@ mod tests {
     fn errors_are_never_read_as_absent() {
         for expect in [Expect::Present, Expect::Absent, Expect::Exact] {
             let outcome = judge(expect, &set(&["SELECT"]), &Err("connection refused".into()));
-            assert_eq!(outcome, CheckOutcome::CouldNotVerify { error: "connection refused".into() });
+            assert_eq!(
+                outcome,
+                CheckOutcome::CouldNotVerify {
+                    error: "connection refused".into()
+                }
+            );
         }
     }
 
@@ -166,10 +209,21 @@ mod tests {
             "p",
             "h",
             Mode::Enforce,
-            vec![result(CheckOutcome::Holds), result(CheckOutcome::CouldNotVerify { error: "timeout".into() })],
+            vec![
+                result(CheckOutcome::Holds),
+                result(CheckOutcome::CouldNotVerify {
+                    error: "timeout".into(),
+                }),
+            ],
         );
         assert_eq!(bad.verdict, Verdict::Blocked);
-        assert_eq!(bad.reasons, vec!["c: could not verify on db: timeout".to_string()]);
-        assert_eq!(conclude("p", "h", Mode::Enforce, vec![]).verdict, Verdict::Blocked);
+        assert_eq!(
+            bad.reasons,
+            vec!["c: could not verify on db: timeout".to_string()]
+        );
+        assert_eq!(
+            conclude("p", "h", Mode::Enforce, vec![]).verdict,
+            Verdict::Blocked
+        );
     }
 }

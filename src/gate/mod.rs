@@ -22,7 +22,10 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(policies: Arc<PolicySet>, verifiers: VerifierRegistry) -> Self {
-        Self { policies, verifiers }
+        Self {
+            policies,
+            verifiers,
+        }
     }
 
     pub fn policies(&self) -> &PolicySet {
@@ -54,7 +57,10 @@ impl Gate {
                 return eval::blocked_without_checks(
                     None,
                     Mode::Enforce,
-                    format!("more than one policy governs this ticket ({}); fix the policies' selectors", names.join(", ")),
+                    format!(
+                        "more than one policy governs this ticket ({}); fix the policies' selectors",
+                        names.join(", ")
+                    ),
                 );
             }
         };
@@ -65,11 +71,18 @@ impl Gate {
                 return eval::blocked_without_checks(
                     id,
                     policy.mode,
-                    format!("the ticket is missing required fields: {}", fields.join(", ")),
+                    format!(
+                        "the ticket is missing required fields: {}",
+                        fields.join(", ")
+                    ),
                 );
             }
             Rendered::Invalid(problem) => {
-                return eval::blocked_without_checks(id, policy.mode, format!("the policy could not be applied: {problem}"));
+                return eval::blocked_without_checks(
+                    id,
+                    policy.mode,
+                    format!("the policy could not be applied: {problem}"),
+                );
             }
         };
         let results = join_all(specs.into_iter().map(|spec| self.run_check(spec))).await;
@@ -81,7 +94,11 @@ impl Gate {
         let observed = match self.verifiers.get(&spec.system) {
             None => Err(format!("system {} is not configured", spec.system)),
             Some(verifier) => {
-                spec.requested = spec.requested.iter().map(|i| verifier.normalize(&spec.kind, i)).collect();
+                spec.requested = spec
+                    .requested
+                    .iter()
+                    .map(|i| verifier.normalize(&spec.kind, i))
+                    .collect();
                 let timeout = verifier.timeout();
                 match tokio::time::timeout(timeout, verifier.observe(&spec)).await {
                     Ok(result) => result.map_err(|e| e.to_string()),
@@ -93,6 +110,11 @@ impl Gate {
             tracing::warn!(check = %spec.name, system = %spec.system, %error, "could not verify");
         }
         let outcome = eval::judge(spec.expect, &spec.requested, &observed);
-        CheckResult { spec, observation: observed.ok(), outcome, checked_at }
+        CheckResult {
+            spec,
+            observation: observed.ok(),
+            outcome,
+            checked_at,
+        }
     }
 }

@@ -35,9 +35,14 @@ impl std::fmt::Display for PolicyError {
 /// of all files are returned together, so one run of the checker shows them all.
 pub fn load_dir(dir: &Path, systems: &SystemCatalog) -> Result<PolicySet, Vec<PolicyError>> {
     let dir_err = |problem: String| {
-        vec![PolicyError { file: dir.display().to_string(), line: None, problem }]
+        vec![PolicyError {
+            file: dir.display().to_string(),
+            line: None,
+            problem,
+        }]
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| dir_err(format!("cannot read policy directory: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| dir_err(format!("cannot read policy directory: {e}")))?;
     let mut paths: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
@@ -49,7 +54,11 @@ pub fn load_dir(dir: &Path, systems: &SystemCatalog) -> Result<PolicySet, Vec<Po
     for path in paths {
         let file = path.display().to_string();
         match std::fs::read_to_string(&path) {
-            Err(e) => errors.push(PolicyError { file, line: None, problem: format!("cannot read: {e}") }),
+            Err(e) => errors.push(PolicyError {
+                file,
+                line: None,
+                problem: format!("cannot read: {e}"),
+            }),
             Ok(text) => match parse_policy(&file, &path, &text, systems) {
                 Ok(policy) => set.policies.push(policy),
                 Err(mut errs) => errors.append(&mut errs),
@@ -66,7 +75,11 @@ pub fn load_dir(dir: &Path, systems: &SystemCatalog) -> Result<PolicySet, Vec<Po
             });
         }
     }
-    if errors.is_empty() { Ok(set) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
 }
 
 fn line_of<T>(value: &Spanned<T>) -> Option<usize> {
@@ -81,11 +94,19 @@ fn parse_policy(
 ) -> Result<Policy, Vec<PolicyError>> {
     let raw: PolicyFile = marked_yaml::from_yaml(0, text).map_err(|e| {
         let (line, problem) = describe_yaml_error(&e);
-        vec![PolicyError { file: file.to_string(), line, problem }]
+        vec![PolicyError {
+            file: file.to_string(),
+            line,
+            problem,
+        }]
     })?;
     let mut errors = Vec::new();
     let mut err = |line: Option<usize>, problem: String| {
-        errors.push(PolicyError { file: file.to_string(), line, problem });
+        errors.push(PolicyError {
+            file: file.to_string(),
+            line,
+            problem,
+        });
     };
 
     let name = match &raw.name {
@@ -94,7 +115,10 @@ fn parse_policy(
             String::new()
         }
         Some(n) => n.trim().to_string(),
-        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     let mode = match raw.mode.as_ref().map(|m| (m, m.as_str())) {
         None => Mode::Enforce,
@@ -102,7 +126,10 @@ fn parse_policy(
         Some((_, "warn")) => Mode::Warn,
         Some((_, "dry-run")) => Mode::DryRun,
         Some((m, other)) => {
-            err(line_of(m), format!("mode {other:?} is not one of enforce, warn, dry-run"));
+            err(
+                line_of(m),
+                format!("mode {other:?} is not one of enforce, warn, dry-run"),
+            );
             Mode::Enforce
         }
     };
@@ -115,7 +142,10 @@ fn parse_policy(
         .map(|f| {
             let key = field_key(f);
             if key.is_empty() {
-                err(line_of(f), format!("required field {:?} has no usable name", f.as_str()));
+                err(
+                    line_of(f),
+                    format!("required field {:?} has no usable name", f.as_str()),
+                );
             }
             key
         })
@@ -130,7 +160,10 @@ fn parse_policy(
                 let known: Vec<_> = systems.keys().cloned().collect();
                 err(
                     line_of(&def.system),
-                    format!("unknown system {system:?} (configured: {})", known.join(", ")),
+                    format!(
+                        "unknown system {system:?} (configured: {})",
+                        known.join(", ")
+                    ),
                 );
             }
             Some(kinds) if !kinds.contains(&def.kind.as_str()) => err(
@@ -148,24 +181,43 @@ fn parse_policy(
             "absent" => Expect::Absent,
             "exact" => Expect::Exact,
             other => {
-                err(line_of(&def.expect), format!("expect {other:?} is not one of present, absent, exact"));
+                err(
+                    line_of(&def.expect),
+                    format!("expect {other:?} is not one of present, absent, exact"),
+                );
                 Expect::Present
             }
         };
         if expect == Expect::Exact && def.requested.is_none() {
-            err(line_of(&def.expect), "expect: exact needs `requested` (the items asked for)".into());
+            err(
+                line_of(&def.expect),
+                "expect: exact needs `requested` (the items asked for)".into(),
+            );
         }
         let sources = def.params.values().chain(def.requested.iter());
         for src in sources {
             if let Err(e) = templates.template_from_str(src) {
-                err(line_of(src), format!("template does not parse: {}", e.detail().unwrap_or("syntax error")));
+                err(
+                    line_of(src),
+                    format!(
+                        "template does not parse: {}",
+                        e.detail().unwrap_or("syntax error")
+                    ),
+                );
             }
         }
         checks.push(CheckTemplate {
-            name: def.name.clone().unwrap_or_else(|| format!("check {}", i + 1)),
+            name: def
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("check {}", i + 1)),
             system,
             kind: def.kind.to_string(),
-            params: def.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            params: def
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
             requested: def.requested.as_ref().map(|r| r.to_string()),
             expect,
         });
@@ -187,7 +239,12 @@ fn parse_policy(
         hash: hex::encode(Sha256::digest(text.as_bytes())),
         sources: raw.selector.sources,
         labels: raw.selector.labels,
-        fields: raw.selector.fields.into_iter().map(|(k, v)| (field_key(&k), v)).collect(),
+        fields: raw
+            .selector
+            .fields
+            .into_iter()
+            .map(|(k, v)| (field_key(&k), v))
+            .collect(),
         require_fields,
         checks,
     })

@@ -46,7 +46,9 @@ pub fn render_checks(policy: &Policy, event: &TicketEvent) -> Rendered {
                 Ok(value) => {
                     params.insert(key.clone(), value);
                 }
-                Err(e) => return Rendered::Invalid(format!("{}: parameter {key}: {e}", check.name)),
+                Err(e) => {
+                    return Rendered::Invalid(format!("{}: parameter {key}: {e}", check.name));
+                }
             }
         }
         let requested = match &check.requested {

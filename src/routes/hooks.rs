@@ -6,12 +6,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{
-    adapters::Inbound,
-    error::ApiError,
-    startup::AppState,
-    store::NewDelivery,
-};
+use crate::{adapters::Inbound, error::ApiError, startup::AppState, store::NewDelivery};
 
 #[tracing::instrument(name = "webhook", skip_all, fields(source = %path.as_str(), delivery_id, ticket))]
 pub async fn receive(
@@ -21,10 +16,18 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let source = path.into_inner();
-    let adapter = state.sources.get(&source).ok_or_else(|| ApiError::UnknownSource(source.clone()))?;
+    let adapter = state
+        .sources
+        .get(&source)
+        .ok_or_else(|| ApiError::UnknownSource(source.clone()))?;
     let body = read_body(payload, &request, state.max_body_bytes).await?;
     let now = chrono::Utc::now();
-    let inbound = Inbound { source: &source, headers: request.headers(), body: &body, now: now.timestamp() };
+    let inbound = Inbound {
+        source: &source,
+        headers: request.headers(),
+        body: &body,
+        now: now.timestamp(),
+    };
     let accepted = adapter.accept(&inbound).map_err(|e| {
         tracing::warn!(reason = %e, "webhook refused");
         ApiError::from(e)
@@ -32,8 +35,10 @@ pub async fn receive(
     let span = tracing::Span::current();
     span.record("delivery_id", accepted.delivery_id.as_str());
     span.record("ticket", tracing::field::display(&accepted.event.ticket));
-    let body_text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
-    let event = serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let body_text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
+    let event =
+        serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
     let outcome = state
         .store
         .ingest(NewDelivery {
@@ -54,7 +59,11 @@ pub async fn receive(
     Ok(response.json(json!({ "status": "accepted", "delivery": outcome.id })))
 }
 
-async fn read_body(mut payload: web::Payload, request: &HttpRequest, limit: usize) -> Result<web::Bytes, ApiError> {
+async fn read_body(
+    mut payload: web::Payload,
+    request: &HttpRequest,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let declared = request
         .headers()
         .get("content-length")

@@ -37,9 +37,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(e.to_string())
-            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
             other => StoreError::Other(other.to_string()),
         }
     }
@@ -136,7 +137,11 @@ impl Store {
         };
         let new_deliveries = Arc::new(Notify::new());
         let ingest = ingest::spawn_writer(db.clone(), new_deliveries.clone());
-        Ok(Store { db, ingest, new_deliveries })
+        Ok(Store {
+            db,
+            ingest,
+            new_deliveries,
+        })
     }
 
     /// Which backend this is: `sqlite` or `postgres`.
@@ -164,7 +169,9 @@ impl Store {
                 .await?
         });
         if applied < expected {
-            return Err(StoreError::Other(format!("{applied} of {expected} migrations applied")));
+            return Err(StoreError::Other(format!(
+                "{applied} of {expected} migrations applied"
+            )));
         }
         Ok(())
     }
@@ -178,7 +185,9 @@ impl Store {
             (SELECT COUNT(*) FROM outbox WHERE state = 'done'), \
             (SELECT COUNT(*) FROM outbox WHERE state = 'dead')";
         let row: (i64, i64, i64, i64, i64, i64) =
-            with_pool!(&self.db, read, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
+            with_pool!(&self.db, read, |pool| sqlx::query_as(SQL)
+                .fetch_one(pool)
+                .await?);
         Ok(StoreStats {
             deliveries: row.0,
             deliveries_pending: row.1,

@@ -71,17 +71,24 @@ pub fn kinds_of(config: &SystemConfig) -> &'static [&'static str] {
 
 /// The catalog policies are validated against, from config alone.
 pub fn catalog(systems: &std::collections::BTreeMap<String, SystemConfig>) -> SystemCatalog {
-    systems.iter().map(|(name, cfg)| (name.clone(), kinds_of(cfg))).collect()
+    systems
+        .iter()
+        .map(|(name, cfg)| (name.clone(), kinds_of(cfg)))
+        .collect()
 }
 
 impl VerifierRegistry {
     /// Builds every verifier. Connections are opened lazily, so an unreachable
     /// system does not stop the start; it fails its checks closed instead.
-    pub fn from_config(systems: &std::collections::BTreeMap<String, SystemConfig>) -> Result<Self, String> {
+    pub fn from_config(
+        systems: &std::collections::BTreeMap<String, SystemConfig>,
+    ) -> Result<Self, String> {
         let mut verifiers: HashMap<String, Arc<dyn Verifier>> = HashMap::new();
         for (name, config) in systems {
             let verifier: Arc<dyn Verifier> = match config {
-                SystemConfig::Postgres(cfg) => Arc::new(postgres::PostgresVerifier::build(name, cfg)?),
+                SystemConfig::Postgres(cfg) => {
+                    Arc::new(postgres::PostgresVerifier::build(name, cfg)?)
+                }
             };
             verifiers.insert(name.clone(), verifier);
         }

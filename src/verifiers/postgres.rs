@@ -18,9 +18,23 @@ use crate::{
     domain::{CheckSpec, Observation},
 };
 
-pub const KINDS: &[&str] = &["role", "membership", "table_privileges", "schema_privileges", "database_privileges"];
+pub const KINDS: &[&str] = &[
+    "role",
+    "membership",
+    "table_privileges",
+    "schema_privileges",
+    "database_privileges",
+];
 
-const TABLE_PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"];
+const TABLE_PRIVILEGES: &[&str] = &[
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+];
 const SCHEMA_PRIVILEGES: &[&str] = &["USAGE", "CREATE"];
 const DATABASE_PRIVILEGES: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
 
@@ -47,7 +61,12 @@ impl PostgresVerifier {
             .max_connections(config.max_connections)
             .acquire_timeout(timeout)
             .connect_lazy_with(options);
-        Ok(Self { system: system.to_string(), pool, location, timeout })
+        Ok(Self {
+            system: system.to_string(),
+            pool,
+            location,
+            timeout,
+        })
     }
 
     fn param<'a>(check: &'a CheckSpec, name: &str) -> Result<&'a str, VerifyError> {
@@ -56,20 +75,41 @@ impl PostgresVerifier {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind)))
+            .ok_or_else(|| {
+                VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind))
+            })
     }
 
     fn error(&self, e: sqlx::Error) -> VerifyError {
         match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                VerifyError::Unreachable { system: self.system.clone(), message: e.to_string() }
-            }
-            other => VerifyError::Query { system: self.system.clone(), message: other.to_string() },
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed => VerifyError::Unreachable {
+                system: self.system.clone(),
+                message: e.to_string(),
+            },
+            other => VerifyError::Query {
+                system: self.system.clone(),
+                message: other.to_string(),
+            },
         }
     }
 
-    fn observation(&self, subject: &str, object: String, exists: bool, held: BTreeSet<String>) -> Observation {
-        Observation { subject: subject.to_string(), object, exists, held, location: self.location.clone() }
+    fn observation(
+        &self,
+        subject: &str,
+        object: String,
+        exists: bool,
+        held: BTreeSet<String>,
+    ) -> Observation {
+        Observation {
+            subject: subject.to_string(),
+            object,
+            exists,
+            held,
+            location: self.location.clone(),
+        }
     }
 
     async fn role_exists(&self, role: &str) -> Result<bool, VerifyError> {
@@ -84,8 +124,11 @@ impl PostgresVerifier {
         const SQL: &str = "SELECT rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil > now()), \
             rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls \
             FROM pg_roles WHERE rolname = $1";
-        let row: Option<(bool, bool, bool, bool, bool, bool)> =
-            sqlx::query_as(SQL).bind(role).fetch_optional(&self.pool).await.map_err(|e| self.error(e))?;
+        let row: Option<(bool, bool, bool, bool, bool, bool)> = sqlx::query_as(SQL)
+            .bind(role)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
         let Some(r) = row else {
             return Ok(self.observation(role, String::new(), false, BTreeSet::new()));
         };
@@ -97,7 +140,11 @@ impl PostgresVerifier {
             (r.4, "REPLICATION"),
             (r.5, "BYPASSRLS"),
         ];
-        let held = flags.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect();
+        let held = flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| n.to_string())
+            .collect();
         Ok(self.observation(role, String::new(), true, held))
     }
 
@@ -107,9 +154,17 @@ impl PostgresVerifier {
         if !self.role_exists(role).await? {
             return Ok(self.observation(role, "role membership".into(), false, BTreeSet::new()));
         }
-        let groups: Vec<String> =
-            sqlx::query_scalar(SQL).bind(role).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
-        Ok(self.observation(role, "role membership".into(), true, groups.into_iter().collect()))
+        let groups: Vec<String> = sqlx::query_scalar(SQL)
+            .bind(role)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(self.observation(
+            role,
+            "role membership".into(),
+            true,
+            groups.into_iter().collect(),
+        ))
     }
 
     async fn privileges(&self, check: &CheckSpec, role: &str) -> Result<Observation, VerifyError> {
@@ -174,7 +229,10 @@ impl PostgresVerifier {
                 .await
                 .map_err(|e| self.error(e))?;
             if !found {
-                return Err(VerifyError::Query { system: self.system.clone(), message: format!("{object} does not exist") });
+                return Err(VerifyError::Query {
+                    system: self.system.clone(),
+                    message: format!("{object} does not exist"),
+                });
             }
         }
         if !self.role_exists(role).await? {
@@ -214,7 +272,11 @@ impl Verifier for PostgresVerifier {
             "membership" => item.to_string(),
             _ => {
                 let upper = item.to_uppercase();
-                if upper == "TEMP" { "TEMPORARY".into() } else { upper }
+                if upper == "TEMP" {
+                    "TEMPORARY".into()
+                } else {
+                    upper
+                }
             }
         }
     }
@@ -224,8 +286,12 @@ impl Verifier for PostgresVerifier {
         match check.kind.as_str() {
             "role" => self.role(role).await,
             "membership" => self.membership(role).await,
-            "table_privileges" | "schema_privileges" | "database_privileges" => self.privileges(check, role).await,
-            other => Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
+            "table_privileges" | "schema_privileges" | "database_privileges" => {
+                self.privileges(check, role).await
+            }
+            other => Err(VerifyError::BadParams(format!(
+                "unknown check kind {other}"
+            ))),
         }
     }
 
@@ -235,6 +301,9 @@ impl Verifier for PostgresVerifier {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| self.error(e))?;
-        Ok(format!("{} as {user} (PostgreSQL {version})", self.location))
+        Ok(format!(
+            "{} as {user} (PostgreSQL {version})",
+            self.location
+        ))
     }
 }

@@ -13,7 +13,12 @@ use crate::{
 /// Claims the oldest undecided delivery and decides it.
 pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<ExecutionOutcome> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
-    let Some(claimed) = ctx.store.claim_delivery(now, lease_ms).await.context("Failed to claim a delivery")? else {
+    let Some(claimed) = ctx
+        .store
+        .claim_delivery(now, lease_ms)
+        .await
+        .context("Failed to claim a delivery")?
+    else {
         return Ok(ExecutionOutcome::EmptyQueue);
     };
     let span = tracing::info_span!("decision", delivery = %claimed.id, source = %claimed.source,
@@ -31,7 +36,8 @@ pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<Executio
 }
 
 async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
-    let event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
+    let event: TicketEvent =
+        serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
     let not_gated = match (event.caused_by_gate, event.kind) {
         (true, _) => Some(DeliveryOutcome::OwnEcho),
         (false, EventKind::Closed) => None,
@@ -63,16 +69,25 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
     let now = super::now_ms();
     let finished = ctx
         .store
-        .finish_delivery(&claimed.id, DeliveryOutcome::Decided, Some(evidence), now, |record| {
-            if !deliver {
-                return Vec::new();
-            }
-            let effect = effect_for(ctx, &event, &decision, &record.id, &record.hash, now);
-            match serde_json::to_string(&effect) {
-                Ok(payload) => vec![NewEffect { idempotency_key: effect.key, payload }],
-                Err(_) => Vec::new(),
-            }
-        })
+        .finish_delivery(
+            &claimed.id,
+            DeliveryOutcome::Decided,
+            Some(evidence),
+            now,
+            |record| {
+                if !deliver {
+                    return Vec::new();
+                }
+                let effect = effect_for(ctx, &event, &decision, &record.id, &record.hash, now);
+                match serde_json::to_string(&effect) {
+                    Ok(payload) => vec![NewEffect {
+                        idempotency_key: effect.key,
+                        payload,
+                    }],
+                    Err(_) => Vec::new(),
+                }
+            },
+        )
         .await
         .context("Failed to record the decision")?;
     if let Finish::Finished(Some(record)) = finished {
@@ -85,20 +100,30 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn effect_for(ctx: &Context, event: &TicketEvent, decision: &Decision, id: &str, hash: &str, now: i64) -> Effect {
+fn effect_for(
+    ctx: &Context,
+    event: &TicketEvent,
+    decision: &Decision,
+    id: &str,
+    hash: &str,
+    now: i64,
+) -> Effect {
     let decided_at = chrono::DateTime::from_timestamp_millis(now)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let comment = ctx.renderer.decision(event, decision, &decided_at, id, hash).unwrap_or_else(|e| {
-        tracing::error!(error.message = %e, "comment template failed; posting the plain form");
-        format!(
-            "closegate: {} under policy {} ({}). {}\nEvidence record {id}, hash {hash}.",
-            decision.verdict.as_str(),
-            decision.policy.as_deref().unwrap_or("none"),
-            decision.mode.as_str(),
-            decision.reasons.join("; ")
-        )
-    });
+    let comment = ctx
+        .renderer
+        .decision(event, decision, &decided_at, id, hash)
+        .unwrap_or_else(|e| {
+            tracing::error!(error.message = %e, "comment template failed; posting the plain form");
+            format!(
+                "closegate: {} under policy {} ({}). {}\nEvidence record {id}, hash {hash}.",
+                decision.verdict.as_str(),
+                decision.policy.as_deref().unwrap_or("none"),
+                decision.mode.as_str(),
+                decision.reasons.join("; ")
+            )
+        });
     Effect {
         key: format!("cg-{id}"),
         ticket: event.ticket.clone(),

@@ -11,33 +11,54 @@ use crate::{adapters::Effect, config::WorkerSettings};
 /// at `retry_max_ms`, with "equal jitter" (half fixed, half random).
 pub fn retry_delay_ms(attempts: i64, settings: &WorkerSettings) -> i64 {
     let exp = attempts.clamp(1, 40) - 1;
-    let delay = settings.retry_base_ms.saturating_mul(1i64 << exp.min(30)).min(settings.retry_max_ms).max(1);
+    let delay = settings
+        .retry_base_ms
+        .saturating_mul(1i64 << exp.min(30))
+        .min(settings.retry_max_ms)
+        .max(1);
     delay / 2 + rand::thread_rng().gen_range(0..=delay / 2)
 }
 
 /// Claims the message due soonest and carries it out.
 pub async fn try_deliver_next(ctx: &Context, now: i64) -> anyhow::Result<ExecutionOutcome> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
-    let Some(msg) = ctx.store.claim_effect(now, lease_ms).await.context("Failed to claim an outbox message")? else {
+    let Some(msg) = ctx
+        .store
+        .claim_effect(now, lease_ms)
+        .await
+        .context("Failed to claim an outbox message")?
+    else {
         return Ok(ExecutionOutcome::EmptyQueue);
     };
     let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
         attempt = msg.attempts);
     let _enter = span.enter();
-    let result = match (serde_json::from_str::<Effect>(&msg.payload), ctx.sources.get(&msg.source)) {
-        (Err(e), _) => Err(crate::adapters::EffectError::permanent(format!("unreadable message: {e}"))),
-        (_, None) => Err(crate::adapters::EffectError::retryable(format!("source {} is not configured", msg.source))),
+    let result = match (
+        serde_json::from_str::<Effect>(&msg.payload),
+        ctx.sources.get(&msg.source),
+    ) {
+        (Err(e), _) => Err(crate::adapters::EffectError::permanent(format!(
+            "unreadable message: {e}"
+        ))),
+        (_, None) => Err(crate::adapters::EffectError::retryable(format!(
+            "source {} is not configured",
+            msg.source
+        ))),
         (Ok(effect), Some(adapter)) => adapter.apply(&effect).await,
     };
     let done_at = super::now_ms();
     match result {
         Ok(()) => {
-            ctx.store.complete_effect(&msg.id, done_at).await.context("Failed to complete an outbox message")?;
+            ctx.store
+                .complete_effect(&msg.id, done_at)
+                .await
+                .context("Failed to complete an outbox message")?;
             tracing::info!("delivered");
         }
         Err(e) => {
             let give_up = !e.retryable || msg.attempts >= ctx.settings.max_attempts;
-            let retry_at = (!give_up).then(|| done_at + retry_delay_ms(msg.attempts, &ctx.settings));
+            let retry_at =
+                (!give_up).then(|| done_at + retry_delay_ms(msg.attempts, &ctx.settings));
             if give_up {
                 tracing::error!(error.message = %e, "outbox message parked as dead");
             } else {

@@ -9,9 +9,15 @@ async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detect
     let app = spawn_app().await;
     mock_github(&app, 0, 0).await;
     for i in 0..3 {
-        let mut event: serde_json::Value = serde_json::from_slice(&grant_event("nobody", "public.none", "SELECT")).unwrap();
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&grant_event("nobody", "public.none", "SELECT")).unwrap();
         event["issue"]["updated_at"] = format!("2026-11-22T12:00:0{i}Z").into();
-        app.post_github("issues", &format!("d-{i}"), &serde_json::to_vec(&event).unwrap()).await;
+        app.post_github(
+            "issues",
+            &format!("d-{i}"),
+            &serde_json::to_vec(&event).unwrap(),
+        )
+        .await;
     }
     app.decide_all().await;
 
@@ -28,15 +34,28 @@ async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detect
 
     // Rewrite history behind the store's back.
     let url = std::fs::read_to_string(app.dir().join("closegate.yaml")).unwrap();
-    let url = url.lines().find_map(|l| l.strip_prefix("database_url: ")).unwrap().trim_matches('\'').to_string();
+    let url = url
+        .lines()
+        .find_map(|l| l.strip_prefix("database_url: "))
+        .unwrap()
+        .trim_matches('\'')
+        .to_string();
     let tampered = records[1].record.replace("blocked", "allowed");
     let sql = "UPDATE evidence SET record = $1 WHERE seq = 2";
     if url.starts_with("sqlite") {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query(sql).bind(&tampered).execute(&pool).await.unwrap();
+        sqlx::query(sql)
+            .bind(&tampered)
+            .execute(&pool)
+            .await
+            .unwrap();
     } else {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query(sql).bind(&tampered).execute(&pool).await.unwrap();
+        sqlx::query(sql)
+            .bind(&tampered)
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     let report = app.store.verify_chain().await.unwrap();
     assert_eq!(report.broken.map(|b| b.0), Some(2));

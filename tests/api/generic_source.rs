@@ -30,18 +30,40 @@ async fn a_generic_close_is_decided_and_the_decision_sent_back_as_a_signed_callb
     let app = spawn_app().await;
     let mut target = Target::new().await;
     let role = target.login_role().await;
-    Mock::given(method("POST")).and(path("/callback")).respond_with(ResponseTemplate::new(204)).expect(1).mount(&app.helpdesk).await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&app.helpdesk)
+        .await;
 
     // Act
-    let response = app.post_generic("msg_abc", chrono::Utc::now().timestamp(), &closed("ACC-7", &role, "bob")).await;
+    let response = app
+        .post_generic(
+            "msg_abc",
+            chrono::Utc::now().timestamp(),
+            &closed("ACC-7", &role, "bob"),
+        )
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
     // Assert
     assert_eq!(response.status().as_u16(), 202);
     let requests = app.helpdesk.received_requests().await.unwrap();
-    let callback = requests.iter().find(|r| r.url.path() == "/callback").unwrap();
-    let header = |n: &str| callback.headers.get(n).unwrap().to_str().unwrap().to_string();
+    let callback = requests
+        .iter()
+        .find(|r| r.url.path() == "/callback")
+        .unwrap();
+    let header = |n: &str| {
+        callback
+            .headers
+            .get(n)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
     let key = StandardWebhooksKey::parse(GENERIC_SECRET).unwrap();
     key.verify(
         Some(&header("webhook-id")),
@@ -56,8 +78,17 @@ async fn a_generic_close_is_decided_and_the_decision_sent_back_as_a_signed_callb
     assert_eq!(body["data"]["verdict"], "blocked");
     assert_eq!(body["data"]["reopen"], true);
     assert_eq!(body["data"]["ticket"]["key"], "ACC-7");
-    assert!(body["data"]["comment"].as_str().unwrap().contains(&format!("{role} still exists")));
-    let evidence = app.store.evidence_for_ticket("generic", "ACC-7").await.unwrap();
+    assert!(
+        body["data"]["comment"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{role} still exists"))
+    );
+    let evidence = app
+        .store
+        .evidence_for_ticket("generic", "ACC-7")
+        .await
+        .unwrap();
     assert_eq!(evidence.len(), 1);
     assert_eq!(body["data"]["evidence_hash"], evidence[0].hash);
 }
@@ -65,9 +96,19 @@ async fn a_generic_close_is_decided_and_the_decision_sent_back_as_a_signed_callb
 #[tokio::test]
 async fn generic_events_from_the_gate_identity_are_ignored() {
     let app = spawn_app().await;
-    Mock::given(method("POST")).and(path("/callback")).respond_with(ResponseTemplate::new(204)).expect(0).mount(&app.helpdesk).await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&app.helpdesk)
+        .await;
 
-    app.post_generic("msg_1", chrono::Utc::now().timestamp(), &closed("ACC-8", "r", "closegate")).await;
+    app.post_generic(
+        "msg_1",
+        chrono::Utc::now().timestamp(),
+        &closed("ACC-8", "r", "closegate"),
+    )
+    .await;
     app.decide_all().await;
     app.deliver_all().await;
 

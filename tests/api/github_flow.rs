@@ -12,11 +12,15 @@ async fn closing_a_grant_ticket_whose_exact_grant_exists_posts_evidence_and_keep
     let mut target = Target::new().await;
     let role = target.login_role().await;
     let table = target.table().await;
-    target.exec(&format!("GRANT SELECT ON {table} TO {role}")).await;
+    target
+        .exec(&format!("GRANT SELECT ON {table} TO {role}"))
+        .await;
     mock_github(&app, 1, 0).await;
 
     // Act
-    let response = app.post_github("issues", "d-1", &grant_event(&role, &table, "select")).await;
+    let response = app
+        .post_github("issues", "d-1", &grant_event(&role, &table, "select"))
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
@@ -30,11 +34,23 @@ async fn closing_a_grant_ticket_whose_exact_grant_exists_posts_evidence_and_keep
     assert_eq!(comments.len(), 1);
     let comment = &comments[0];
     assert!(comment.contains("closure verified"), "{comment}");
-    assert!(comment.contains("db-table-grant") && comment.contains("enforce"), "{comment}");
-    assert!(comment.contains(&role) && comment.contains("SELECT"), "{comment}");
-    assert!(comment.contains("reporting-bot (service)"), "the requester is shown as a machine identity: {comment}");
+    assert!(
+        comment.contains("db-table-grant") && comment.contains("enforce"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(&role) && comment.contains("SELECT"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("reporting-bot (service)"),
+        "the requester is shown as a machine identity: {comment}"
+    );
     assert!(comment.contains("dba-alice (human)"), "{comment}");
-    assert!(comment.contains(&evidence[0].id) && comment.contains(&evidence[0].hash), "{comment}");
+    assert!(
+        comment.contains(&evidence[0].id) && comment.contains(&evidence[0].hash),
+        "{comment}"
+    );
     assert!(comment.contains(&format!("<!-- closegate:cg-{} -->", evidence[0].id)));
     let stats = app.stats().await;
     assert_eq!((stats.outbox_done, stats.outbox_pending), (1, 0));
@@ -50,7 +66,8 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
     mock_github(&app, 1, 1).await;
 
     // Act
-    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT")).await;
+    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
@@ -59,7 +76,10 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
     assert_eq!(evidence[0].verdict, "blocked");
     let comment = &posted_comments(&app).await[0];
     assert!(comment.contains("closure blocked"), "{comment}");
-    assert!(comment.contains(&format!("{role} on table {table}: missing SELECT")), "{comment}");
+    assert!(
+        comment.contains(&format!("{role} on table {table}: missing SELECT")),
+        "{comment}"
+    );
     assert!(comment.contains("How to fix"), "{comment}");
     let patch = app
         .helpdesk
@@ -69,8 +89,14 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
         .into_iter()
         .find(|r| r.method.as_str() == "PATCH")
         .expect("the issue was reopened");
-    assert_eq!(serde_json::from_slice::<Value>(&patch.body).unwrap()["state"], "open");
-    assert_eq!(patch.headers.get("authorization").unwrap(), "Bearer ghp_test_token");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&patch.body).unwrap()["state"],
+        "open"
+    );
+    assert_eq!(
+        patch.headers.get("authorization").unwrap(),
+        "Bearer ghp_test_token"
+    );
 }
 
 #[tokio::test]
@@ -79,19 +105,28 @@ async fn a_grant_broader_than_requested_is_blocked_under_exact() {
     let mut target = Target::new().await;
     let role = target.login_role().await;
     let table = target.table().await;
-    target.exec(&format!("GRANT SELECT, INSERT ON {table} TO {role}")).await;
+    target
+        .exec(&format!("GRANT SELECT, INSERT ON {table} TO {role}"))
+        .await;
     mock_github(&app, 1, 1).await;
 
-    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT")).await;
+    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence[0].verdict, "blocked");
     let checks = evidence[0].content()["decision"]["checks"].clone();
-    assert_eq!(checks[1]["observation"]["held"], serde_json::json!(["INSERT", "SELECT"]));
+    assert_eq!(
+        checks[1]["observation"]["held"],
+        serde_json::json!(["INSERT", "SELECT"])
+    );
     let comment = &posted_comments(&app).await[0];
-    assert!(comment.contains("holds more than requested: INSERT"), "{comment}");
+    assert!(
+        comment.contains("holds more than requested: INSERT"),
+        "{comment}"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +144,8 @@ async fn a_revocation_with_the_role_still_present_is_blocked_and_one_with_it_gon
     target.exec(&format!("DROP ROLE {role}")).await;
     let mut again: Value = serde_json::from_slice(&revoke_event(&role)).unwrap();
     again["issue"]["updated_at"] = "2026-11-22T11:00:00Z".into();
-    app.post_github("issues", "d-2", &serde_json::to_vec(&again).unwrap()).await;
+    app.post_github("issues", "d-2", &serde_json::to_vec(&again).unwrap())
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
@@ -117,7 +153,11 @@ async fn a_revocation_with_the_role_still_present_is_blocked_and_one_with_it_gon
     let verdicts: Vec<&str> = evidence.iter().map(|e| e.verdict.as_str()).collect();
     assert_eq!(verdicts, ["blocked", "allowed"]);
     let comments = posted_comments(&app).await;
-    assert!(comments[0].contains(&format!("{role} still exists")), "{}", comments[0]);
+    assert!(
+        comments[0].contains(&format!("{role} still exists")),
+        "{}",
+        comments[0]
+    );
     assert!(comments[1].contains("closure verified"));
 }
 
@@ -131,7 +171,12 @@ async fn an_unreachable_target_database_blocks_as_could_not_verify() {
     .await;
     mock_github(&app, 1, 1).await;
 
-    app.post_github("issues", "d-1", &grant_event("someone", "public.orders", "SELECT")).await;
+    app.post_github(
+        "issues",
+        "d-1",
+        &grant_event("someone", "public.orders", "SELECT"),
+    )
+    .await;
     app.decide_all().await;
     app.deliver_all().await;
 
@@ -141,23 +186,34 @@ async fn an_unreachable_target_database_blocks_as_could_not_verify() {
     assert_eq!(outcome["status"], "could_not_verify");
     let comment = &posted_comments(&app).await[0];
     assert!(comment.contains("could not verify"), "{comment}");
-    assert!(!comment.contains("does not exist"), "an error must not read as absent: {comment}");
+    assert!(
+        !comment.contains("does not exist"),
+        "an error must not read as absent: {comment}"
+    );
 }
 
 #[tokio::test]
 async fn a_gated_ticket_missing_required_fields_is_blocked_naming_them() {
     let app = spawn_app().await;
     mock_github(&app, 1, 1).await;
-    let event = github_issue_event("closed", &[("Request type", "grant"), ("Database role", "x")], &["access-request"]);
+    let event = github_issue_event(
+        "closed",
+        &[("Request type", "grant"), ("Database role", "x")],
+        &["access-request"],
+    );
 
-    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap()).await;
+    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap())
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence[0].verdict, "blocked");
     let comment = &posted_comments(&app).await[0];
-    assert!(comment.contains("missing required fields: table, privileges"), "{comment}");
+    assert!(
+        comment.contains("missing required fields: table, privileges"),
+        "{comment}"
+    );
 }
 
 #[tokio::test]
@@ -166,14 +222,18 @@ async fn a_close_no_policy_governs_passes_and_is_recorded_as_ungated() {
     mock_github(&app, 0, 0).await;
     let event = github_issue_event("closed", &[("Topic", "printer broken")], &["it-support"]);
 
-    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap()).await;
+    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap())
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence.len(), 1);
     assert_eq!(evidence[0].verdict, "ungated");
-    assert_eq!(app.stats().await.outbox_pending + app.stats().await.outbox_done, 0);
+    assert_eq!(
+        app.stats().await.outbox_pending + app.stats().await.outbox_done,
+        0
+    );
 }
 
 #[tokio::test]
@@ -183,14 +243,34 @@ async fn events_other_than_a_close_are_recorded_but_not_gated() {
     let opened = github_issue_event("opened", &[("Request type", "grant")], &["access-request"]);
     let labeled = github_issue_event("labeled", &[("Request type", "grant")], &["access-request"]);
 
-    let r1 = app.post_github("issues", "d-1", &serde_json::to_vec(&opened).unwrap()).await;
-    let r2 = app.post_github("issues", "d-2", &serde_json::to_vec(&labeled).unwrap()).await;
-    let r3 = app.post_github("ping", "d-3", br#"{"zen":"Design for failure.","hook_id":1}"#).await;
+    let r1 = app
+        .post_github("issues", "d-1", &serde_json::to_vec(&opened).unwrap())
+        .await;
+    let r2 = app
+        .post_github("issues", "d-2", &serde_json::to_vec(&labeled).unwrap())
+        .await;
+    let r3 = app
+        .post_github(
+            "ping",
+            "d-3",
+            br#"{"zen":"Design for failure.","hook_id":1}"#,
+        )
+        .await;
     app.decide_all().await;
 
-    assert_eq!([r1.status().as_u16(), r2.status().as_u16(), r3.status().as_u16()], [202, 202, 202]);
+    assert_eq!(
+        [
+            r1.status().as_u16(),
+            r2.status().as_u16(),
+            r3.status().as_u16()
+        ],
+        [202, 202, 202]
+    );
     let stats = app.stats().await;
-    assert_eq!((stats.deliveries, stats.deliveries_pending, stats.evidence), (3, 0, 0));
+    assert_eq!(
+        (stats.deliveries, stats.deliveries_pending, stats.evidence),
+        (3, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -200,7 +280,8 @@ async fn closegate_own_events_never_trigger_a_decision() {
     let mut event: Value = serde_json::from_slice(&grant_event("r", "public.t", "SELECT")).unwrap();
     event["sender"]["login"] = "closegate-bot".into();
 
-    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap()).await;
+    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap())
+        .await;
     app.decide_all().await;
 
     let stats = app.stats().await;
@@ -215,14 +296,20 @@ async fn a_reopen_is_skipped_when_the_issue_has_moved_on_but_the_rejection_is_st
     let table = target.table().await;
     // The issue was reopened by a person before the outbox ran.
     wiremock::Mock::given(wiremock::matchers::method("GET"))
-        .and(wiremock::matchers::path("/repos/acme/access-requests/issues/42"))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({ "state": "open", "closed_at": null })))
+        .and(wiremock::matchers::path(
+            "/repos/acme/access-requests/issues/42",
+        ))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "state": "open", "closed_at": null })),
+        )
         .with_priority(1)
         .mount(&app.helpdesk)
         .await;
     mock_github(&app, 1, 0).await;
 
-    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT")).await;
+    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 

@@ -40,12 +40,16 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 
 /// PostgreSQL server used both as the target system and, optionally, the store.
 pub fn pg_url(database: &str) -> String {
-    let base = std::env::var("CLOSEGATE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("CLOSEGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     format!("{}/{database}", base.trim_end_matches('/'))
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A fresh store URL for the backend under test.
@@ -53,8 +57,13 @@ async fn fresh_store_url(dir: &Path) -> String {
     match std::env::var("CLOSEGATE_TEST_BACKEND").as_deref() {
         Ok("postgres") => {
             let name = unique("cg_store");
-            let mut admin = PgConnection::connect(&pg_url("postgres")).await.expect("connect to PostgreSQL");
-            admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create store database");
+            let mut admin = PgConnection::connect(&pg_url("postgres"))
+                .await
+                .expect("connect to PostgreSQL");
+            admin
+                .execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create store database");
             pg_url(&name)
         }
         _ => format!("sqlite://{}", dir.join("closegate.db").display()),
@@ -152,22 +161,46 @@ impl TestApp {
         let mut mac = Hmac::<Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
         mac.update(body);
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        self.post_raw("github", &[("x-github-event", event), ("x-github-delivery", delivery), ("x-hub-signature-256", &signature)], body)
-            .await
-    }
-
-    pub async fn post_generic(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> reqwest::Response {
-        let signature = StandardWebhooksKey::parse(GENERIC_SECRET).unwrap().sign(msg_id, timestamp, body);
-        let ts = timestamp.to_string();
         self.post_raw(
-            "generic",
-            &[("webhook-id", msg_id), ("webhook-timestamp", &ts), ("webhook-signature", &signature)],
+            "github",
+            &[
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &signature),
+            ],
             body,
         )
         .await
     }
 
-    pub async fn post_raw(&self, source: &str, headers: &[(&str, &str)], body: &[u8]) -> reqwest::Response {
+    pub async fn post_generic(
+        &self,
+        msg_id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> reqwest::Response {
+        let signature = StandardWebhooksKey::parse(GENERIC_SECRET)
+            .unwrap()
+            .sign(msg_id, timestamp, body);
+        let ts = timestamp.to_string();
+        self.post_raw(
+            "generic",
+            &[
+                ("webhook-id", msg_id),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", &signature),
+            ],
+            body,
+        )
+        .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        source: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .post(format!("{}/hooks/{source}", self.address))
@@ -181,13 +214,19 @@ impl TestApp {
 
     /// Runs the decision worker until no delivery is waiting.
     pub async fn decide_all(&self) {
-        while workers::try_decide_next(&self.ctx, workers::now_ms()).await.unwrap() == ExecutionOutcome::TaskCompleted {}
+        while workers::try_decide_next(&self.ctx, workers::now_ms())
+            .await
+            .unwrap()
+            == ExecutionOutcome::TaskCompleted
+        {}
     }
 
     /// Runs the outbox worker once per due message, as of `at` (unix ms).
     pub async fn deliver_due(&self, at: i64) -> usize {
         let mut n = 0;
-        while workers::try_deliver_next(&self.ctx, at).await.unwrap() == ExecutionOutcome::TaskCompleted {
+        while workers::try_deliver_next(&self.ctx, at).await.unwrap()
+            == ExecutionOutcome::TaskCompleted
+        {
             n += 1;
         }
         n
@@ -203,7 +242,10 @@ impl TestApp {
     }
 
     pub async fn evidence(&self, ticket: &str) -> Vec<EvidenceRecord> {
-        self.store.evidence_for_ticket("github", ticket).await.unwrap()
+        self.store
+            .evidence_for_ticket("github", ticket)
+            .await
+            .unwrap()
     }
 }
 
@@ -211,10 +253,18 @@ impl TestApp {
 pub fn github_issue_event(action: &str, fields: &[(&str, &str)], labels: &[&str]) -> Value {
     let mut event: Value =
         serde_json::from_str(include_str!("../fixtures/github/issues_closed.json")).unwrap();
-    let body: String = fields.iter().map(|(k, v)| format!("### {k}\n\n{v}\n\n")).collect();
+    let body: String = fields
+        .iter()
+        .map(|(k, v)| format!("### {k}\n\n{v}\n\n"))
+        .collect();
     event["action"] = json!(action);
     event["issue"]["body"] = json!(body);
-    event["issue"]["labels"] = json!(labels.iter().map(|l| json!({ "name": l })).collect::<Vec<_>>());
+    event["issue"]["labels"] = json!(
+        labels
+            .iter()
+            .map(|l| json!({ "name": l }))
+            .collect::<Vec<_>>()
+    );
     if action != "closed" {
         event["issue"]["state"] = json!("open");
         event["issue"]["closed_at"] = Value::Null;
@@ -225,14 +275,23 @@ pub fn github_issue_event(action: &str, fields: &[(&str, &str)], labels: &[&str]
 pub fn grant_event(role: &str, table: &str, privileges: &str) -> Vec<u8> {
     let event = github_issue_event(
         "closed",
-        &[("Request type", "grant"), ("Database role", role), ("Table", table), ("Privileges", privileges)],
+        &[
+            ("Request type", "grant"),
+            ("Database role", role),
+            ("Table", table),
+            ("Privileges", privileges),
+        ],
         &["access-request"],
     );
     serde_json::to_vec(&event).unwrap()
 }
 
 pub fn revoke_event(role: &str) -> Vec<u8> {
-    let event = github_issue_event("closed", &[("Request type", "revoke"), ("Database role", role)], &["access-request"]);
+    let event = github_issue_event(
+        "closed",
+        &[("Request type", "revoke"), ("Database role", role)],
+        &["access-request"],
+    );
     serde_json::to_vec(&event).unwrap()
 }
 
@@ -240,7 +299,9 @@ pub fn revoke_event(role: &str) -> Vec<u8> {
 /// still closed. `posts` and `reopens` are the exact numbers of calls expected.
 pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
     Mock::given(method("GET"))
-        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
+        .and(path_regex(
+            r"^/repos/acme/access-requests/issues/\d+/comments$",
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&app.helpdesk)
         .await;
@@ -252,7 +313,10 @@ pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
         .await;
     Mock::given(method("GET"))
         .and(path("/repos/acme/access-requests/issues/42"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })),
+        )
         .mount(&app.helpdesk)
         .await;
     Mock::given(method("PATCH"))
@@ -271,7 +335,12 @@ pub async fn posted_comments(app: &TestApp) -> Vec<String> {
         .unwrap_or_default()
         .iter()
         .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/comments"))
-        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["body"].as_str().unwrap().to_string())
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -283,14 +352,21 @@ pub struct Target {
 
 impl Target {
     pub async fn new() -> Target {
-        let mut conn = PgConnection::connect(&pg_url("postgres")).await.expect("connect to target PostgreSQL");
+        let mut conn = PgConnection::connect(&pg_url("postgres"))
+            .await
+            .expect("connect to target PostgreSQL");
         let schema = unique("cg_schema");
-        conn.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
         Target { conn, schema }
     }
 
     pub async fn exec(&mut self, sql: &str) {
-        self.conn.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.conn
+            .execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Creates a login role and returns its name.
@@ -303,7 +379,8 @@ impl Target {
     /// Creates a table in the test schema and returns `schema.table`.
     pub async fn table(&mut self) -> String {
         let table = format!("{}.orders", self.schema);
-        self.exec(&format!("CREATE TABLE IF NOT EXISTS {table} (id int)")).await;
+        self.exec(&format!("CREATE TABLE IF NOT EXISTS {table} (id int)"))
+            .await;
         table
     }
 }

@@ -9,7 +9,12 @@ use wiremock::{
 use crate::helpers::*;
 
 async fn blocked_decision(app: &TestApp) {
-    app.post_github("issues", "d-1", &grant_event("nobody_here", "public.none", "SELECT")).await;
+    app.post_github(
+        "issues",
+        "d-1",
+        &grant_event("nobody_here", "public.none", "SELECT"),
+    )
+    .await;
     app.decide_all().await;
 }
 
@@ -38,12 +43,20 @@ async fn a_helpdesk_error_is_retried_and_the_comment_delivered_exactly_once() {
     assert_eq!(app.deliver_all().await, 1);
     let stats = app.stats().await;
     assert_eq!((stats.outbox_pending, stats.outbox_done), (1, 0));
-    assert_eq!(app.deliver_all().await, 0, "the retry waits for its backoff");
+    assert_eq!(
+        app.deliver_all().await,
+        0,
+        "the retry waits for its backoff"
+    );
     // Later: delivered.
     assert_eq!(app.deliver_due(an_hour_later()).await, 1);
     let stats = app.stats().await;
     assert_eq!((stats.outbox_pending, stats.outbox_done), (0, 1));
-    assert_eq!(posted_comments(&app).await.len(), 2, "one failed attempt, one comment");
+    assert_eq!(
+        posted_comments(&app).await.len(),
+        2,
+        "one failed attempt, one comment"
+    );
 }
 
 #[tokio::test]
@@ -59,7 +72,10 @@ async fn a_restart_between_attempts_still_delivers_exactly_once() {
     app.deliver_due(an_hour_later()).await;
 
     let stats = app.stats().await;
-    assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 1));
+    assert_eq!(
+        (stats.outbox_pending, stats.outbox_done, stats.evidence),
+        (0, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -68,7 +84,12 @@ async fn a_comment_already_posted_by_a_lost_attempt_is_not_posted_again() {
     // marker in the comment is found and nothing is posted twice.
     let app = spawn_app().await;
     blocked_decision(&app).await;
-    let claimed = app.store.claim_effect(closegate::workers::now_ms(), 1).await.unwrap().unwrap();
+    let claimed = app
+        .store
+        .claim_effect(closegate::workers::now_ms(), 1)
+        .await
+        .unwrap()
+        .unwrap();
     let effect: closegate::adapters::Effect = serde_json::from_str(&claimed.payload).unwrap();
     Mock::given(method("GET"))
         .and(path("/repos/acme/access-requests/issues/42/comments"))

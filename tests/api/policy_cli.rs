@@ -6,17 +6,26 @@ fn check(dir: &std::path::Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
         .args(["policy", "check"])
         .arg(dir)
-        .env("CLOSEGATE_DEMO_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .env(
+            "CLOSEGATE_DEMO_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
         .output()
         .unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
 fn the_shipped_policies_pass_the_checker() {
     let (code, out) = check(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("db-table-grant") && out.contains("db-access-revoke"), "{out}");
+    assert!(
+        out.contains("db-table-grant") && out.contains("db-access-revoke"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -32,7 +41,11 @@ fn broken_policies_are_reported_with_file_line_and_problem() {
         "match: {}\nchecks:\n  - system: app-db\n    kind: role\n    params: { role: \"{{ fields.x }}\" }\n    expect: maybe\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("c-unknown-key.yaml"), "match: {}\nchekcs: []\n").unwrap();
+    std::fs::write(
+        dir.path().join("c-unknown-key.yaml"),
+        "match: {}\nchekcs: []\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("d-not-yaml.yaml"), "match: [\n").unwrap();
     std::fs::write(
         dir.path().join("e-bad-template.yaml"),
@@ -43,9 +56,21 @@ fn broken_policies_are_reported_with_file_line_and_problem() {
     let (code, out) = check(dir.path());
 
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("a-unknown-system.yaml:4: unknown system \"no-such-db\""), "{out}");
-    assert!(out.contains("b-bad-expect.yaml:6: expect \"maybe\""), "{out}");
-    assert!(out.contains("c-unknown-key.yaml:2:") && out.contains("chekcs"), "{out}");
+    assert!(
+        out.contains("a-unknown-system.yaml:4: unknown system \"no-such-db\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("b-bad-expect.yaml:6: expect \"maybe\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("c-unknown-key.yaml:2:") && out.contains("chekcs"),
+        "{out}"
+    );
     assert!(out.contains("d-not-yaml.yaml:"), "{out}");
-    assert!(out.contains("e-bad-template.yaml:6: template does not parse"), "{out}");
+    assert!(
+        out.contains("e-bad-template.yaml:6: template does not parse"),
+        "{out}"
+    );
 }
