@@ -134,3 +134,85 @@ impl Renderer {
             .map_err(|e| format!("cannot render the decision comment: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventKind, Mode, TicketRef, Verdict};
+
+    fn event() -> TicketEvent {
+        TicketEvent {
+            ticket: TicketRef {
+                source: "gh".into(),
+                key: "a/b#1".into(),
+            },
+            kind: EventKind::Closed,
+            event: "issues.closed".into(),
+            old_state: None,
+            new_state: None,
+            actor: Actor {
+                id: "bob".into(),
+                kind: crate::domain::ActorKind::Human,
+            },
+            requester: None,
+            title: String::new(),
+            labels: vec![],
+            fields: Default::default(),
+            url: None,
+            occurred_at: None,
+            caused_by_gate: false,
+        }
+    }
+
+    fn decision() -> Decision {
+        Decision {
+            verdict: Verdict::Blocked,
+            policy: Some("p".into()),
+            policy_hash: Some("abc".into()),
+            mode: Mode::Enforce,
+            reasons: vec!["the ticket is missing required fields: table".into()],
+            checks: vec![],
+        }
+    }
+
+    #[test]
+    fn the_shipped_template_names_decision_policy_reasons_and_evidence() {
+        let text = Renderer::new(None)
+            .unwrap()
+            .decision(&event(), &decision(), "T", "ev-1", "h-1")
+            .unwrap();
+        for needle in [
+            "blocked",
+            "`p`",
+            "enforce",
+            "missing required fields: table",
+            "ev-1",
+            "h-1",
+            "bob (human)",
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+    }
+
+    #[test]
+    fn a_template_in_templates_dir_overrides_the_shipped_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DECISION),
+            "custom {{ verdict }} {{ evidence_id }}",
+        )
+        .unwrap();
+        let text = Renderer::new(Some(dir.path()))
+            .unwrap()
+            .decision(&event(), &decision(), "T", "ev-1", "h")
+            .unwrap();
+        assert_eq!(text, "custom blocked ev-1");
+    }
+
+    #[test]
+    fn a_broken_override_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DECISION), "{% if %}").unwrap();
+        assert!(Renderer::new(Some(dir.path())).is_err());
+    }
+}

@@ -1,28 +1,8 @@
 //! One story, run against both backends: SQLite and PostgreSQL must behave the same.
 
 use closegate::store::{DeliveryOutcome, Finish, NewDelivery, NewEffect, NewEvidence, Store};
-use sqlx::{Connection, Executor, PgConnection};
-
-fn pg_url(database: &str) -> String {
-    let base = std::env::var("CLOSEGATE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    format!("{}/{database}", base.trim_end_matches('/'))
-}
-
-async fn fresh_postgres() -> String {
-    let name = format!(
-        "cg_store_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let mut admin = PgConnection::connect(&pg_url("postgres"))
-        .await
-        .expect("PostgreSQL is reachable");
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    pg_url(&name)
-}
+#[path = "support/pg.rs"]
+mod pg;
 
 fn delivery(n: usize, body: &str) -> NewDelivery {
     NewDelivery {
@@ -216,5 +196,5 @@ async fn the_store_story_holds_on_sqlite() {
 
 #[tokio::test]
 async fn the_store_story_holds_on_postgres() {
-    story(&fresh_postgres().await).await;
+    story(&pg::fresh_database().await).await;
 }

@@ -14,8 +14,9 @@ pub fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
-/// Sends a request and maps failures: network errors, 408, 429 and 5xx are
-/// retried; other 4xx are permanent (the request itself is wrong).
+/// Sends a request and maps failures: network errors, 5xx, 408, 409 and 429 are
+/// retried, and so are 401 and 403 (a fixed token lets them through); other 4xx
+/// are permanent (the request itself is wrong).
 pub async fn send(
     what: &str,
     request: reqwest::RequestBuilder,

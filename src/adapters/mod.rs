@@ -112,3 +112,146 @@ impl SourceRegistry {
 pub(crate) fn json_str<'a>(value: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(serde_json::Value::as_str)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        config::{GenericSource, GithubSource, SecretRef},
+        signature::{StandardWebhooksKey, hmac_tag},
+    };
+
+    const GENERIC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn registry() -> SourceRegistry {
+        let mut sources = BTreeMap::new();
+        sources.insert(
+            "gh".to_string(),
+            SourceConfig::Github(GithubSource {
+                secret: SecretRef::Value { value: "s".into() },
+                token: None,
+                api_url: "http://127.0.0.1:9".into(),
+                bot_login: None,
+            }),
+        );
+        sources.insert(
+            "sw".to_string(),
+            SourceConfig::StandardWebhooks(GenericSource {
+                secret: SecretRef::Value {
+                    value: GENERIC_SECRET.into(),
+                },
+                callback_url: None,
+                callback_secret: None,
+                closed_states: vec!["closed".into()],
+                bot_actor: None,
+            }),
+        );
+        SourceRegistry::from_config(&sources).unwrap()
+    }
+
+    fn accept(
+        source: &str,
+        headers: BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<Accepted, InboundError> {
+        let registry = registry();
+        let inbound = Inbound {
+            source,
+            headers: &headers,
+            body,
+            now: 1_700_000_000,
+        };
+        registry.get(source).unwrap().accept(&inbound)
+    }
+
+    fn github_headers(body: &[u8]) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "x-hub-signature-256".into(),
+                format!("sha256={}", hex::encode(hmac_tag(b"s", &[body]))),
+            ),
+            ("x-github-delivery".into(), "d".into()),
+            ("x-github-event".into(), "issues".into()),
+        ])
+    }
+
+    fn generic_headers(body: &[u8]) -> BTreeMap<String, String> {
+        let sig =
+            StandardWebhooksKey::parse(GENERIC_SECRET)
+                .unwrap()
+                .sign("m", 1_700_000_000, body);
+        BTreeMap::from([
+            ("webhook-id".into(), "m".into()),
+            ("webhook-timestamp".into(), "1700000000".into()),
+            ("webhook-signature".into(), sig),
+        ])
+    }
+
+    /// JSON-ish bytes: valid JSON of every shape, plus arbitrary noise.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        let json = leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("action".to_string()),
+                        Just("issue".to_string()),
+                        Just("number".to_string()),
+                        Just("repository".to_string()),
+                        Just("full_name".to_string()),
+                        Just("data".to_string()),
+                        Just("ticket".to_string()),
+                        Just("state".to_string()),
+                        Just("actor".to_string()),
+                        Just("labels".to_string()),
+                        Just("body".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop_oneof![
+            json.prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            prop::collection::vec(any::<u8>(), 0..200),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn signed_arbitrary_bodies_never_panic_either_adapter(body in bodies()) {
+            let _ = accept("gh", github_headers(&body), &body);
+            let _ = accept("sw", generic_headers(&body), &body);
+        }
+    }
+
+    #[test]
+    fn a_github_issues_event_without_an_issue_is_malformed() {
+        let body = br#"{"action":"closed","repository":{"full_name":"a/b"}}"#;
+        assert!(matches!(
+            accept("gh", github_headers(body), body),
+            Err(InboundError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_generic_close_is_recognised_from_the_previous_state() {
+        let body = br#"{"type":"t","data":{"ticket":"A-1","state":"CLOSED","previous_state":"open","actor":{"id":"u"},"fields":{"Database role":"r"}}}"#;
+        let accepted = accept("sw", generic_headers(body), body).unwrap();
+        assert_eq!(accepted.event.kind, crate::domain::EventKind::Closed);
+        assert_eq!(accepted.event.fields["database_role"], "r");
+        assert_eq!(accepted.delivery_id, "m");
+    }
+}

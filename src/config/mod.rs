@@ -89,9 +89,6 @@ pub struct GithubSource {
     pub api_url: String,
     /// The login closegate acts as; its own events are ignored.
     pub bot_login: Option<String>,
-    /// Comment templates for this source (file stems under the templates dir).
-    #[serde(default)]
-    pub template_prefix: Option<String>,
 }
 
 fn default_github_api() -> String {

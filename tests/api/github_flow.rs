@@ -10,11 +10,7 @@ async fn closing_a_grant_ticket_whose_exact_grant_exists_posts_evidence_and_keep
     // Arrange
     let app = spawn_app().await;
     let mut target = Target::new().await;
-    let role = target.login_role().await;
-    let table = target.table().await;
-    target
-        .exec(&format!("GRANT SELECT ON {table} TO {role}"))
-        .await;
+    let (role, table) = target.role_with_grant("SELECT").await;
     mock_github(&app, 1, 0).await;
 
     // Act
@@ -61,8 +57,7 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
     // Arrange
     let app = spawn_app().await;
     let mut target = Target::new().await;
-    let role = target.login_role().await;
-    let table = target.table().await;
+    let (role, table) = target.role_with_grant("").await;
     mock_github(&app, 1, 1).await;
 
     // Act
@@ -103,11 +98,7 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
 async fn a_grant_broader_than_requested_is_blocked_under_exact() {
     let app = spawn_app().await;
     let mut target = Target::new().await;
-    let role = target.login_role().await;
-    let table = target.table().await;
-    target
-        .exec(&format!("GRANT SELECT, INSERT ON {table} TO {role}"))
-        .await;
+    let (role, table) = target.role_with_grant("SELECT, INSERT").await;
     mock_github(&app, 1, 1).await;
 
     app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
@@ -292,8 +283,7 @@ async fn closegate_own_events_never_trigger_a_decision() {
 async fn a_reopen_is_skipped_when_the_issue_has_moved_on_but_the_rejection_is_still_posted() {
     let app = spawn_app().await;
     let mut target = Target::new().await;
-    let role = target.login_role().await;
-    let table = target.table().await;
+    let (role, table) = target.role_with_grant("").await;
     // The issue was reopened by a person before the outbox ran.
     wiremock::Mock::given(wiremock::matchers::method("GET"))
         .and(wiremock::matchers::path(

@@ -18,8 +18,12 @@ use closegate::{
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor as _, PgConnection};
 use tempfile::TempDir;
+
+#[path = "../support/pg.rs"]
+mod pg;
+pub use pg::{fresh_database, pg_url, unique};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path, path_regex},
@@ -38,34 +42,10 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-/// PostgreSQL server used both as the target system and, optionally, the store.
-pub fn pg_url(database: &str) -> String {
-    let base = std::env::var("CLOSEGATE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    format!("{}/{database}", base.trim_end_matches('/'))
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
 /// A fresh store URL for the backend under test.
 async fn fresh_store_url(dir: &Path) -> String {
     match std::env::var("CLOSEGATE_TEST_BACKEND").as_deref() {
-        Ok("postgres") => {
-            let name = unique("cg_store");
-            let mut admin = PgConnection::connect(&pg_url("postgres"))
-                .await
-                .expect("connect to PostgreSQL");
-            admin
-                .execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("create store database");
-            pg_url(&name)
-        }
+        Ok("postgres") => fresh_database().await,
         _ => format!("sqlite://{}", dir.join("closegate.db").display()),
     }
 }
@@ -272,6 +252,17 @@ pub fn github_issue_event(action: &str, fields: &[(&str, &str)], labels: &[&str]
     event
 }
 
+/// Closes a grant ticket for a role that does not exist, and decides it.
+pub async fn close_ungranted_ticket(app: &TestApp) {
+    app.post_github(
+        "issues",
+        "d-1",
+        &grant_event("nobody_here", "public.none", "SELECT"),
+    )
+    .await;
+    app.decide_all().await;
+}
+
 pub fn grant_event(role: &str, table: &str, privileges: &str) -> Vec<u8> {
     let event = github_issue_event(
         "closed",
@@ -374,6 +365,18 @@ impl Target {
         let role = unique("cg_role");
         self.exec(&format!("CREATE ROLE {role} LOGIN")).await;
         role
+    }
+
+    /// A login role holding `privileges` (none when empty) on a fresh table:
+    /// `(role, schema.table)`.
+    pub async fn role_with_grant(&mut self, privileges: &str) -> (String, String) {
+        let role = self.login_role().await;
+        let table = self.table().await;
+        if !privileges.is_empty() {
+            self.exec(&format!("GRANT {privileges} ON {table} TO {role}"))
+                .await;
+        }
+        (role, table)
     }
 
     /// Creates a table in the test schema and returns `schema.table`.

@@ -6,11 +6,7 @@ use crate::helpers::*;
 async fn the_same_delivery_sent_twice_gives_one_decision_and_one_comment() {
     let app = spawn_app().await;
     let mut target = Target::new().await;
-    let role = target.login_role().await;
-    let table = target.table().await;
-    target
-        .exec(&format!("GRANT SELECT ON {table} TO {role}"))
-        .await;
+    let (role, table) = target.role_with_grant("SELECT").await;
     mock_github(&app, 1, 0).await;
     let body = grant_event(&role, &table, "SELECT");
 

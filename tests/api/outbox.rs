@@ -8,16 +8,6 @@ use wiremock::{
 
 use crate::helpers::*;
 
-async fn blocked_decision(app: &TestApp) {
-    app.post_github(
-        "issues",
-        "d-1",
-        &grant_event("nobody_here", "public.none", "SELECT"),
-    )
-    .await;
-    app.decide_all().await;
-}
-
 fn an_hour_later() -> i64 {
     closegate::workers::now_ms() + 3_600_000
 }
@@ -37,7 +27,7 @@ async fn a_helpdesk_error_is_retried_and_the_comment_delivered_exactly_once() {
     let app = spawn_app().await;
     fail_first_comment_post(&app).await;
     mock_github(&app, 1, 2).await;
-    blocked_decision(&app).await;
+    close_ungranted_ticket(&app).await;
 
     // First attempt: GitHub answers 500. Nothing is due again right away.
     assert_eq!(app.deliver_all().await, 1);
@@ -64,7 +54,7 @@ async fn a_restart_between_attempts_still_delivers_exactly_once() {
     let app = spawn_app().await;
     fail_first_comment_post(&app).await;
     mock_github(&app, 1, 2).await;
-    blocked_decision(&app).await;
+    close_ungranted_ticket(&app).await;
     app.deliver_all().await;
 
     let app = app.restart().await;
@@ -83,7 +73,7 @@ async fn a_comment_already_posted_by_a_lost_attempt_is_not_posted_again() {
     // The attempt posted the comment but crashed before recording it: the
     // marker in the comment is found and nothing is posted twice.
     let app = spawn_app().await;
-    blocked_decision(&app).await;
+    close_ungranted_ticket(&app).await;
     let claimed = app
         .store
         .claim_effect(closegate::workers::now_ms(), 1)
@@ -115,7 +105,7 @@ async fn a_permanent_helpdesk_refusal_parks_the_message_as_dead_not_deleted() {
         .respond_with(ResponseTemplate::new(404))
         .mount(&app.helpdesk)
         .await;
-    blocked_decision(&app).await;
+    close_ungranted_ticket(&app).await;
 
     app.deliver_all().await;
 
