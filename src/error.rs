@@ -42,9 +42,7 @@ impl std::fmt::Debug for ApiError {
 impl From<InboundError> for ApiError {
     fn from(e: InboundError) -> Self {
         match e {
-            InboundError::Unauthenticated(sig) => {
-                ApiError::Unauthenticated(format!("authentication failed: {sig}"))
-            }
+            InboundError::Unauthenticated(sig) => ApiError::Unauthenticated(format!("authentication failed: {sig}")),
             InboundError::Malformed(m) => ApiError::Malformed(format!("malformed payload: {m}")),
         }
     }

@@ -88,9 +88,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .database_url
         .resolve("database_url")
         .map_err(anyhow::Error::msg)?;
-    Store::connect(url.expose())
-        .await
-        .context("Failed to open the store")
+    Store::connect(url.expose()).await.context("Failed to open the store")
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
@@ -111,7 +109,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             command: PolicyCommand::Check { dir },
         } => {
             let dir = dir.unwrap_or(settings.policies_dir.clone());
-            match policy::load_dir(&dir, &verifiers::catalog(&settings.systems)) {
+            match policy::load_dir(&dir, &verifiers::catalog(&settings)) {
                 Ok(set) => {
                     for p in &set.policies {
                         println!(
@@ -136,18 +134,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::Evidence { command } => {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
             let store = open_store(&settings).await?;
-            let renderer =
-                Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
+            let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
             evidence(command, &store, &renderer).await
         }
     }
 }
 
-async fn evidence(
-    command: EvidenceCommand,
-    store: &Store,
-    renderer: &Renderer,
-) -> anyhow::Result<i32> {
+async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) -> anyhow::Result<i32> {
     match command {
         EvidenceCommand::Show { source, ticket } => {
             let records = store.evidence_for_ticket(&source, &ticket).await?;
@@ -157,8 +150,7 @@ async fn evidence(
             }
             for r in records {
                 let content = r.content();
-                let when =
-                    chrono::DateTime::from_timestamp_millis(r.created_at).unwrap_or_default();
+                let when = chrono::DateTime::from_timestamp_millis(r.created_at).unwrap_or_default();
                 println!(
                     "#{} {} {} policy={} mode={} at {}",
                     r.seq,
@@ -184,10 +176,7 @@ async fn evidence(
                 {
                     println!(
                         "    check {:?} on {}: expect {} {}, observed {}, {}",
-                        check
-                            .pointer("/spec/name")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default(),
+                        check.pointer("/spec/name").and_then(|v| v.as_str()).unwrap_or_default(),
                         check
                             .pointer("/spec/system")
                             .and_then(|v| v.as_str())
@@ -229,10 +218,7 @@ async fn evidence(
             let report = store.verify_chain().await?;
             match report.broken {
                 None => {
-                    println!(
-                        "chain intact: {} records, head {}",
-                        report.records, report.head_hash
-                    );
+                    println!("chain intact: {} records, head {}", report.records, report.head_hash);
                     Ok(0)
                 }
                 Some((seq, problem)) => {

@@ -80,28 +80,17 @@ impl Renderer {
             .map(|c| CheckView {
                 name: c.spec.name.clone(),
                 system: c.spec.system.clone(),
-                location: c
-                    .observation
-                    .as_ref()
-                    .map(|o| o.location.clone())
-                    .unwrap_or_default(),
+                location: c.observation.as_ref().map(|o| o.location.clone()).unwrap_or_default(),
                 subject: c
                     .observation
                     .as_ref()
                     .map(|o| o.subject.clone())
                     .or_else(|| c.spec.params.get("role").cloned())
                     .unwrap_or_default(),
-                object: c
-                    .observation
-                    .as_ref()
-                    .map(|o| o.object.clone())
-                    .unwrap_or_default(),
+                object: c.observation.as_ref().map(|o| o.object.clone()).unwrap_or_default(),
                 expect: c.spec.expect.to_string(),
                 requested: c.spec.requested.iter().cloned().collect(),
-                observed: c
-                    .observation
-                    .as_ref()
-                    .map(|o| o.held.iter().cloned().collect()),
+                observed: c.observation.as_ref().map(|o| o.held.iter().cloned().collect()),
                 exists: c.observation.as_ref().is_some_and(|o| o.exists),
                 result: match c.outcome {
                     CheckOutcome::Holds => "holds",
@@ -197,11 +186,7 @@ mod tests {
     #[test]
     fn a_template_in_templates_dir_overrides_the_shipped_one() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(DECISION),
-            "custom {{ verdict }} {{ evidence_id }}",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(DECISION), "custom {{ verdict }} {{ evidence_id }}").unwrap();
         let text = Renderer::new(Some(dir.path()))
             .unwrap()
             .decision(&event(), &decision(), "T", "ev-1", "h")

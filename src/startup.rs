@@ -41,25 +41,21 @@ impl Application {
             .database_url
             .resolve("database_url")
             .map_err(anyhow::Error::msg)?;
-        let store = Store::connect(url.expose())
-            .await
-            .context("Failed to open the store")?;
+        let store = Store::connect(url.expose()).await.context("Failed to open the store")?;
         Self::build_with_store(settings, store).await
     }
 
     /// Builds on an open store; binds the listener (port 0 picks a free port).
     pub async fn build_with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
-        let catalog = verifiers::catalog(&settings.systems);
+        let catalog = verifiers::catalog(&settings);
         let policies = policy::load_dir(&settings.policies_dir, &catalog).map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("invalid policies:\n  {}", lines.join("\n  "))
         })?;
         tracing::info!(count = policies.policies.len(), dir = %settings.policies_dir.display(), "policies loaded");
-        let verifiers =
-            VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+        let verifiers = VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
         let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
-        let renderer =
-            Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
+        let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
         let context = Arc::new(Context {
             store: store.clone(),
             gate: Gate::new(Arc::new(policies), verifiers),
@@ -69,8 +65,8 @@ impl Application {
             effects_enqueued: Default::default(),
         });
 
-        let listener = TcpListener::bind(&settings.listen)
-            .with_context(|| format!("Failed to listen on {}", settings.listen))?;
+        let listener =
+            TcpListener::bind(&settings.listen).with_context(|| format!("Failed to listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             store,

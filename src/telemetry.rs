@@ -17,15 +17,9 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(sink);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }
@@ -43,20 +37,13 @@ impl RootSpanBuilder for RequestSpan {
             .filter(|v| v.len() <= 128)
             .unwrap_or("");
         if matches!(request.path(), "/healthz" | "/readyz") {
-            tracing_actix_web::root_span!(
-                level = tracing::Level::DEBUG,
-                request,
-                caller_request_id = caller_id
-            )
+            tracing_actix_web::root_span!(level = tracing::Level::DEBUG, request, caller_request_id = caller_id)
         } else {
             tracing_actix_web::root_span!(request, caller_request_id = caller_id)
         }
     }
 
-    fn on_request_end<B: MessageBody>(
-        span: Span,
-        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
-    ) {
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }

@@ -36,28 +36,17 @@ async fn story(url: &str) {
     let first = store.ingest(delivery(1, "body-1")).await.unwrap();
     assert!(!first.duplicate);
     let again = store.ingest(delivery(1, "body-1")).await.unwrap();
-    assert_eq!(
-        (again.id.as_str(), again.duplicate),
-        (first.id.as_str(), true)
-    );
+    assert_eq!((again.id.as_str(), again.duplicate), (first.id.as_str(), true));
     let mut replay = delivery(99, "body-1");
     replay.received_at = 5_000;
     let replay = store.ingest(replay).await.unwrap();
-    assert_eq!(
-        (replay.id.as_str(), replay.duplicate),
-        (first.id.as_str(), true)
-    );
+    assert_eq!((replay.id.as_str(), replay.duplicate), (first.id.as_str(), true));
 
     // Many at once share commits and all land once.
     let handles: Vec<_> = (2..102)
         .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .ingest(delivery(n, &format!("body-{n}")))
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(async move { store.ingest(delivery(n, &format!("body-{n}"))).await.unwrap() })
         })
         .collect();
     for h in handles {
@@ -71,11 +60,7 @@ async fn story(url: &str) {
     assert_eq!((a.id.as_str(), a.attempts), (first.id.as_str(), 1));
     let b = store.claim_delivery(now, 1_000).await.unwrap().unwrap();
     assert_ne!(a.id, b.id);
-    let a_again = store
-        .claim_delivery(now + 2_000, 1_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let a_again = store.claim_delivery(now + 2_000, 1_000).await.unwrap().unwrap();
     assert_eq!((a_again.id.as_str(), a_again.attempts), (a.id.as_str(), 2));
 
     // Finish with evidence and an effect, atomically; finishing twice writes nothing.
@@ -97,10 +82,7 @@ async fn story(url: &str) {
     let Finish::Finished(Some(rec)) = finished else {
         panic!("expected a record")
     };
-    assert_eq!(
-        (rec.seq, rec.prev_hash.as_str()),
-        (1, "0".repeat(64).as_str())
-    );
+    assert_eq!((rec.seq, rec.prev_hash.as_str()), (1, "0".repeat(64).as_str()));
     let twice = store
         .finish_delivery(
             &a.id,
@@ -131,51 +113,27 @@ async fn story(url: &str) {
         panic!("expected a record")
     };
     assert_eq!((rec2.seq, rec2.prev_hash.as_str()), (2, rec.hash.as_str()));
-    assert_eq!(
-        store
-            .evidence_for_ticket("github", "acme/x#1")
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(store.evidence_for_ticket("github", "acme/x#1").await.unwrap().len(), 2);
     let report = store.verify_chain().await.unwrap();
     assert_eq!((report.records, report.broken), (2, None));
 
     // Outbox: due now, retried later, then done.
     let msg = store.claim_effect(now, 1_000).await.unwrap().unwrap();
     assert_eq!(msg.idempotency_key, format!("cg-{}", rec.id));
-    assert!(
-        store.claim_effect(now, 1_000).await.unwrap().is_none(),
-        "leased"
-    );
+    assert!(store.claim_effect(now, 1_000).await.unwrap().is_none(), "leased");
     store
         .fail_effect(&msg.id, "HTTP 500", Some(now + 60_000))
         .await
         .unwrap();
     assert!(
-        store
-            .claim_effect(now + 30_000, 1_000)
-            .await
-            .unwrap()
-            .is_none(),
+        store.claim_effect(now + 30_000, 1_000).await.unwrap().is_none(),
         "backing off"
     );
-    let retry = store
-        .claim_effect(now + 60_000, 1_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let retry = store.claim_effect(now + 60_000, 1_000).await.unwrap().unwrap();
     assert_eq!(retry.attempts, 2);
-    store
-        .complete_effect(&retry.id, now + 60_001)
-        .await
-        .unwrap();
+    store.complete_effect(&retry.id, now + 60_001).await.unwrap();
     let stats = store.stats().await.unwrap();
-    assert_eq!(
-        (stats.outbox_pending, stats.outbox_done, stats.evidence),
-        (0, 1, 2)
-    );
+    assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 2));
 
     // Reopening the store keeps everything.
     drop(store);
@@ -187,11 +145,7 @@ async fn story(url: &str) {
 #[tokio::test]
 async fn the_store_story_holds_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    story(&format!(
-        "sqlite://{}",
-        dir.path().join("store.db").display()
-    ))
-    .await;
+    story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
 }
 
 #[tokio::test]

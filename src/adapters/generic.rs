@@ -69,20 +69,14 @@ impl GenericAdapter {
             source: source.to_string(),
             key: inbound,
             callback,
-            closed_states: config
-                .closed_states
-                .iter()
-                .map(|s| s.to_lowercase())
-                .collect(),
+            closed_states: config.closed_states.iter().map(|s| s.to_lowercase()).collect(),
             bot_actor: config.bot_actor.clone(),
             client: http::client()?,
         })
     }
 
     fn is_closed(&self, state: &str) -> bool {
-        self.closed_states
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(state.trim()))
+        self.closed_states.iter().any(|s| s.eq_ignore_ascii_case(state.trim()))
     }
 }
 
@@ -102,25 +96,19 @@ impl Adapter for GenericAdapter {
             inbound.body,
             inbound.now,
         )?;
-        let payload: Payload = serde_json::from_slice(inbound.body)
-            .map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Payload =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         let d = payload.data;
         if d.ticket.trim().is_empty() {
             return Err(InboundError::Malformed("data.ticket is empty".into()));
         }
-        let was_closed = d
-            .previous_state
-            .as_deref()
-            .is_some_and(|s| self.is_closed(s));
+        let was_closed = d.previous_state.as_deref().is_some_and(|s| self.is_closed(s));
         let kind = match (was_closed, self.is_closed(&d.state)) {
             (false, true) => EventKind::Closed,
             (true, false) => EventKind::Reopened,
             _ => EventKind::Other,
         };
-        let caused_by_gate = self
-            .bot_actor
-            .as_deref()
-            .is_some_and(|bot| bot == d.actor.id);
+        let caused_by_gate = self.bot_actor.as_deref().is_some_and(|bot| bot == d.actor.id);
         let event = TicketEvent {
             ticket: TicketRef {
                 source: self.source.clone(),
@@ -134,11 +122,7 @@ impl Adapter for GenericAdapter {
             requester: d.requester,
             title: d.title,
             labels: d.labels,
-            fields: d
-                .fields
-                .into_iter()
-                .map(|(k, v)| (field_key(&k), v))
-                .collect(),
+            fields: d.fields.into_iter().map(|(k, v)| (field_key(&k), v)).collect(),
             url: d.url,
             occurred_at: d.closed_at,
             caused_by_gate,

@@ -5,9 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{
-    Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, issue_form, json_str,
-};
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, issue_form, json_str};
 use crate::{
     config::{GithubSource, Secret},
     domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
@@ -29,11 +27,7 @@ impl GithubAdapter {
         Ok(Self {
             source: source.to_string(),
             secret: config.secret.resolve(&key("secret"))?,
-            token: config
-                .token
-                .as_ref()
-                .map(|t| t.resolve(&key("token")))
-                .transpose()?,
+            token: config.token.as_ref().map(|t| t.resolve(&key("token"))).transpose()?,
             api_url: config.api_url.trim_end_matches('/').to_string(),
             bot_login: config.bot_login.clone(),
             client: http::client()?,
@@ -41,9 +35,7 @@ impl GithubAdapter {
     }
 
     fn actor(value: Option<&Value>) -> Actor {
-        let login = value
-            .and_then(|v| json_str(v, "/login"))
-            .unwrap_or_default();
+        let login = value.and_then(|v| json_str(v, "/login")).unwrap_or_default();
         let kind = match value.and_then(|v| json_str(v, "/type")) {
             Some("Bot") => ActorKind::Service,
             Some("User") if login.ends_with("[bot]") => ActorKind::Service,
@@ -135,8 +127,7 @@ impl GithubAdapter {
     async fn already_commented(&self, issue_path: &str, marker: &str) -> Result<bool, EffectError> {
         for page in 1..=50 {
             let path = format!("{issue_path}/comments?per_page=100&page={page}");
-            let response =
-                http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
+            let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
             let comments = http::json("list comments", response).await?;
             let comments = comments.as_array().cloned().unwrap_or_default();
             if comments
@@ -174,12 +165,10 @@ impl Adapter for GithubAdapter {
         let event_name = h
             .header("x-github-event")
             .ok_or(SignatureError::MissingHeader("x-github-event"))?;
-        let payload: Value = serde_json::from_slice(inbound.body)
-            .map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         if !payload.is_object() {
-            return Err(InboundError::Malformed(
-                "the payload is not a JSON object".into(),
-            ));
+            return Err(InboundError::Malformed("the payload is not a JSON object".into()));
         }
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),
@@ -192,20 +181,17 @@ impl Adapter for GithubAdapter {
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
-        let (repo, number) = effect.ticket.key.rsplit_once('#').ok_or_else(|| {
-            EffectError::permanent(format!("not a GitHub issue key: {}", effect.ticket.key))
-        })?;
+        let (repo, number) = effect
+            .ticket
+            .key
+            .rsplit_once('#')
+            .ok_or_else(|| EffectError::permanent(format!("not a GitHub issue key: {}", effect.ticket.key)))?;
         let issue_path = format!("/repos/{repo}/issues/{number}");
         if effect.reopen {
-            let response = http::send(
-                "read issue",
-                self.request(reqwest::Method::GET, &issue_path),
-            )
-            .await?;
+            let response = http::send("read issue", self.request(reqwest::Method::GET, &issue_path)).await?;
             let issue = http::json("read issue", response).await?;
             let still_closed = json_str(&issue, "/state") == Some("closed")
-                && (effect.closed_at.is_none()
-                    || json_str(&issue, "/closed_at") == effect.closed_at.as_deref());
+                && (effect.closed_at.is_none() || json_str(&issue, "/closed_at") == effect.closed_at.as_deref());
             if still_closed {
                 let patch = self
                     .request(reqwest::Method::PATCH, &issue_path)

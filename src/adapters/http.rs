@@ -17,10 +17,7 @@ pub fn client() -> Result<reqwest::Client, String> {
 /// Sends a request and maps failures: network errors, 5xx, 408, 409 and 429 are
 /// retried, and so are 401 and 403 (a fixed token lets them through); other 4xx
 /// are permanent (the request itself is wrong).
-pub async fn send(
-    what: &str,
-    request: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, EffectError> {
+pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EffectError> {
     let response = request
         .send()
         .await
@@ -39,13 +36,11 @@ pub async fn send(
 }
 
 /// Parses a JSON response body.
-pub async fn json(
-    what: &str,
-    response: reqwest::Response,
-) -> Result<serde_json::Value, EffectError> {
-    response.json().await.map_err(|e| {
-        EffectError::retryable(format!("{what}: unreadable response: {}", without_url(&e)))
-    })
+pub async fn json(what: &str, response: reqwest::Response) -> Result<serde_json::Value, EffectError> {
+    response
+        .json()
+        .await
+        .map_err(|e| EffectError::retryable(format!("{what}: unreadable response: {}", without_url(&e))))
 }
 
 fn without_url(e: &reqwest::Error) -> String {

@@ -13,11 +13,7 @@ pub fn parse_fields(body: &str) -> BTreeMap<String, String> {
     let finish = |section: Option<(String, Vec<&str>)>, fields: &mut BTreeMap<String, String>| {
         if let Some((key, lines)) = section {
             let value = lines.join("\n").trim().to_string();
-            let value = if value == "_No response_" {
-                String::new()
-            } else {
-                value
-            };
+            let value = if value == "_No response_" { String::new() } else { value };
             if !key.is_empty() {
                 fields.entry(key).or_insert(value);
             }

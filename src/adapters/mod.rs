@@ -87,16 +87,12 @@ pub struct SourceRegistry {
 
 impl SourceRegistry {
     /// Builds every adapter; a bad secret or URL stops the start, naming the key.
-    pub fn from_config(
-        sources: &std::collections::BTreeMap<String, SourceConfig>,
-    ) -> Result<Self, String> {
+    pub fn from_config(sources: &std::collections::BTreeMap<String, SourceConfig>) -> Result<Self, String> {
         let mut adapters: HashMap<String, Arc<dyn Adapter>> = HashMap::new();
         for (name, config) in sources {
             let adapter: Arc<dyn Adapter> = match config {
                 SourceConfig::Github(cfg) => Arc::new(github::GithubAdapter::build(name, cfg)?),
-                SourceConfig::StandardWebhooks(cfg) => {
-                    Arc::new(generic::GenericAdapter::build(name, cfg)?)
-                }
+                SourceConfig::StandardWebhooks(cfg) => Arc::new(generic::GenericAdapter::build(name, cfg)?),
             };
             adapters.insert(name.clone(), adapter);
         }
@@ -153,11 +149,7 @@ mod tests {
         SourceRegistry::from_config(&sources).unwrap()
     }
 
-    fn accept(
-        source: &str,
-        headers: BTreeMap<String, String>,
-        body: &[u8],
-    ) -> Result<Accepted, InboundError> {
+    fn accept(source: &str, headers: BTreeMap<String, String>, body: &[u8]) -> Result<Accepted, InboundError> {
         let registry = registry();
         let inbound = Inbound {
             source,
@@ -180,10 +172,9 @@ mod tests {
     }
 
     fn generic_headers(body: &[u8]) -> BTreeMap<String, String> {
-        let sig =
-            StandardWebhooksKey::parse(GENERIC_SECRET)
-                .unwrap()
-                .sign("m", 1_700_000_000, body);
+        let sig = StandardWebhooksKey::parse(GENERIC_SECRET)
+            .unwrap()
+            .sign("m", 1_700_000_000, body);
         BTreeMap::from([
             ("webhook-id".into(), "m".into()),
             ("webhook-timestamp".into(), "1700000000".into()),

@@ -36,6 +36,10 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub systems: BTreeMap<String, SystemConfig>,
+    /// Named groups of systems a policy check may name instead of one system
+    /// (`production: [db-eu, db-us]`): the check must hold in each.
+    #[serde(default)]
+    pub system_groups: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -174,12 +178,24 @@ impl Settings {
         if self.worker.decision_concurrency == 0 {
             return Err("worker.decision_concurrency: must be above 0".into());
         }
-        for name in self.sources.keys().chain(self.systems.keys()) {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+        for (group, members) in &self.system_groups {
+            if self.systems.contains_key(group) {
+                return Err(format!("system_groups.{group}: a system has the same name"));
+            }
+            if members.is_empty() {
+                return Err(format!("system_groups.{group}: the group is empty"));
+            }
+            if let Some(unknown) = members.iter().find(|m| !self.systems.contains_key(*m)) {
+                return Err(format!("system_groups.{group}: {unknown:?} is not a configured system"));
+            }
+        }
+        for name in self
+            .sources
+            .keys()
+            .chain(self.systems.keys())
+            .chain(self.system_groups.keys())
+        {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(format!(
                     "{name:?}: source and system names use letters, digits, - and _"
                 ));

@@ -48,8 +48,9 @@ impl SecretRef {
     /// contains the secret itself.
     pub fn resolve(&self, key: &str) -> Result<Secret, String> {
         let value = match self {
-            SecretRef::Env { env } => std::env::var(env)
-                .map_err(|_| format!("{key}: environment variable {env} is not set"))?,
+            SecretRef::Env { env } => {
+                std::env::var(env).map_err(|_| format!("{key}: environment variable {env} is not set"))?
+            }
             SecretRef::File { file } => std::fs::read_to_string(file)
                 .map_err(|e| format!("{key}: cannot read {}: {e}", file.display()))?
                 .trim_end_matches(['\n', '\r'])

@@ -9,16 +9,10 @@ fn list(items: &BTreeSet<String>) -> String {
 }
 
 /// Judges one check: what was expected against what was observed.
-pub fn judge(
-    expect: Expect,
-    requested: &BTreeSet<String>,
-    observed: &Result<Observation, String>,
-) -> CheckOutcome {
+pub fn judge(expect: Expect, requested: &BTreeSet<String>, observed: &Result<Observation, String>) -> CheckOutcome {
     let obs = match observed {
         Err(error) => {
-            return CheckOutcome::CouldNotVerify {
-                error: error.clone(),
-            };
+            return CheckOutcome::CouldNotVerify { error: error.clone() };
         }
         Ok(obs) => obs,
     };
@@ -31,12 +25,8 @@ pub fn judge(
     let extra: BTreeSet<String> = obs.held.difference(requested).cloned().collect();
     let mismatch = |reason: String| CheckOutcome::Mismatch { reason };
     match expect {
-        Expect::Present | Expect::Exact if !obs.exists => {
-            mismatch(format!("{} does not exist", obs.subject))
-        }
-        Expect::Present if !missing.is_empty() => {
-            mismatch(format!("{who}: missing {}", list(&missing)))
-        }
+        Expect::Present | Expect::Exact if !obs.exists => mismatch(format!("{} does not exist", obs.subject)),
+        Expect::Present if !missing.is_empty() => mismatch(format!("{who}: missing {}", list(&missing))),
         Expect::Present => CheckOutcome::Holds,
         Expect::Exact if !missing.is_empty() || !extra.is_empty() => {
             let mut parts = Vec::new();
@@ -91,11 +81,7 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
 }
 
 /// A decision blocked before any check ran (missing fields, ambiguous policies...).
-pub fn blocked_without_checks(
-    policy: Option<(&str, &str)>,
-    mode: Mode,
-    reason: String,
-) -> Decision {
+pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: String) -> Decision {
     Decision {
         verdict: Verdict::Blocked,
         policy: policy.map(|p| p.0.to_string()),
@@ -131,11 +117,7 @@ mod tests {
     #[test]
     fn present_needs_every_requested_item() {
         let req = set(&["SELECT"]);
-        assert!(holds(&judge(
-            Expect::Present,
-            &req,
-            &seen(true, &["SELECT", "INSERT"])
-        )));
+        assert!(holds(&judge(Expect::Present, &req, &seen(true, &["SELECT", "INSERT"]))));
         assert!(!holds(&judge(Expect::Present, &req, &seen(true, &[]))));
         assert!(!holds(&judge(Expect::Present, &req, &seen(false, &[]))));
         assert!(holds(&judge(Expect::Present, &set(&[]), &seen(true, &[]))));
@@ -149,8 +131,7 @@ mod tests {
         assert_eq!(
             broader,
             CheckOutcome::Mismatch {
-                reason: "app_reader on table public.orders: holds more than requested: INSERT"
-                    .into()
+                reason: "app_reader on table public.orders: holds more than requested: INSERT".into()
             }
         );
         assert!(!holds(&judge(Expect::Exact, &req, &seen(true, &[]))));
@@ -160,17 +141,9 @@ mod tests {
     #[test]
     fn absent_holds_when_revoked_or_gone() {
         let req = set(&["SELECT"]);
-        assert!(holds(&judge(
-            Expect::Absent,
-            &req,
-            &seen(true, &["INSERT"])
-        )));
+        assert!(holds(&judge(Expect::Absent, &req, &seen(true, &["INSERT"]))));
         assert!(holds(&judge(Expect::Absent, &req, &seen(false, &[]))));
-        assert!(!holds(&judge(
-            Expect::Absent,
-            &req,
-            &seen(true, &["SELECT"])
-        )));
+        assert!(!holds(&judge(Expect::Absent, &req, &seen(true, &["SELECT"]))));
         assert!(!holds(&judge(Expect::Absent, &set(&[]), &seen(true, &[]))));
         assert!(holds(&judge(Expect::Absent, &set(&[]), &seen(false, &[]))));
     }
@@ -217,13 +190,7 @@ mod tests {
             ],
         );
         assert_eq!(bad.verdict, Verdict::Blocked);
-        assert_eq!(
-            bad.reasons,
-            vec!["c: could not verify on db: timeout".to_string()]
-        );
-        assert_eq!(
-            conclude("p", "h", Mode::Enforce, vec![]).verdict,
-            Verdict::Blocked
-        );
+        assert_eq!(bad.reasons, vec!["c: could not verify on db: timeout".to_string()]);
+        assert_eq!(conclude("p", "h", Mode::Enforce, vec![]).verdict, Verdict::Blocked);
     }
 }

@@ -4,12 +4,12 @@
 
 pub mod eval;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures_util::future::join_all;
 
 use crate::{
-    domain::{CheckResult, CheckSpec, Decision, Mode, TicketEvent, Verdict},
+    domain::{CheckResult, CheckSpec, Decision, Mode, Observation, TicketEvent, Verdict},
     policy::{PolicySet, Rendered, render_checks},
     verifiers::{VerifierRegistry, VerifyError},
 };
@@ -22,10 +22,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(policies: Arc<PolicySet>, verifiers: VerifierRegistry) -> Self {
-        Self {
-            policies,
-            verifiers,
-        }
+        Self { policies, verifiers }
     }
 
     pub fn policies(&self) -> &PolicySet {
@@ -71,10 +68,7 @@ impl Gate {
                 return eval::blocked_without_checks(
                     id,
                     policy.mode,
-                    format!(
-                        "the ticket is missing required fields: {}",
-                        fields.join(", ")
-                    ),
+                    format!("the ticket is missing required fields: {}", fields.join(", ")),
                 );
             }
             Rendered::Invalid(problem) => {
@@ -85,36 +79,49 @@ impl Gate {
                 );
             }
         };
-        let results = join_all(specs.into_iter().map(|spec| self.run_check(spec))).await;
+        let results = self.run_checks(specs).await;
         eval::conclude(&policy.name, &policy.hash, policy.mode, results)
     }
 
-    async fn run_check(&self, mut spec: CheckSpec) -> CheckResult {
+    /// Runs the checks, one batch per system (a verifier may answer a batch in
+    /// one round trip), all systems at once, each batch under its system's timeout.
+    async fn run_checks(&self, specs: Vec<CheckSpec>) -> Vec<CheckResult> {
+        let mut by_system: BTreeMap<String, Vec<CheckSpec>> = BTreeMap::new();
+        for spec in specs {
+            by_system.entry(spec.system.clone()).or_default().push(spec);
+        }
+        let batches = by_system.into_iter().map(|(system, specs)| self.run_batch(system, specs));
+        join_all(batches).await.into_iter().flatten().collect()
+    }
+
+    async fn run_batch(&self, system: String, mut specs: Vec<CheckSpec>) -> Vec<CheckResult> {
         let checked_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let observed = match self.verifiers.get(&spec.system) {
-            None => Err(format!("system {} is not configured", spec.system)),
+        let observed: Vec<Result<Observation, String>> = match self.verifiers.get(&system) {
+            None => vec![Err(format!("system {system} is not configured")); specs.len()],
             Some(verifier) => {
-                spec.requested = spec
-                    .requested
-                    .iter()
-                    .map(|i| verifier.normalize(&spec.kind, i))
-                    .collect();
+                for spec in &mut specs {
+                    spec.requested = spec.requested.iter().map(|i| verifier.normalize(&spec.kind, i)).collect();
+                }
                 let timeout = verifier.timeout();
-                match tokio::time::timeout(timeout, verifier.observe(&spec)).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err(VerifyError::Timeout(timeout).to_string()),
+                match tokio::time::timeout(timeout, verifier.observe_many(&specs)).await {
+                    Ok(results) if results.len() == specs.len() => {
+                        results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
+                    }
+                    Ok(_) => vec![Err(format!("{system} answered a different number of checks")); specs.len()],
+                    Err(_) => vec![Err(VerifyError::Timeout(timeout).to_string()); specs.len()],
                 }
             }
         };
-        if let Err(error) = &observed {
-            tracing::warn!(check = %spec.name, system = %spec.system, %error, "could not verify");
-        }
-        let outcome = eval::judge(spec.expect, &spec.requested, &observed);
-        CheckResult {
-            spec,
-            observation: observed.ok(),
-            outcome,
-            checked_at,
-        }
+        specs
+            .into_iter()
+            .zip(observed)
+            .map(|(spec, observed)| {
+                if let Err(error) = &observed {
+                    tracing::warn!(check = %spec.name, system = %spec.system, %error, "could not verify");
+                }
+                let outcome = eval::judge(spec.expect, &spec.requested, &observed);
+                CheckResult { spec, observation: observed.ok(), outcome, checked_at: checked_at.clone() }
+            })
+            .collect()
     }
 }

@@ -11,8 +11,24 @@ use sha2::{Digest, Sha256};
 use super::{CheckTemplate, Policy, PolicySet, model::PolicyFile};
 use crate::domain::{Expect, Mode, field_key};
 
-/// System name → the check kinds its verifier offers.
-pub type SystemCatalog = BTreeMap<String, &'static [&'static str]>;
+/// What policies may name: each system with the check kinds its verifier
+/// offers, and named groups of systems ("every production tenant").
+#[derive(Debug, Clone, Default)]
+pub struct SystemCatalog {
+    pub systems: BTreeMap<String, &'static [&'static str]>,
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl SystemCatalog {
+    /// The systems a name stands for: itself, or a group's members.
+    fn expand(&self, name: &str) -> Option<Vec<String>> {
+        if self.systems.contains_key(name) {
+            Some(vec![name.to_string()])
+        } else {
+            self.groups.get(name).cloned()
+        }
+    }
+}
 
 /// One problem in one policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +57,7 @@ pub fn load_dir(dir: &Path, systems: &SystemCatalog) -> Result<PolicySet, Vec<Po
             problem,
         }]
     };
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| dir_err(format!("cannot read policy directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| dir_err(format!("cannot read policy directory: {e}")))?;
     let mut paths: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
@@ -75,23 +90,14 @@ pub fn load_dir(dir: &Path, systems: &SystemCatalog) -> Result<PolicySet, Vec<Po
             });
         }
     }
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(set) } else { Err(errors) }
 }
 
 fn line_of<T>(value: &Spanned<T>) -> Option<usize> {
     value.span().start().map(|m| m.line())
 }
 
-fn parse_policy(
-    file: &str,
-    path: &Path,
-    text: &str,
-    systems: &SystemCatalog,
-) -> Result<Policy, Vec<PolicyError>> {
+fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) -> Result<Policy, Vec<PolicyError>> {
     let raw: PolicyFile = marked_yaml::from_yaml(0, text).map_err(|e| {
         let (line, problem) = describe_yaml_error(&e);
         vec![PolicyError {
@@ -154,27 +160,44 @@ fn parse_policy(
     let templates = minijinja::Environment::new();
     let mut checks = Vec::new();
     for (i, def) in raw.checks.iter().enumerate() {
-        let system = def.system.trim().to_string();
-        match systems.get(&system) {
-            None => {
-                let known: Vec<_> = systems.keys().cloned().collect();
+        let names: Vec<&Spanned<String>> = match (&def.system, &def.systems) {
+            (Some(one), None) => vec![one],
+            (None, Some(many)) if !many.is_empty() => many.iter().collect(),
+            _ => {
                 err(
-                    line_of(&def.system),
-                    format!(
-                        "unknown system {system:?} (configured: {})",
-                        known.join(", ")
-                    ),
+                    line_of(&def.kind),
+                    "a check names exactly one of `system` or `systems` (a non-empty list)".into(),
                 );
+                Vec::new()
             }
-            Some(kinds) if !kinds.contains(&def.kind.as_str()) => err(
-                line_of(&def.kind),
-                format!(
-                    "system {system:?} has no check kind {:?} (it offers: {})",
-                    def.kind.as_str(),
-                    kinds.join(", ")
-                ),
-            ),
-            Some(_) => {}
+        };
+        let mut check_systems: Vec<String> = Vec::new();
+        for name in names {
+            let Some(expanded) = systems.expand(name.trim()) else {
+                let mut known: Vec<_> = systems.systems.keys().chain(systems.groups.keys()).cloned().collect();
+                known.sort();
+                err(
+                    line_of(name),
+                    format!("unknown system {:?} (configured: {})", name.trim(), known.join(", ")),
+                );
+                continue;
+            };
+            for system in expanded {
+                let kinds = systems.systems.get(&system).copied().unwrap_or_default();
+                if !kinds.contains(&def.kind.as_str()) {
+                    err(
+                        line_of(&def.kind),
+                        format!(
+                            "system {system:?} has no check kind {:?} (it offers: {})",
+                            def.kind.as_str(),
+                            kinds.join(", ")
+                        ),
+                    );
+                }
+                if !check_systems.contains(&system) {
+                    check_systems.push(system);
+                }
+            }
         }
         let expect = match def.expect.as_str() {
             "present" => Expect::Present,
@@ -199,25 +222,15 @@ fn parse_policy(
             if let Err(e) = templates.template_from_str(src) {
                 err(
                     line_of(src),
-                    format!(
-                        "template does not parse: {}",
-                        e.detail().unwrap_or("syntax error")
-                    ),
+                    format!("template does not parse: {}", e.detail().unwrap_or("syntax error")),
                 );
             }
         }
         checks.push(CheckTemplate {
-            name: def
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("check {}", i + 1)),
-            system,
+            name: def.name.clone().unwrap_or_else(|| format!("check {}", i + 1)),
+            systems: check_systems,
             kind: def.kind.to_string(),
-            params: def
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
+            params: def.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
             requested: def.requested.as_ref().map(|r| r.to_string()),
             expect,
         });

@@ -31,7 +31,8 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct CheckTemplate {
     pub name: String,
-    pub system: String,
+    /// Every system the check runs on (groups already expanded).
+    pub systems: Vec<String>,
     pub kind: String,
     pub params: BTreeMap<String, String>,
     pub requested: Option<String>,
@@ -47,14 +48,11 @@ pub struct PolicySet {
 impl Policy {
     /// Whether this policy governs the ticket in `event`.
     pub fn selects(&self, event: &TicketEvent) -> bool {
-        let source_ok =
-            self.sources.is_empty() || self.sources.iter().any(|s| s == &event.ticket.source);
-        let labels_ok = self.labels.iter().all(|want| {
-            event
-                .labels
-                .iter()
-                .any(|have| have.eq_ignore_ascii_case(want))
-        });
+        let source_ok = self.sources.is_empty() || self.sources.iter().any(|s| s == &event.ticket.source);
+        let labels_ok = self
+            .labels
+            .iter()
+            .all(|want| event.labels.iter().any(|have| have.eq_ignore_ascii_case(want)));
         let fields_ok = self.fields.iter().all(|(key, want)| {
             event
                 .fields

@@ -41,8 +41,10 @@ pub struct Selector {
 #[serde(deny_unknown_fields)]
 pub struct CheckDef {
     pub name: Option<String>,
-    /// A system name from the config's `systems`.
-    pub system: Spanned<String>,
+    /// A system or system group name from the config.
+    pub system: Option<Spanned<String>>,
+    /// Several systems or groups: the check must hold in every one of them.
+    pub systems: Option<Vec<Spanned<String>>>,
     /// A check kind that system's verifier knows.
     pub kind: Spanned<String>,
     /// Template strings rendered from the ticket (`{{ fields.database_role }}`).

@@ -58,14 +58,16 @@ pub fn render_checks(policy: &Policy, event: &TicketEvent) -> Rendered {
                 Err(e) => return Rendered::Invalid(format!("{}: requested: {e}", check.name)),
             },
         };
-        specs.push(CheckSpec {
-            name: check.name.clone(),
-            system: check.system.clone(),
-            kind: check.kind.clone(),
-            params,
-            expect: check.expect,
-            requested,
-        });
+        for system in &check.systems {
+            specs.push(CheckSpec {
+                name: check.name.clone(),
+                system: system.clone(),
+                kind: check.kind.clone(),
+                params: params.clone(),
+                expect: check.expect,
+                requested: requested.clone(),
+            });
+        }
     }
     Rendered::Checks(specs)
 }

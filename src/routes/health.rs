@@ -11,13 +11,10 @@ pub async fn healthz() -> HttpResponse {
 /// The store answers and its migrations are applied.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ready().await {
-        Ok(()) => {
-            HttpResponse::Ok().json(json!({ "status": "ready", "store": state.store.backend() }))
-        }
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready", "store": state.store.backend() })),
         Err(e) => {
             tracing::warn!(error.message = %e, "not ready");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({ "code": "not_ready", "message": e.to_string() }))
+            HttpResponse::ServiceUnavailable().json(json!({ "code": "not_ready", "message": e.to_string() }))
         }
     }
 }

@@ -35,10 +35,9 @@ pub async fn receive(
     let span = tracing::Span::current();
     span.record("delivery_id", accepted.delivery_id.as_str());
     span.record("ticket", tracing::field::display(&accepted.event.ticket));
-    let body_text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
-    let event =
-        serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let body_text =
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
+    let event = serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
     let outcome = state
         .store
         .ingest(NewDelivery {
@@ -59,11 +58,7 @@ pub async fn receive(
     Ok(response.json(json!({ "status": "accepted", "delivery": outcome.id })))
 }
 
-async fn read_body(
-    mut payload: web::Payload,
-    request: &HttpRequest,
-    limit: usize,
-) -> Result<web::Bytes, ApiError> {
+async fn read_body(mut payload: web::Payload, request: &HttpRequest, limit: usize) -> Result<web::Bytes, ApiError> {
     let declared = request
         .headers()
         .get("content-length")

@@ -35,10 +35,7 @@ mod tests {
     #[test]
     fn a_correct_signature_is_accepted() {
         let sig = sign(b"s3cret", b"{}");
-        assert_eq!(
-            verify_hub_signature(b"s3cret", H, Some(&sig), b"{}"),
-            Ok(())
-        );
+        assert_eq!(verify_hub_signature(b"s3cret", H, Some(&sig), b"{}"), Ok(()));
     }
 
     #[test]
@@ -46,12 +43,7 @@ mod tests {
         // From GitHub's "Validating webhook deliveries" page.
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(
-            verify_hub_signature(
-                b"It's a Secret to Everybody",
-                H,
-                Some(sig),
-                b"Hello, World!"
-            ),
+            verify_hub_signature(b"It's a Secret to Everybody", H, Some(sig), b"Hello, World!"),
             Ok(())
         );
     }

@@ -2,8 +2,8 @@
 //! in one transaction with the evidence and outbox messages they cause.
 
 use super::{
-    EvidenceRecord, NewEffect, NewEvidence, Store, StoreResult, evidence::append_evidence_sql,
-    outbox::ENQUEUE, with_pool,
+    EvidenceRecord, NewEffect, NewEvidence, Store, StoreResult, evidence::append_evidence_sql, outbox::ENQUEUE,
+    with_pool,
 };
 
 /// A delivery claimed by this replica until its lease runs out.
@@ -61,11 +61,7 @@ const CLAIM_POSTGRES: &str = "UPDATE deliveries SET lease_until = $1, attempts =
 
 impl Store {
     /// Claims the oldest undecided delivery for `lease_ms`.
-    pub async fn claim_delivery(
-        &self,
-        now: i64,
-        lease_ms: i64,
-    ) -> StoreResult<Option<ClaimedDelivery>> {
+    pub async fn claim_delivery(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedDelivery>> {
         let sql = match self.db {
             super::Db::Sqlite { .. } => CLAIM_SQLITE,
             super::Db::Postgres(_) => CLAIM_POSTGRES,
@@ -129,10 +125,7 @@ impl Store {
                     .bind(&rec.hash)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(sql.set_head_hash)
-                    .bind(&rec.hash)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(sql.set_head_hash).bind(&rec.hash).execute(&mut *tx).await?;
                 for effect in effects(&rec) {
                     sqlx::query(ENQUEUE)
                         .bind(uuid::Uuid::now_v7().to_string())
@@ -154,12 +147,7 @@ impl Store {
 
     /// Gives a claimed delivery back after an unexpected error; it is retried
     /// after `retry_at`.
-    pub async fn release_delivery(
-        &self,
-        delivery: &str,
-        error: &str,
-        retry_at: i64,
-    ) -> StoreResult<()> {
+    pub async fn release_delivery(&self, delivery: &str, error: &str, retry_at: i64) -> StoreResult<()> {
         const SQL: &str = "UPDATE deliveries SET lease_until = $1, last_error = $2 \
             WHERE id = $3 AND state = 'pending'";
         with_pool!(&self.db, write, |pool| {

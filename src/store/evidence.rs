@@ -62,12 +62,7 @@ pub fn chain_hash(prev_hash: &str, record: &str) -> String {
 
 impl EvidenceRecord {
     /// Builds the record that follows the chain head `(head_seq, head_hash)`.
-    pub(super) fn seal(
-        new: NewEvidence,
-        seq: i64,
-        prev_hash: String,
-        now: i64,
-    ) -> StoreResult<Self> {
+    pub(super) fn seal(new: NewEvidence, seq: i64, prev_hash: String, now: i64) -> StoreResult<Self> {
         let doc = Document {
             id: &new.id,
             seq,
@@ -147,20 +142,10 @@ const COLUMNS: &str = "id, seq, delivery, source, ticket, verdict, policy, mode,
 
 impl Store {
     /// Every evidence record of one ticket, oldest first.
-    pub async fn evidence_for_ticket(
-        &self,
-        source: &str,
-        ticket: &str,
-    ) -> StoreResult<Vec<EvidenceRecord>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM evidence WHERE source = $1 AND ticket = $2 ORDER BY seq"
-        );
+    pub async fn evidence_for_ticket(&self, source: &str, ticket: &str) -> StoreResult<Vec<EvidenceRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM evidence WHERE source = $1 AND ticket = $2 ORDER BY seq");
         Ok(with_pool!(&self.db, read, |pool| {
-            sqlx::query_as(&sql)
-                .bind(source)
-                .bind(ticket)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(&sql).bind(source).bind(ticket).fetch_all(pool).await?
         }))
     }
 
@@ -168,11 +153,7 @@ impl Store {
     pub async fn evidence_page(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2");
         Ok(with_pool!(&self.db, read, |pool| {
-            sqlx::query_as(&sql)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?
         }))
     }
 
@@ -188,11 +169,7 @@ impl Store {
             }
             for rec in page {
                 let problem = if rec.seq != prev_seq + 1 {
-                    Some(format!(
-                        "expected sequence {}, found {}",
-                        prev_seq + 1,
-                        rec.seq
-                    ))
+                    Some(format!("expected sequence {}, found {}", prev_seq + 1, rec.seq))
                 } else if rec.prev_hash != prev_hash {
                     Some("does not link to the previous record".to_string())
                 } else if chain_hash(&rec.prev_hash, &rec.record) != rec.hash {

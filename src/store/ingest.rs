@@ -55,9 +55,7 @@ pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJo
                     tracing::error!(error.message = %e, batch = batch.len(), "failed to commit deliveries");
                     let message = e.to_string();
                     for job in batch.drain(..) {
-                        let _ = job
-                            .reply
-                            .send(Err(StoreError::Unavailable(message.clone())));
+                        let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
                     }
                 }
             }
@@ -88,10 +86,7 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match inserted {
-                Some(id) => IngestOutcome {
-                    id,
-                    duplicate: false,
-                },
+                Some(id) => IngestOutcome { id, duplicate: false },
                 None => {
                     let id: String = sqlx::query_scalar(EXISTING)
                         .bind(&d.source)
@@ -99,10 +94,7 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                         .bind(&d.body_sha256)
                         .fetch_one(&mut *tx)
                         .await?;
-                    IngestOutcome {
-                        id,
-                        duplicate: true,
-                    }
+                    IngestOutcome { id, duplicate: true }
                 }
             };
             outcomes.push(outcome);

@@ -37,10 +37,9 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
             other => StoreError::Other(other.to_string()),
         }
     }
@@ -169,9 +168,7 @@ impl Store {
                 .await?
         });
         if applied < expected {
-            return Err(StoreError::Other(format!(
-                "{applied} of {expected} migrations applied"
-            )));
+            return Err(StoreError::Other(format!("{applied} of {expected} migrations applied")));
         }
         Ok(())
     }
@@ -185,9 +182,7 @@ impl Store {
             (SELECT COUNT(*) FROM outbox WHERE state = 'done'), \
             (SELECT COUNT(*) FROM outbox WHERE state = 'dead')";
         let row: (i64, i64, i64, i64, i64, i64) =
-            with_pool!(&self.db, read, |pool| sqlx::query_as(SQL)
-                .fetch_one(pool)
-                .await?);
+            with_pool!(&self.db, read, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
         Ok(StoreStats {
             deliveries: row.0,
             deliveries_pending: row.1,

@@ -36,11 +36,7 @@ const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1
 
 impl Store {
     /// Claims the message due soonest, if any is due at `now`.
-    pub async fn claim_effect(
-        &self,
-        now: i64,
-        lease_ms: i64,
-    ) -> StoreResult<Option<ClaimedEffect>> {
+    pub async fn claim_effect(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedEffect>> {
         let sql = match self.db {
             Db::Sqlite { .. } => CLAIM.replace("{lock}", ""),
             Db::Postgres(_) => CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
@@ -65,24 +61,14 @@ impl Store {
     }
 
     /// Records a failed attempt: retried at `retry_at`, or parked as dead.
-    pub async fn fail_effect(
-        &self,
-        id: &str,
-        error: &str,
-        retry_at: Option<i64>,
-    ) -> StoreResult<()> {
+    pub async fn fail_effect(&self, id: &str, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
         const RETRY: &str = "UPDATE outbox SET next_attempt_at = $1, lease_until = NULL, \
             last_error = $2 WHERE id = $3";
         const DEAD: &str = "UPDATE outbox SET state = 'dead', lease_until = NULL, last_error = $1 \
             WHERE id = $2";
         with_pool!(&self.db, write, |pool| match retry_at {
             Some(at) => {
-                sqlx::query(RETRY)
-                    .bind(at)
-                    .bind(error)
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
+                sqlx::query(RETRY).bind(at).bind(error).bind(id).execute(pool).await?;
             }
             None => {
                 sqlx::query(DEAD).bind(error).bind(id).execute(pool).await?;

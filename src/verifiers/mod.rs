@@ -43,13 +43,10 @@ pub trait Verifier: Send + Sync {
     /// Observes one check's subject in the target system.
     async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError>;
 
-    /// Observes many checks; verifiers that can answer in one round trip override this.
+    /// Observes many checks on this system, in the same order; verifiers that
+    /// can answer a batch in one round trip override this.
     async fn observe_many(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
-        let mut out = Vec::with_capacity(checks.len());
-        for check in checks {
-            out.push(self.observe(check).await);
-        }
-        out
+        futures_util::future::join_all(checks.iter().map(|c| self.observe(c))).await
     }
 
     /// Connects and says as whom, for `/readyz` and operators.
@@ -70,25 +67,25 @@ pub fn kinds_of(config: &SystemConfig) -> &'static [&'static str] {
 }
 
 /// The catalog policies are validated against, from config alone.
-pub fn catalog(systems: &std::collections::BTreeMap<String, SystemConfig>) -> SystemCatalog {
-    systems
-        .iter()
-        .map(|(name, cfg)| (name.clone(), kinds_of(cfg)))
-        .collect()
+pub fn catalog(settings: &crate::config::Settings) -> SystemCatalog {
+    SystemCatalog {
+        systems: settings
+            .systems
+            .iter()
+            .map(|(name, cfg)| (name.clone(), kinds_of(cfg)))
+            .collect(),
+        groups: settings.system_groups.clone(),
+    }
 }
 
 impl VerifierRegistry {
     /// Builds every verifier. Connections are opened lazily, so an unreachable
     /// system does not stop the start; it fails its checks closed instead.
-    pub fn from_config(
-        systems: &std::collections::BTreeMap<String, SystemConfig>,
-    ) -> Result<Self, String> {
+    pub fn from_config(systems: &std::collections::BTreeMap<String, SystemConfig>) -> Result<Self, String> {
         let mut verifiers: HashMap<String, Arc<dyn Verifier>> = HashMap::new();
         for (name, config) in systems {
             let verifier: Arc<dyn Verifier> = match config {
-                SystemConfig::Postgres(cfg) => {
-                    Arc::new(postgres::PostgresVerifier::build(name, cfg)?)
-                }
+                SystemConfig::Postgres(cfg) => Arc::new(postgres::PostgresVerifier::build(name, cfg)?),
             };
             verifiers.insert(name.clone(), verifier);
         }

@@ -75,20 +75,17 @@ impl PostgresVerifier {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind))
-            })
+            .ok_or_else(|| VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind)))
     }
 
     fn error(&self, e: sqlx::Error) -> VerifyError {
         match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolClosed => VerifyError::Unreachable {
-                system: self.system.clone(),
-                message: e.to_string(),
-            },
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+                VerifyError::Unreachable {
+                    system: self.system.clone(),
+                    message: e.to_string(),
+                }
+            }
             other => VerifyError::Query {
                 system: self.system.clone(),
                 message: other.to_string(),
@@ -96,13 +93,7 @@ impl PostgresVerifier {
         }
     }
 
-    fn observation(
-        &self,
-        subject: &str,
-        object: String,
-        exists: bool,
-        held: BTreeSet<String>,
-    ) -> Observation {
+    fn observation(&self, subject: &str, object: String, exists: bool, held: BTreeSet<String>) -> Observation {
         Observation {
             subject: subject.to_string(),
             object,
@@ -140,11 +131,7 @@ impl PostgresVerifier {
             (r.4, "REPLICATION"),
             (r.5, "BYPASSRLS"),
         ];
-        let held = flags
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| n.to_string())
-            .collect();
+        let held = flags.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect();
         Ok(self.observation(role, String::new(), true, held))
     }
 
@@ -159,12 +146,7 @@ impl PostgresVerifier {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(self.observation(
-            role,
-            "role membership".into(),
-            true,
-            groups.into_iter().collect(),
-        ))
+        Ok(self.observation(role, "role membership".into(), true, groups.into_iter().collect()))
     }
 
     async fn privileges(&self, check: &CheckSpec, role: &str) -> Result<Observation, VerifyError> {
@@ -272,11 +254,7 @@ impl Verifier for PostgresVerifier {
             "membership" => item.to_string(),
             _ => {
                 let upper = item.to_uppercase();
-                if upper == "TEMP" {
-                    "TEMPORARY".into()
-                } else {
-                    upper
-                }
+                if upper == "TEMP" { "TEMPORARY".into() } else { upper }
             }
         }
     }
@@ -286,12 +264,8 @@ impl Verifier for PostgresVerifier {
         match check.kind.as_str() {
             "role" => self.role(role).await,
             "membership" => self.membership(role).await,
-            "table_privileges" | "schema_privileges" | "database_privileges" => {
-                self.privileges(check, role).await
-            }
-            other => Err(VerifyError::BadParams(format!(
-                "unknown check kind {other}"
-            ))),
+            "table_privileges" | "schema_privileges" | "database_privileges" => self.privileges(check, role).await,
+            other => Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
         }
     }
 
@@ -301,9 +275,6 @@ impl Verifier for PostgresVerifier {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| self.error(e))?;
-        Ok(format!(
-            "{} as {user} (PostgreSQL {version})",
-            self.location
-        ))
+        Ok(format!("{} as {user} (PostgreSQL {version})", self.location))
     }
 }

@@ -36,8 +36,7 @@ pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<Executio
 }
 
 async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
-    let event: TicketEvent =
-        serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
+    let event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
     let not_gated = match (event.caused_by_gate, event.kind) {
         (true, _) => Some(DeliveryOutcome::OwnEcho),
         (false, EventKind::Closed) => None,
@@ -69,25 +68,19 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
     let now = super::now_ms();
     let finished = ctx
         .store
-        .finish_delivery(
-            &claimed.id,
-            DeliveryOutcome::Decided,
-            Some(evidence),
-            now,
-            |record| {
-                if !deliver {
-                    return Vec::new();
-                }
-                let effect = effect_for(ctx, &event, &decision, &record.id, &record.hash, now);
-                match serde_json::to_string(&effect) {
-                    Ok(payload) => vec![NewEffect {
-                        idempotency_key: effect.key,
-                        payload,
-                    }],
-                    Err(_) => Vec::new(),
-                }
-            },
-        )
+        .finish_delivery(&claimed.id, DeliveryOutcome::Decided, Some(evidence), now, |record| {
+            if !deliver {
+                return Vec::new();
+            }
+            let effect = effect_for(ctx, &event, &decision, &record.id, &record.hash, now);
+            match serde_json::to_string(&effect) {
+                Ok(payload) => vec![NewEffect {
+                    idempotency_key: effect.key,
+                    payload,
+                }],
+                Err(_) => Vec::new(),
+            }
+        })
         .await
         .context("Failed to record the decision")?;
     if let Finish::Finished(Some(record)) = finished {
@@ -100,14 +93,7 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn effect_for(
-    ctx: &Context,
-    event: &TicketEvent,
-    decision: &Decision,
-    id: &str,
-    hash: &str,
-    now: i64,
-) -> Effect {
+fn effect_for(ctx: &Context, event: &TicketEvent, decision: &Decision, id: &str, hash: &str, now: i64) -> Effect {
     let decided_at = chrono::DateTime::from_timestamp_millis(now)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

@@ -12,9 +12,7 @@ use tokio::sync::Notify;
 pub use decisions::try_decide_next;
 pub use outbox::{retry_delay_ms, try_deliver_next};
 
-use crate::{
-    adapters::SourceRegistry, config::WorkerSettings, gate::Gate, render::Renderer, store::Store,
-};
+use crate::{adapters::SourceRegistry, config::WorkerSettings, gate::Gate, render::Renderer, store::Store};
 
 /// What one step of a worker did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

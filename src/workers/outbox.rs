@@ -57,8 +57,7 @@ pub async fn try_deliver_next(ctx: &Context, now: i64) -> anyhow::Result<Executi
         }
         Err(e) => {
             let give_up = !e.retryable || msg.attempts >= ctx.settings.max_attempts;
-            let retry_at =
-                (!give_up).then(|| done_at + retry_delay_ms(msg.attempts, &ctx.settings));
+            let retry_at = (!give_up).then(|| done_at + retry_delay_ms(msg.attempts, &ctx.settings));
             if give_up {
                 tracing::error!(error.message = %e, "outbox message parked as dead");
             } else {

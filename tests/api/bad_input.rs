@@ -50,13 +50,9 @@ async fn a_missing_github_signature_is_rejected() {
 async fn a_body_changed_after_signing_is_rejected() {
     let app = spawn_app().await;
     let body = grant_event("r", "public.t", "SELECT");
-    let mut mac =
-        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
     hmac::Mac::update(&mut mac, &body);
-    let signature = format!(
-        "sha256={}",
-        hex::encode(hmac::Mac::finalize(mac).into_bytes())
-    );
+    let signature = format!("sha256={}", hex::encode(hmac::Mac::finalize(mac).into_bytes()));
     let mut tampered = body.clone();
     let at = tampered.len() - 3;
     tampered[at] = b' ';
@@ -77,8 +73,7 @@ async fn a_body_changed_after_signing_is_rejected() {
 #[tokio::test]
 async fn stale_and_future_standard_webhooks_timestamps_are_rejected() {
     let app = spawn_app().await;
-    let body =
-        br#"{"type":"ticket.updated","data":{"ticket":"A-1","state":"closed","actor":{"id":"u"}}}"#;
+    let body = br#"{"type":"ticket.updated","data":{"ticket":"A-1","state":"closed","actor":{"id":"u"}}}"#;
     let now = chrono::Utc::now().timestamp();
     let stale = app.post_generic("msg_1", now - 6 * 60, body).await;
     assert_refused(&app, stale, 401, "invalid_signature").await;
@@ -89,9 +84,7 @@ async fn stale_and_future_standard_webhooks_timestamps_are_rejected() {
 #[tokio::test]
 async fn malformed_json_with_a_valid_signature_is_rejected() {
     let app = spawn_app().await;
-    let response = app
-        .post_github("issues", "d-1", b"{\"action\": \"closed\", ")
-        .await;
+    let response = app.post_github("issues", "d-1", b"{\"action\": \"closed\", ").await;
     assert_refused(&app, response, 400, "malformed_payload").await;
     let now = chrono::Utc::now().timestamp();
     let response = app

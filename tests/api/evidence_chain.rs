@@ -12,12 +12,8 @@ async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detect
         let mut event: serde_json::Value =
             serde_json::from_slice(&grant_event("nobody", "public.none", "SELECT")).unwrap();
         event["issue"]["updated_at"] = format!("2026-11-22T12:00:0{i}Z").into();
-        app.post_github(
-            "issues",
-            &format!("d-{i}"),
-            &serde_json::to_vec(&event).unwrap(),
-        )
-        .await;
+        app.post_github("issues", &format!("d-{i}"), &serde_json::to_vec(&event).unwrap())
+            .await;
     }
     app.decide_all().await;
 
@@ -44,18 +40,10 @@ async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detect
     let sql = "UPDATE evidence SET record = $1 WHERE seq = 2";
     if url.starts_with("sqlite") {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query(sql)
-            .bind(&tampered)
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(sql).bind(&tampered).execute(&pool).await.unwrap();
     } else {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query(sql)
-            .bind(&tampered)
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(sql).bind(&tampered).execute(&pool).await.unwrap();
     }
     let report = app.store.verify_chain().await.unwrap();
     assert_eq!(report.broken.map(|b| b.0), Some(2));

@@ -51,19 +51,8 @@ async fn a_generic_close_is_decided_and_the_decision_sent_back_as_a_signed_callb
     // Assert
     assert_eq!(response.status().as_u16(), 202);
     let requests = app.helpdesk.received_requests().await.unwrap();
-    let callback = requests
-        .iter()
-        .find(|r| r.url.path() == "/callback")
-        .unwrap();
-    let header = |n: &str| {
-        callback
-            .headers
-            .get(n)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let callback = requests.iter().find(|r| r.url.path() == "/callback").unwrap();
+    let header = |n: &str| callback.headers.get(n).unwrap().to_str().unwrap().to_string();
     let key = StandardWebhooksKey::parse(GENERIC_SECRET).unwrap();
     key.verify(
         Some(&header("webhook-id")),
@@ -84,11 +73,7 @@ async fn a_generic_close_is_decided_and_the_decision_sent_back_as_a_signed_callb
             .unwrap()
             .contains(&format!("{role} still exists"))
     );
-    let evidence = app
-        .store
-        .evidence_for_ticket("generic", "ACC-7")
-        .await
-        .unwrap();
+    let evidence = app.store.evidence_for_ticket("generic", "ACC-7").await.unwrap();
     assert_eq!(evidence.len(), 1);
     assert_eq!(body["data"]["evidence_hash"], evidence[0].hash);
 }

@@ -34,10 +34,7 @@ async fn closing_a_grant_ticket_whose_exact_grant_exists_posts_evidence_and_keep
         comment.contains("db-table-grant") && comment.contains("enforce"),
         "{comment}"
     );
-    assert!(
-        comment.contains(&role) && comment.contains("SELECT"),
-        "{comment}"
-    );
+    assert!(comment.contains(&role) && comment.contains("SELECT"), "{comment}");
     assert!(
         comment.contains("reporting-bot (service)"),
         "the requester is shown as a machine identity: {comment}"
@@ -84,14 +81,8 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
         .into_iter()
         .find(|r| r.method.as_str() == "PATCH")
         .expect("the issue was reopened");
-    assert_eq!(
-        serde_json::from_slice::<Value>(&patch.body).unwrap()["state"],
-        "open"
-    );
-    assert_eq!(
-        patch.headers.get("authorization").unwrap(),
-        "Bearer ghp_test_token"
-    );
+    assert_eq!(serde_json::from_slice::<Value>(&patch.body).unwrap()["state"], "open");
+    assert_eq!(patch.headers.get("authorization").unwrap(), "Bearer ghp_test_token");
 }
 
 #[tokio::test]
@@ -114,10 +105,7 @@ async fn a_grant_broader_than_requested_is_blocked_under_exact() {
         serde_json::json!(["INSERT", "SELECT"])
     );
     let comment = &posted_comments(&app).await[0];
-    assert!(
-        comment.contains("holds more than requested: INSERT"),
-        "{comment}"
-    );
+    assert!(comment.contains("holds more than requested: INSERT"), "{comment}");
 }
 
 #[tokio::test]
@@ -144,11 +132,7 @@ async fn a_revocation_with_the_role_still_present_is_blocked_and_one_with_it_gon
     let verdicts: Vec<&str> = evidence.iter().map(|e| e.verdict.as_str()).collect();
     assert_eq!(verdicts, ["blocked", "allowed"]);
     let comments = posted_comments(&app).await;
-    assert!(
-        comments[0].contains(&format!("{role} still exists")),
-        "{}",
-        comments[0]
-    );
+    assert!(comments[0].contains(&format!("{role} still exists")), "{}", comments[0]);
     assert!(comments[1].contains("closure verified"));
 }
 
@@ -162,12 +146,8 @@ async fn an_unreachable_target_database_blocks_as_could_not_verify() {
     .await;
     mock_github(&app, 1, 1).await;
 
-    app.post_github(
-        "issues",
-        "d-1",
-        &grant_event("someone", "public.orders", "SELECT"),
-    )
-    .await;
+    app.post_github("issues", "d-1", &grant_event("someone", "public.orders", "SELECT"))
+        .await;
     app.decide_all().await;
     app.deliver_all().await;
 
@@ -221,10 +201,7 @@ async fn a_close_no_policy_governs_passes_and_is_recorded_as_ungated() {
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence.len(), 1);
     assert_eq!(evidence[0].verdict, "ungated");
-    assert_eq!(
-        app.stats().await.outbox_pending + app.stats().await.outbox_done,
-        0
-    );
+    assert_eq!(app.stats().await.outbox_pending + app.stats().await.outbox_done, 0);
 }
 
 #[tokio::test]
@@ -241,27 +218,16 @@ async fn events_other_than_a_close_are_recorded_but_not_gated() {
         .post_github("issues", "d-2", &serde_json::to_vec(&labeled).unwrap())
         .await;
     let r3 = app
-        .post_github(
-            "ping",
-            "d-3",
-            br#"{"zen":"Design for failure.","hook_id":1}"#,
-        )
+        .post_github("ping", "d-3", br#"{"zen":"Design for failure.","hook_id":1}"#)
         .await;
     app.decide_all().await;
 
     assert_eq!(
-        [
-            r1.status().as_u16(),
-            r2.status().as_u16(),
-            r3.status().as_u16()
-        ],
+        [r1.status().as_u16(), r2.status().as_u16(), r3.status().as_u16()],
         [202, 202, 202]
     );
     let stats = app.stats().await;
-    assert_eq!(
-        (stats.deliveries, stats.deliveries_pending, stats.evidence),
-        (3, 0, 0)
-    );
+    assert_eq!((stats.deliveries, stats.deliveries_pending, stats.evidence), (3, 0, 0));
 }
 
 #[tokio::test]
@@ -286,9 +252,7 @@ async fn a_reopen_is_skipped_when_the_issue_has_moved_on_but_the_rejection_is_st
     let (role, table) = target.role_with_grant("").await;
     // The issue was reopened by a person before the outbox ran.
     wiremock::Mock::given(wiremock::matchers::method("GET"))
-        .and(wiremock::matchers::path(
-            "/repos/acme/access-requests/issues/42",
-        ))
+        .and(wiremock::matchers::path("/repos/acme/access-requests/issues/42"))
         .respond_with(
             wiremock::ResponseTemplate::new(200)
                 .set_body_json(serde_json::json!({ "state": "open", "closed_at": null })),

@@ -153,12 +153,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn post_generic(
-        &self,
-        msg_id: &str,
-        timestamp: i64,
-        body: &[u8],
-    ) -> reqwest::Response {
+    pub async fn post_generic(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> reqwest::Response {
         let signature = StandardWebhooksKey::parse(GENERIC_SECRET)
             .unwrap()
             .sign(msg_id, timestamp, body);
@@ -175,12 +170,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn post_raw(
-        &self,
-        source: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> reqwest::Response {
+    pub async fn post_raw(&self, source: &str, headers: &[(&str, &str)], body: &[u8]) -> reqwest::Response {
         let mut request = self
             .http
             .post(format!("{}/hooks/{source}", self.address))
@@ -194,19 +184,14 @@ impl TestApp {
 
     /// Runs the decision worker until no delivery is waiting.
     pub async fn decide_all(&self) {
-        while workers::try_decide_next(&self.ctx, workers::now_ms())
-            .await
-            .unwrap()
-            == ExecutionOutcome::TaskCompleted
-        {}
+        while workers::try_decide_next(&self.ctx, workers::now_ms()).await.unwrap() == ExecutionOutcome::TaskCompleted {
+        }
     }
 
     /// Runs the outbox worker once per due message, as of `at` (unix ms).
     pub async fn deliver_due(&self, at: i64) -> usize {
         let mut n = 0;
-        while workers::try_deliver_next(&self.ctx, at).await.unwrap()
-            == ExecutionOutcome::TaskCompleted
-        {
+        while workers::try_deliver_next(&self.ctx, at).await.unwrap() == ExecutionOutcome::TaskCompleted {
             n += 1;
         }
         n
@@ -222,29 +207,17 @@ impl TestApp {
     }
 
     pub async fn evidence(&self, ticket: &str) -> Vec<EvidenceRecord> {
-        self.store
-            .evidence_for_ticket("github", ticket)
-            .await
-            .unwrap()
+        self.store.evidence_for_ticket("github", ticket).await.unwrap()
     }
 }
 
 /// A GitHub `issues` event shaped like the documented payload.
 pub fn github_issue_event(action: &str, fields: &[(&str, &str)], labels: &[&str]) -> Value {
-    let mut event: Value =
-        serde_json::from_str(include_str!("../fixtures/github/issues_closed.json")).unwrap();
-    let body: String = fields
-        .iter()
-        .map(|(k, v)| format!("### {k}\n\n{v}\n\n"))
-        .collect();
+    let mut event: Value = serde_json::from_str(include_str!("../fixtures/github/issues_closed.json")).unwrap();
+    let body: String = fields.iter().map(|(k, v)| format!("### {k}\n\n{v}\n\n")).collect();
     event["action"] = json!(action);
     event["issue"]["body"] = json!(body);
-    event["issue"]["labels"] = json!(
-        labels
-            .iter()
-            .map(|l| json!({ "name": l }))
-            .collect::<Vec<_>>()
-    );
+    event["issue"]["labels"] = json!(labels.iter().map(|l| json!({ "name": l })).collect::<Vec<_>>());
     if action != "closed" {
         event["issue"]["state"] = json!("open");
         event["issue"]["closed_at"] = Value::Null;
@@ -254,12 +227,8 @@ pub fn github_issue_event(action: &str, fields: &[(&str, &str)], labels: &[&str]
 
 /// Closes a grant ticket for a role that does not exist, and decides it.
 pub async fn close_ungranted_ticket(app: &TestApp) {
-    app.post_github(
-        "issues",
-        "d-1",
-        &grant_event("nobody_here", "public.none", "SELECT"),
-    )
-    .await;
+    app.post_github("issues", "d-1", &grant_event("nobody_here", "public.none", "SELECT"))
+        .await;
     app.decide_all().await;
 }
 
@@ -290,9 +259,7 @@ pub fn revoke_event(role: &str) -> Vec<u8> {
 /// still closed. `posts` and `reopens` are the exact numbers of calls expected.
 pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
     Mock::given(method("GET"))
-        .and(path_regex(
-            r"^/repos/acme/access-requests/issues/\d+/comments$",
-        ))
+        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&app.helpdesk)
         .await;
@@ -304,10 +271,7 @@ pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
         .await;
     Mock::given(method("GET"))
         .and(path("/repos/acme/access-requests/issues/42"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })))
         .mount(&app.helpdesk)
         .await;
     Mock::given(method("PATCH"))
@@ -347,17 +311,12 @@ impl Target {
             .await
             .expect("connect to target PostgreSQL");
         let schema = unique("cg_schema");
-        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
-            .await
-            .unwrap();
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
         Target { conn, schema }
     }
 
     pub async fn exec(&mut self, sql: &str) {
-        self.conn
-            .execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.conn.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Creates a login role and returns its name.
@@ -373,8 +332,7 @@ impl Target {
         let role = self.login_role().await;
         let table = self.table().await;
         if !privileges.is_empty() {
-            self.exec(&format!("GRANT {privileges} ON {table} TO {role}"))
-                .await;
+            self.exec(&format!("GRANT {privileges} ON {table} TO {role}")).await;
         }
         (role, table)
     }
@@ -382,8 +340,7 @@ impl Target {
     /// Creates a table in the test schema and returns `schema.table`.
     pub async fn table(&mut self) -> String {
         let table = format!("{}.orders", self.schema);
-        self.exec(&format!("CREATE TABLE IF NOT EXISTS {table} (id int)"))
-            .await;
+        self.exec(&format!("CREATE TABLE IF NOT EXISTS {table} (id int)")).await;
         table
     }
 }

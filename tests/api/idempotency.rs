@@ -25,10 +25,7 @@ async fn the_same_delivery_sent_twice_gives_one_decision_and_one_comment() {
     assert_eq!((first_status, second_status), (202, 202));
     assert_eq!(first_body, second_body, "a redelivery gets the same answer");
     let stats = app.stats().await;
-    assert_eq!(
-        (stats.deliveries, stats.evidence, stats.outbox_done),
-        (1, 1, 1)
-    );
+    assert_eq!((stats.deliveries, stats.evidence, stats.outbox_done), (1, 1, 1));
 }
 
 #[tokio::test]
@@ -38,12 +35,7 @@ async fn the_same_event_under_a_new_delivery_id_is_a_duplicate() {
     mock_github(&app, 0, 0).await;
     let body = grant_event("r", "public.t", "SELECT");
 
-    let first: serde_json::Value = app
-        .post_github("issues", "d-1", &body)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: serde_json::Value = app.post_github("issues", "d-1", &body).await.json().await.unwrap();
     let replay = app.post_github("issues", "d-replayed", &body).await;
     assert_eq!(replay.headers().get("closegate-duplicate").unwrap(), "true");
     let replay: serde_json::Value = replay.json().await.unwrap();
@@ -57,8 +49,7 @@ async fn concurrent_deliveries_are_all_stored_once() {
     let app = spawn_app().await;
     let mut sends = Vec::new();
     for i in 0..40 {
-        let mut event: serde_json::Value =
-            serde_json::from_slice(&grant_event("r", "public.t", "SELECT")).unwrap();
+        let mut event: serde_json::Value = serde_json::from_slice(&grant_event("r", "public.t", "SELECT")).unwrap();
         event["issue"]["number"] = (1000 + i).into();
         let body = serde_json::to_vec(&event).unwrap();
         let delivery = format!("d-{i}");

@@ -21,11 +21,7 @@ fn policies_in_mode(dir: &Path, mode: &str) -> PathBuf {
 
 /// Closes an ungranted ticket under policies in `mode`, with the given number
 /// of comments and reopens expected, and returns the app.
-async fn blocked_close_in_mode(
-    mode: &str,
-    comments: u64,
-    reopens: u64,
-) -> (TestApp, tempfile::TempDir) {
+async fn blocked_close_in_mode(mode: &str, comments: u64, reopens: u64) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let policies = Some(policies_in_mode(dir.path(), mode));
     let app = spawn_app_with(Options {
@@ -49,10 +45,7 @@ async fn warn_mode_comments_on_a_failed_check_but_does_not_reopen() {
     let (app, _dir) = blocked_close_in_mode("warn", 1, 0).await;
 
     let comment = &posted_comments(&app).await[0];
-    assert!(
-        comment.contains("warn mode, ticket left closed"),
-        "{comment}"
-    );
+    assert!(comment.contains("warn mode, ticket left closed"), "{comment}");
 }
 
 #[tokio::test]
@@ -60,9 +53,6 @@ async fn dry_run_mode_records_the_decision_and_says_nothing() {
     let (app, _dir) = blocked_close_in_mode("dry-run", 0, 0).await;
 
     let stats = app.stats().await;
-    assert_eq!(
-        stats.outbox_pending + stats.outbox_done + stats.outbox_dead,
-        0
-    );
+    assert_eq!(stats.outbox_pending + stats.outbox_done + stats.outbox_dead, 0);
     assert_eq!(stats.evidence, 1);
 }

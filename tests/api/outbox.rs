@@ -33,20 +33,12 @@ async fn a_helpdesk_error_is_retried_and_the_comment_delivered_exactly_once() {
     assert_eq!(app.deliver_all().await, 1);
     let stats = app.stats().await;
     assert_eq!((stats.outbox_pending, stats.outbox_done), (1, 0));
-    assert_eq!(
-        app.deliver_all().await,
-        0,
-        "the retry waits for its backoff"
-    );
+    assert_eq!(app.deliver_all().await, 0, "the retry waits for its backoff");
     // Later: delivered.
     assert_eq!(app.deliver_due(an_hour_later()).await, 1);
     let stats = app.stats().await;
     assert_eq!((stats.outbox_pending, stats.outbox_done), (0, 1));
-    assert_eq!(
-        posted_comments(&app).await.len(),
-        2,
-        "one failed attempt, one comment"
-    );
+    assert_eq!(posted_comments(&app).await.len(), 2, "one failed attempt, one comment");
 }
 
 #[tokio::test]
@@ -62,10 +54,7 @@ async fn a_restart_between_attempts_still_delivers_exactly_once() {
     app.deliver_due(an_hour_later()).await;
 
     let stats = app.stats().await;
-    assert_eq!(
-        (stats.outbox_pending, stats.outbox_done, stats.evidence),
-        (0, 1, 1)
-    );
+    assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 1));
 }
 
 #[tokio::test]

@@ -6,10 +6,7 @@ fn check(dir: &std::path::Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
         .args(["policy", "check"])
         .arg(dir)
-        .env(
-            "CLOSEGATE_DEMO_SECRET",
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        )
+        .env("CLOSEGATE_DEMO_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         .output()
         .unwrap();
     (
@@ -41,11 +38,7 @@ fn broken_policies_are_reported_with_file_line_and_problem() {
         "match: {}\nchecks:\n  - system: app-db\n    kind: role\n    params: { role: \"{{ fields.x }}\" }\n    expect: maybe\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("c-unknown-key.yaml"),
-        "match: {}\nchekcs: []\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("c-unknown-key.yaml"), "match: {}\nchekcs: []\n").unwrap();
     std::fs::write(dir.path().join("d-not-yaml.yaml"), "match: [\n").unwrap();
     std::fs::write(
         dir.path().join("e-bad-template.yaml"),
@@ -60,17 +53,8 @@ fn broken_policies_are_reported_with_file_line_and_problem() {
         out.contains("a-unknown-system.yaml:4: unknown system \"no-such-db\""),
         "{out}"
     );
-    assert!(
-        out.contains("b-bad-expect.yaml:6: expect \"maybe\""),
-        "{out}"
-    );
-    assert!(
-        out.contains("c-unknown-key.yaml:2:") && out.contains("chekcs"),
-        "{out}"
-    );
+    assert!(out.contains("b-bad-expect.yaml:6: expect \"maybe\""), "{out}");
+    assert!(out.contains("c-unknown-key.yaml:2:") && out.contains("chekcs"), "{out}");
     assert!(out.contains("d-not-yaml.yaml:"), "{out}");
-    assert!(
-        out.contains("e-bad-template.yaml:6: template does not parse"),
-        "{out}"
-    );
+    assert!(out.contains("e-bad-template.yaml:6: template does not parse"), "{out}");
 }

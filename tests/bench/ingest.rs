@@ -18,10 +18,7 @@ use sha2::Sha256;
 const SECRET: &str = "bench-secret";
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn body(n: usize) -> Vec<u8> {
@@ -113,8 +110,7 @@ async fn http_ingest(label: &str, settings: Settings) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, bodies, next) =
-            (client.clone(), url.clone(), bodies.clone(), next.clone());
+        let (client, url, bodies, next) = (client.clone(), url.clone(), bodies.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -158,16 +154,8 @@ async fn http_ingest(label: &str, settings: Settings) {
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(String::from)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(String::from))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -183,17 +171,9 @@ async fn main() {
     http_ingest("sqlite", sqlite).await;
     if let Ok(base) = std::env::var("CLOSEGATE_BENCH_PG") {
         use sqlx::{Connection, Executor};
-        let name = format!(
-            "cg_bench_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-            .await
-            .unwrap();
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
+        let name = format!("cg_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
         http_ingest("postgres", settings(dir.path(), &format!("{base}/{name}"))).await;
     }
     println!(

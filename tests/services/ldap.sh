@@ -35,7 +35,8 @@ if answers; then echo "ldap: already running at $URL (base $BASE)"; exit 0; fi
 
 # Stale or missing: stop our old instance (if any) and start from scratch.
 case "$DIR" in /|"") die "refusing CLOSEGATE_LDAP_DIR='$DIR'";; esac
-if [ -f "$DIR/slapd.pid" ]; then kill "$(cat "$DIR/slapd.pid")" 2>/dev/null || true; sleep 1; fi
+OLD="$(cat "$DIR/slapd.pid" 2>/dev/null || true)"
+if [ -n "$OLD" ] && grep -qs "$DIR/slapd.conf" "/proc/$OLD/cmdline"; then kill "$OLD"; sleep 1; fi
 rm -rf "$DIR"
 mkdir -p "$DIR/db"
 

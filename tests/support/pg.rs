@@ -4,16 +4,12 @@ use sqlx::{Connection, Executor, PgConnection};
 
 /// URL of `database` on the test server (`CLOSEGATE_TEST_PG` overrides the server).
 pub fn pg_url(database: &str) -> String {
-    let base = std::env::var("CLOSEGATE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("CLOSEGATE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     format!("{}/{database}", base.trim_end_matches('/'))
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Creates an empty database and returns its URL.
