@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod gate;
+pub mod outbound;
 pub mod policy;
 pub mod render;
 pub mod routes;

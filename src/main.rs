@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Work with target systems.
+    Verifiers {
+        #[command(subcommand)]
+        command: VerifiersCommand,
+    },
     /// Read the evidence log.
     Evidence {
         #[command(subcommand)]
@@ -48,6 +53,12 @@ enum PolicyCommand {
         /// Policy directory (defaults to the configured policies_dir).
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum VerifiersCommand {
+    /// Connect to every configured system and say as whom; exits 1 if any fails.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +141,23 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Verifiers {
+            command: VerifiersCommand::Check,
+        } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let registry = verifiers::VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+            let mut failed = 0;
+            for (name, result) in registry.healthchecks().await {
+                match result {
+                    Ok(identity) => println!("ok    {name}: {identity}"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL  {name}: {e}");
+                    }
+                }
+            }
+            Ok(if failed == 0 { 0 } else { 1 })
         }
         Command::Evidence { command } => {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);

@@ -23,6 +23,7 @@ use crate::{
 /// What request handlers share.
 pub struct AppState {
     pub store: Store,
+    pub verifiers: VerifierRegistry,
     pub sources: SourceRegistry,
     pub max_body_bytes: usize,
 }
@@ -58,7 +59,7 @@ impl Application {
         let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
         let context = Arc::new(Context {
             store: store.clone(),
-            gate: Gate::new(Arc::new(policies), verifiers),
+            gate: Gate::new(Arc::new(policies), verifiers.clone()),
             sources: sources.clone(),
             renderer,
             settings: settings.worker.clone(),
@@ -70,6 +71,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             store,
+            verifiers: context.gate.verifiers().clone(),
             sources,
             max_body_bytes: settings.max_body_bytes,
         });

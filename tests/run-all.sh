@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh machine: installs and starts what the
-# tests need (PostgreSQL), then runs every test on SQLite and the API tests
-# again on PostgreSQL.
+# tests need (PostgreSQL, MariaDB, Redis, OpenLDAP, a SCIM server), then runs
+# every test on SQLite and the API tests again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 ensure_postgres() {
-  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  fi
+  command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     for version in $(ls /etc/postgresql); do
       as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
@@ -26,6 +23,42 @@ ensure_postgres() {
   fi
 }
 
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_mariadb() {
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+  if ! mysqladmin --protocol=tcp -h 127.0.0.1 -uroot ping >/dev/null 2>&1 && ! mysqladmin ping >/dev/null 2>&1; then
+    as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  fi
+  for _ in $(seq 1 30); do mysqladmin ping >/dev/null 2>&1 && break; sleep 1; done
+  # Root over TCP with no password (this machine's default); a stock install only
+  # allows root on the socket, so the tests get their own administrator.
+  if ! mysql --protocol=tcp -h 127.0.0.1 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+    as_root mysql -e "CREATE USER IF NOT EXISTS 'closegate'@'%' IDENTIFIED BY 'closegate';
+      GRANT ALL ON *.* TO 'closegate'@'%' WITH GRANT OPTION;"
+    export CLOSEGATE_TEST_MYSQL="mysql://closegate:closegate@127.0.0.1:3306/mysql"
+  fi
+}
+
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+    as_root mkdir -p /var/lib/redis /var/log/redis
+    as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  fi
+  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 1; done
+}
+
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 ensure_postgres
+ensure_mariadb
+ensure_redis
+bash tests/services/ldap.sh
+bash tests/services/scim.sh
 cargo test --all-targets
 CLOSEGATE_TEST_BACKEND=postgres cargo test --test api

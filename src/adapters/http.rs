@@ -5,13 +5,7 @@ use std::time::Duration;
 use super::EffectError;
 
 pub fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .user_agent(concat!("closegate/", env!("CARGO_PKG_VERSION")))
-        .timeout(Duration::from_secs(15))
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build HTTP client: {e}"))
+    crate::outbound::client(Duration::from_secs(15))
 }
 
 /// Sends a request and maps failures: network errors, 5xx, 408, 409 and 429 are
@@ -21,7 +15,7 @@ pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
     let response = request
         .send()
         .await
-        .map_err(|e| EffectError::retryable(format!("{what}: {}", without_url(&e))))?;
+        .map_err(|e| EffectError::retryable(format!("{what}: {}", e.without_url())))?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -40,14 +34,5 @@ pub async fn json(what: &str, response: reqwest::Response) -> Result<serde_json:
     response
         .json()
         .await
-        .map_err(|e| EffectError::retryable(format!("{what}: unreadable response: {}", without_url(&e))))
-}
-
-fn without_url(e: &reqwest::Error) -> String {
-    // URLs may carry tokens in query strings; keep them out of logs and the store.
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
-    text
+        .map_err(|e| EffectError::retryable(format!("{what}: unreadable response: {}", e.without_url())))
 }

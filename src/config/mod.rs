@@ -3,6 +3,7 @@
 //! Invalid settings stop the start with a message naming the key.
 
 mod secret;
+mod systems;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -13,6 +14,7 @@ use figment::{
 use serde::Deserialize;
 
 pub use secret::{Secret, SecretRef};
+pub use systems::{HttpSystem, LdapSystem, RedisSystem, ScimSystem, SqlSystem, SystemConfig};
 
 const DEFAULTS: &str = include_str!("default.yaml");
 const EXAMPLE: &str = include_str!("example.yaml");
@@ -117,32 +119,6 @@ pub struct GenericSource {
 
 fn default_closed_states() -> Vec<String> {
     ["closed", "resolved", "done"].map(String::from).to_vec()
-}
-
-/// One target system where access really lives.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum SystemConfig {
-    Postgres(PostgresSystem),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresSystem {
-    /// Connection URL of a read-only monitoring role; keep passwords in env or files.
-    pub url: SecretRef,
-    #[serde(default = "default_check_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pub max_connections: u32,
-}
-
-fn default_check_timeout_ms() -> u64 {
-    5_000
-}
-
-fn default_pool_size() -> u32 {
-    4
 }
 
 impl Settings {

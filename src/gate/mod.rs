@@ -90,7 +90,9 @@ impl Gate {
         for spec in specs {
             by_system.entry(spec.system.clone()).or_default().push(spec);
         }
-        let batches = by_system.into_iter().map(|(system, specs)| self.run_batch(system, specs));
+        let batches = by_system
+            .into_iter()
+            .map(|(system, specs)| self.run_batch(system, specs));
         join_all(batches).await.into_iter().flatten().collect()
     }
 
@@ -100,7 +102,11 @@ impl Gate {
             None => vec![Err(format!("system {system} is not configured")); specs.len()],
             Some(verifier) => {
                 for spec in &mut specs {
-                    spec.requested = spec.requested.iter().map(|i| verifier.normalize(&spec.kind, i)).collect();
+                    spec.requested = spec
+                        .requested
+                        .iter()
+                        .map(|i| verifier.normalize(&spec.kind, i))
+                        .collect();
                 }
                 let timeout = verifier.timeout();
                 match tokio::time::timeout(timeout, verifier.observe_many(&specs)).await {
@@ -120,7 +126,12 @@ impl Gate {
                     tracing::warn!(check = %spec.name, system = %spec.system, %error, "could not verify");
                 }
                 let outcome = eval::judge(spec.expect, &spec.requested, &observed);
-                CheckResult { spec, observation: observed.ok(), outcome, checked_at: checked_at.clone() }
+                CheckResult {
+                    spec,
+                    observation: observed.ok(),
+                    outcome,
+                    checked_at: checked_at.clone(),
+                }
             })
             .collect()
     }

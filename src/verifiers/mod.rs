@@ -1,7 +1,12 @@
 //! Verifiers: read-only probes of target systems. One file per kind of system,
 //! all behind one trait, all built here from the `systems` config.
 
+mod http;
+mod ldap;
+mod mysql;
 mod postgres;
+mod redis;
+mod scim;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -63,6 +68,11 @@ pub struct VerifierRegistry {
 pub fn kinds_of(config: &SystemConfig) -> &'static [&'static str] {
     match config {
         SystemConfig::Postgres(_) => postgres::KINDS,
+        SystemConfig::Mysql(_) => mysql::KINDS,
+        SystemConfig::Redis(_) => redis::KINDS,
+        SystemConfig::Ldap(_) => ldap::KINDS,
+        SystemConfig::Scim(_) => scim::KINDS,
+        SystemConfig::Http(_) => http::KINDS,
     }
 }
 
@@ -86,6 +96,11 @@ impl VerifierRegistry {
         for (name, config) in systems {
             let verifier: Arc<dyn Verifier> = match config {
                 SystemConfig::Postgres(cfg) => Arc::new(postgres::PostgresVerifier::build(name, cfg)?),
+                SystemConfig::Mysql(cfg) => Arc::new(mysql::MysqlVerifier::build(name, cfg)?),
+                SystemConfig::Redis(cfg) => Arc::new(redis::RedisVerifier::build(name, cfg)?),
+                SystemConfig::Ldap(cfg) => Arc::new(ldap::LdapVerifier::build(name, cfg)?),
+                SystemConfig::Scim(cfg) => Arc::new(scim::ScimVerifier::build(name, cfg)?),
+                SystemConfig::Http(cfg) => Arc::new(http::HttpVerifier::build(name, cfg)?),
             };
             verifiers.insert(name.clone(), verifier);
         }
@@ -96,10 +111,60 @@ impl VerifierRegistry {
         self.verifiers.get(system)
     }
 
+    /// Every system's healthcheck, each under its timeout, in name order.
+    pub async fn healthchecks(&self) -> Vec<(String, Result<String, VerifyError>)> {
+        let checks = self.names().into_iter().map(|name| async move {
+            let verifier = &self.verifiers[name];
+            let timeout = verifier.timeout();
+            let result = match tokio::time::timeout(timeout, verifier.healthcheck()).await {
+                Ok(result) => result,
+                Err(_) => Err(VerifyError::Timeout(timeout)),
+            };
+            (name.to_string(), result)
+        });
+        futures_util::future::join_all(checks).await
+    }
+
     /// Names of all systems, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.verifiers.keys().map(String::as_str).collect();
         names.sort();
         names
     }
+}
+
+/// A required, non-empty check parameter.
+pub(crate) fn param<'a>(check: &'a CheckSpec, name: &str) -> Result<&'a str, VerifyError> {
+    check
+        .params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind)))
+}
+
+/// An observation of `subject` on `object` at `location`.
+pub(crate) fn observed(
+    location: &str,
+    subject: &str,
+    object: impl Into<String>,
+    exists: bool,
+    held: impl IntoIterator<Item = String>,
+) -> Observation {
+    Observation {
+        subject: subject.to_string(),
+        object: object.into(),
+        exists,
+        held: held.into_iter().collect(),
+        location: location.to_string(),
+    }
+}
+
+/// Resolves a secret setting of system `system`.
+pub(crate) fn secret(
+    system: &str,
+    key: &str,
+    value: &crate::config::SecretRef,
+) -> Result<crate::config::Secret, String> {
+    value.resolve(&format!("systems.{system}.{key}"))
 }

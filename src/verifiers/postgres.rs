@@ -12,9 +12,9 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use super::{Verifier, VerifyError};
+use super::{Verifier, VerifyError, observed, param, secret};
 use crate::{
-    config::PostgresSystem,
+    config::SqlSystem,
     domain::{CheckSpec, Observation},
 };
 
@@ -46,8 +46,8 @@ pub struct PostgresVerifier {
 }
 
 impl PostgresVerifier {
-    pub fn build(system: &str, config: &PostgresSystem) -> Result<Self, String> {
-        let url = config.url.resolve(&format!("systems.{system}.url"))?;
+    pub fn build(system: &str, config: &SqlSystem) -> Result<Self, String> {
+        let url = secret(system, "url", &config.url)?;
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(|_| format!("systems.{system}.url: not a valid PostgreSQL URL"))?;
         let location = format!(
@@ -69,15 +69,6 @@ impl PostgresVerifier {
         })
     }
 
-    fn param<'a>(check: &'a CheckSpec, name: &str) -> Result<&'a str, VerifyError> {
-        check
-            .params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| VerifyError::BadParams(format!("{} needs parameter `{name}`", check.kind)))
-    }
-
     fn error(&self, e: sqlx::Error) -> VerifyError {
         match e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
@@ -94,13 +85,7 @@ impl PostgresVerifier {
     }
 
     fn observation(&self, subject: &str, object: String, exists: bool, held: BTreeSet<String>) -> Observation {
-        Observation {
-            subject: subject.to_string(),
-            object,
-            exists,
-            held,
-            location: self.location.clone(),
-        }
+        observed(&self.location, subject, object, exists, held)
     }
 
     async fn role_exists(&self, role: &str) -> Result<bool, VerifyError> {
@@ -152,7 +137,7 @@ impl PostgresVerifier {
     async fn privileges(&self, check: &CheckSpec, role: &str) -> Result<Observation, VerifyError> {
         let (object, sql, object_arg): (String, &str, String) = match check.kind.as_str() {
             "table_privileges" => {
-                let table = Self::param(check, "table")?;
+                let table = param(check, "table")?;
                 let (schema, name) = table.split_once('.').unwrap_or(("public", table));
                 // Resolve the table by name first: no SQL is built from ticket text.
                 let oid: Option<i64> = sqlx::query_scalar(
@@ -175,7 +160,7 @@ impl PostgresVerifier {
                 )
             }
             "schema_privileges" => {
-                let schema = Self::param(check, "schema")?;
+                let schema = param(check, "schema")?;
                 (
                     format!("schema {schema}"),
                     "SELECT p FROM unnest($3::text[]) AS p WHERE has_schema_privilege($1, \
@@ -260,7 +245,7 @@ impl Verifier for PostgresVerifier {
     }
 
     async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError> {
-        let role = Self::param(check, "role")?;
+        let role = param(check, "role")?;
         match check.kind.as_str() {
             "role" => self.role(role).await,
             "membership" => self.membership(role).await,

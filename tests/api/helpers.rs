@@ -69,6 +69,9 @@ pub struct Options {
     pub target_timeout_ms: Option<u64>,
     /// Policy directory (defaults to the shipped `policies/`).
     pub policies: Option<PathBuf>,
+    /// Extra target systems (config `systems` entries), and system groups.
+    pub systems: Option<Value>,
+    pub system_groups: Option<Value>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -102,6 +105,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
                         "timeout_ms": options.target_timeout_ms.unwrap_or(5000) }
         }
     });
+    let mut yaml = yaml;
+    if let Some(Value::Object(extra)) = options.systems {
+        yaml["systems"].as_object_mut().unwrap().extend(extra);
+    }
+    if let Some(groups) = options.system_groups {
+        yaml["system_groups"] = groups;
+    }
     std::fs::write(&config, serde_yaml::to_string(&yaml).unwrap()).unwrap();
     start(config, helpdesk, dir).await
 }
@@ -209,6 +219,61 @@ impl TestApp {
     pub async fn evidence(&self, ticket: &str) -> Vec<EvidenceRecord> {
         self.store.evidence_for_ticket("github", ticket).await.unwrap()
     }
+}
+
+/// A directory holding the given policy files.
+pub fn policy_dir(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), text).unwrap();
+    }
+    dir
+}
+
+/// A generic-source event moving `ticket` to closed, with these fields.
+pub fn generic_close(ticket: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+    let fields: serde_json::Map<String, Value> = fields.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    serde_json::to_vec(&json!({
+        "type": "ticket.updated",
+        "data": {
+            "ticket": ticket, "state": "closed", "previous_state": "open", "title": "Access request",
+            "labels": ["access-request"], "fields": fields,
+            "actor": { "id": "fulfilment", "kind": "human" }, "requester": { "id": "ci-job", "kind": "service" }
+        }
+    }))
+    .unwrap()
+}
+
+impl TestApp {
+    /// Closes `ticket` through the generic source and returns its evidence record.
+    pub async fn close_generic(&self, ticket: &str, fields: &[(&str, &str)]) -> EvidenceRecord {
+        let msg_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let response = self
+            .post_generic(&msg_id, chrono::Utc::now().timestamp(), &generic_close(ticket, fields))
+            .await;
+        assert_eq!(response.status().as_u16(), 202);
+        self.decide_all().await;
+        let mut records = self.store.evidence_for_ticket("generic", ticket).await.unwrap();
+        records.pop().expect("an evidence record")
+    }
+}
+
+/// The verdict and, per check, (system, outcome status, observed items).
+pub fn summary(record: &EvidenceRecord) -> (String, Vec<(String, String, Value)>) {
+    let content = record.content();
+    let checks = content["decision"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["spec"]["system"].as_str().unwrap().to_string(),
+                c["outcome"]["status"].as_str().unwrap().to_string(),
+                c["observation"]["held"].clone(),
+            )
+        })
+        .collect();
+    (record.verdict.clone(), checks)
 }
 
 /// A GitHub `issues` event shaped like the documented payload.

@@ -8,3 +8,4 @@ mod idempotency;
 mod modes;
 mod outbox;
 mod policy_cli;
+mod verifiers;
