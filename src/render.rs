@@ -150,6 +150,8 @@ mod tests {
             url: None,
             occurred_at: None,
             caused_by_gate: false,
+            state_closed: None,
+            synchronous: false,
         }
     }
 

@@ -22,6 +22,8 @@ use crate::{
 
 /// What request handlers share.
 pub struct AppState {
+    pub context: Arc<Context>,
+    pub gate: routes::GateAccess,
     pub store: Store,
     pub verifiers: VerifierRegistry,
     pub sources: SourceRegistry,
@@ -69,7 +71,10 @@ impl Application {
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("Failed to listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let gate = routes::GateAccess::from_config(&settings.gate).map_err(anyhow::Error::msg)?;
         let state = web::Data::new(AppState {
+            context: context.clone(),
+            gate,
             store,
             verifiers: context.gate.verifiers().clone(),
             sources,

@@ -12,6 +12,7 @@ fn delivery(n: usize, body: &str) -> NewDelivery {
         received_at: 1_000 + n as i64,
         event: format!(r#"{{"n":{n}}}"#),
         body: body.into(),
+        lease_until: None,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Effect {
     pub reasons: Vec<String>,
     pub evidence_id: String,
     pub evidence_hash: String,
+    /// A verification ahead of the close: record the result where the
+    /// helpdesk's own validator reads it, instead of commenting.
+    #[serde(default)]
+    pub pre_verification: bool,
 }
 
 impl Effect {

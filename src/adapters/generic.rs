@@ -126,6 +126,8 @@ impl Adapter for GenericAdapter {
             url: d.url,
             occurred_at: d.closed_at,
             caused_by_gate,
+            state_closed: None,
+            synchronous: false,
         };
         // `verify` has already refused a missing id.
         Ok(Accepted {

@@ -96,7 +96,7 @@ impl GithubAdapter {
             old_state: match kind {
                 EventKind::Closed => Some("open".into()),
                 EventKind::Reopened => Some("closed".into()),
-                EventKind::Other => state.clone(),
+                _ => state.clone(),
             },
             new_state: state,
             actor,
@@ -109,6 +109,8 @@ impl GithubAdapter {
                 .filter(|_| kind == EventKind::Closed)
                 .map(String::from),
             caused_by_gate,
+            state_closed: None,
+            synchronous: false,
         })
     }
 

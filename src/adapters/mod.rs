@@ -43,6 +43,8 @@ pub struct Inbound<'a> {
     pub body: &'a [u8],
     /// Unix seconds, for timestamp tolerance.
     pub now: i64,
+    /// The secret path segment of `/hooks/{source}/{token}`, for helpdesks that sign nothing.
+    pub path_token: Option<&'a str>,
 }
 
 /// Why a webhook was refused.
@@ -73,6 +75,13 @@ pub trait Adapter: Send + Sync {
 
     /// Whether decisions can be carried back to this helpdesk.
     fn delivers_effects(&self) -> bool;
+
+    /// Re-reads the ticket from the helpdesk API with closegate's own
+    /// credentials, for helpdesks whose webhooks cannot be trusted on their
+    /// own. Others return the event unchanged.
+    async fn refresh(&self, event: TicketEvent) -> Result<TicketEvent, EffectError> {
+        Ok(event)
+    }
 
     /// Carries one decision back (comment, reopen, callback). Safe to repeat:
     /// a retried effect must not post twice or reopen a ticket that moved on.
@@ -156,6 +165,7 @@ mod tests {
             headers: &headers,
             body,
             now: 1_700_000_000,
+            path_token: None,
         };
         registry.get(source).unwrap().accept(&inbound)
     }

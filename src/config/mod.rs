@@ -42,6 +42,30 @@ pub struct Settings {
     /// (`production: [db-eu, db-us]`): the check must hold in each.
     #[serde(default)]
     pub system_groups: BTreeMap<String, Vec<String>>,
+    /// The synchronous gate (`POST /v1/gate/check`).
+    pub gate: GateSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSettings {
+    /// Answer within this long; past it the answer is "not allowed: still running".
+    pub deadline_ms: u64,
+    /// Who may call it, by name.
+    #[serde(default)]
+    pub callers: BTreeMap<String, GateCaller>,
+}
+
+/// A caller of the synchronous gate: signs its requests (Standard Webhooks
+/// `whsec_` secret) or sends a bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateCaller {
+    pub secret: Option<SecretRef>,
+    pub token: Option<SecretRef>,
+    /// Sources it may ask about; empty means any.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

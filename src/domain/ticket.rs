@@ -43,6 +43,9 @@ pub enum EventKind {
     Closed,
     /// The ticket was reopened.
     Reopened,
+    /// The ticket entered a "ready to close" state: verify ahead of the close
+    /// so a helpdesk-side validator can read the result (Jira).
+    ReadyToClose,
     /// Anything else (opened, labelled, commented, ping...): recorded, not gated.
     Other,
 }
@@ -71,6 +74,13 @@ pub struct TicketEvent {
     /// True when the event was caused by closegate's own helpdesk identity.
     #[serde(default)]
     pub caused_by_gate: bool,
+    /// Whether `new_state` counts as closed, when the adapter knows. Helpdesks
+    /// that send only the new state rely on the last state closegate saw.
+    #[serde(default)]
+    pub state_closed: Option<bool>,
+    /// A synchronous gate check: the caller acts on the answer, nothing is posted.
+    #[serde(default)]
+    pub synchronous: bool,
 }
 
 /// Normalises a field name the way policies refer to it: lower case, words

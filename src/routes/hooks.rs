@@ -8,14 +8,35 @@ use sha2::{Digest, Sha256};
 
 use crate::{adapters::Inbound, error::ApiError, startup::AppState, store::NewDelivery};
 
-#[tracing::instrument(name = "webhook", skip_all, fields(source = %path.as_str(), delivery_id, ticket))]
+/// `POST /hooks/{source}`.
 pub async fn receive(
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let source = path.into_inner();
+    accept(path.into_inner(), None, request, payload, state).await
+}
+
+/// `POST /hooks/{source}/{token}`: for helpdesks that sign nothing.
+pub async fn receive_with_token(
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (source, token) = path.into_inner();
+    accept(source, Some(token), request, payload, state).await
+}
+
+#[tracing::instrument(name = "webhook", skip_all, fields(source = %source, delivery_id, ticket))]
+async fn accept(
+    source: String,
+    token: Option<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let adapter = state
         .sources
         .get(&source)
@@ -27,6 +48,7 @@ pub async fn receive(
         headers: request.headers(),
         body: &body,
         now: now.timestamp(),
+        path_token: token.as_deref(),
     };
     let accepted = adapter.accept(&inbound).map_err(|e| {
         tracing::warn!(reason = %e, "webhook refused");
@@ -47,6 +69,7 @@ pub async fn receive(
             received_at: now.timestamp_millis(),
             event,
             body: body_text,
+            lease_until: None,
         })
         .await
         .map_err(ApiError::Unavailable)?;

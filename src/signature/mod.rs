@@ -1,10 +1,10 @@
 //! Webhook authentication on raw bytes: shared HMAC plumbing, one file per scheme.
 //! Every comparison is constant-time; no error carries key material.
 
-mod hub;
+mod body;
 mod standard_webhooks;
 
-pub use hub::verify_hub_signature;
+pub use body::{TagEncoding, verify_body_hmac, verify_hub_signature};
 pub use standard_webhooks::{StandardWebhooksKey, TOLERANCE_SECONDS};
 
 use hmac::{Hmac, Mac};
@@ -37,6 +37,13 @@ pub(crate) fn hmac_matches(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
         mac.update(part);
     }
     mac.verify_slice(tag).is_ok()
+}
+
+/// Compares a presented secret (token, password) with the expected one in
+/// constant time, whatever their lengths.
+pub fn secret_matches(expected: &str, presented: &str) -> bool {
+    let expected_tag = hmac_tag(b"closegate-secret-compare", &[expected.as_bytes()]);
+    hmac_matches(b"closegate-secret-compare", &[presented.as_bytes()], &expected_tag)
 }
 
 /// HMAC-SHA256(key, parts...) as bytes.

@@ -149,6 +149,15 @@ impl Store {
         }))
     }
 
+    /// The evidence record a delivery led to, if it has been decided.
+    pub async fn evidence_for_delivery(&self, delivery: &str) -> StoreResult<Option<EvidenceRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM evidence WHERE delivery = $1");
+        Ok(with_pool!(&self.db, read, |pool| sqlx::query_as(&sql)
+            .bind(delivery)
+            .fetch_optional(pool)
+            .await?))
+    }
+
     /// Up to `limit` records after sequence number `after`, in chain order.
     pub async fn evidence_page(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2");

@@ -21,6 +21,9 @@ pub struct NewDelivery {
     pub event: String,
     /// The raw body, as received.
     pub body: String,
+    /// Set when the caller decides it itself (synchronous checks): workers leave
+    /// it alone until then.
+    pub lease_until: Option<i64>,
 }
 
 /// What the store did with a delivery.
@@ -66,8 +69,8 @@ pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJo
 
 async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
     const INSERT: &str = "INSERT INTO deliveries \
-        (id, source, delivery_id, body_sha256, received_at, event, body) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id";
+        (id, source, delivery_id, body_sha256, received_at, event, body, lease_until) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING id";
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
     with_pool!(db, write, |pool| {
@@ -83,6 +86,7 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                 .bind(d.received_at)
                 .bind(&d.event)
                 .bind(&d.body)
+                .bind(d.lease_until)
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match inserted {

@@ -9,6 +9,7 @@ mod deliveries;
 mod evidence;
 mod ingest;
 mod outbox;
+mod tickets;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 

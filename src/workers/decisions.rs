@@ -7,7 +7,7 @@ use super::{Context, ExecutionOutcome, outbox::retry_delay_ms};
 use crate::{
     adapters::Effect,
     domain::{Decision, EventKind, Mode, TicketEvent, Verdict},
-    store::{ClaimedDelivery, DeliveryOutcome, Finish, NewEffect, NewEvidence},
+    store::{ClaimedDelivery, DeliveryOutcome, EvidenceRecord, Finish, NewEffect, NewEvidence},
 };
 
 /// Claims the oldest undecided delivery and decides it.
@@ -36,12 +36,23 @@ pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<Executio
 }
 
 async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
-    let event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
+    let mut event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
+    track_state(ctx, &mut event).await?;
     let not_gated = match (event.caused_by_gate, event.kind) {
         (true, _) => Some(DeliveryOutcome::OwnEcho),
-        (false, EventKind::Closed) => None,
+        (false, EventKind::Closed | EventKind::ReadyToClose) => None,
         (false, _) => Some(DeliveryOutcome::NotGated),
     };
+    let adapter = ctx.sources.get(&claimed.source);
+    let event = match (not_gated, adapter) {
+        (None, Some(adapter)) => adapter.refresh(event).await.context("Failed to re-read the ticket")?,
+        (_, _) => event,
+    };
+    let not_gated = not_gated.or(match event.kind {
+        EventKind::Closed | EventKind::ReadyToClose => None,
+        // The helpdesk's own record says the ticket is no longer closing.
+        _ => Some(DeliveryOutcome::NotGated),
+    });
     if let Some(outcome) = not_gated {
         ctx.store
             .finish_delivery(&claimed.id, outcome, None, super::now_ms(), |_| Vec::new())
@@ -50,29 +61,58 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
         tracing::debug!(ticket = %event.ticket, ?outcome, "recorded, not gated");
         return Ok(());
     }
-
     let decision = ctx.gate.decide(&event).await;
-    let adapter = ctx.sources.get(&claimed.source);
+    record_decision(ctx, &claimed.id, &event, &decision).await?;
+    Ok(())
+}
+
+/// For helpdesks that send only the new state: remembers each ticket's state,
+/// and a "close" of a ticket that was already closed is not a close.
+async fn track_state(ctx: &Context, event: &mut TicketEvent) -> anyhow::Result<()> {
+    let (Some(closed), Some(state)) = (event.state_closed, event.new_state.as_deref()) else {
+        return Ok(());
+    };
+    let was_closed = ctx
+        .store
+        .swap_ticket_state(&event.ticket.source, &event.ticket.key, state, closed, super::now_ms())
+        .await
+        .context("Failed to record the ticket state")?;
+    if event.kind == EventKind::Closed && event.old_state.is_none() && was_closed == Some(true) {
+        event.kind = EventKind::Other;
+    }
+    Ok(())
+}
+
+/// Writes the decision's evidence record and, unless the decision was asked
+/// for synchronously or says nothing, the outbox message carrying it back; all
+/// in one transaction that also finishes the delivery.
+pub(crate) async fn record_decision(
+    ctx: &Context,
+    delivery: &str,
+    event: &TicketEvent,
+    decision: &Decision,
+) -> anyhow::Result<Option<EvidenceRecord>> {
+    let adapter = ctx.sources.get(&event.ticket.source);
     let speaks = !matches!(decision.verdict, Verdict::Ungated) && decision.mode != Mode::DryRun;
-    let deliver = speaks && adapter.is_some_and(|a| a.delivers_effects());
+    let deliver = speaks && !event.synchronous && adapter.is_some_and(|a| a.delivers_effects());
     let evidence = NewEvidence {
         id: uuid::Uuid::now_v7().to_string(),
-        delivery: claimed.id.clone(),
+        delivery: delivery.to_string(),
         source: event.ticket.source.clone(),
         ticket: event.ticket.key.clone(),
         verdict: decision.verdict.as_str().to_string(),
         policy: decision.policy.clone(),
         mode: decision.mode.as_str().to_string(),
-        content: json!({ "event": &event, "decision": &decision }),
+        content: json!({ "event": event, "decision": decision }),
     };
     let now = super::now_ms();
     let finished = ctx
         .store
-        .finish_delivery(&claimed.id, DeliveryOutcome::Decided, Some(evidence), now, |record| {
+        .finish_delivery(delivery, DeliveryOutcome::Decided, Some(evidence), now, |record| {
             if !deliver {
                 return Vec::new();
             }
-            let effect = effect_for(ctx, &event, &decision, &record.id, &record.hash, now);
+            let effect = effect_for(ctx, event, decision, &record.id, &record.hash, now);
             match serde_json::to_string(&effect) {
                 Ok(payload) => vec![NewEffect {
                     idempotency_key: effect.key,
@@ -83,14 +123,17 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
         })
         .await
         .context("Failed to record the decision")?;
-    if let Finish::Finished(Some(record)) = finished {
+    let Finish::Finished(record) = finished else {
+        return Ok(None);
+    };
+    if let Some(record) = &record {
         tracing::info!(ticket = %event.ticket, verdict = decision.verdict.as_str(), mode = decision.mode.as_str(),
             policy = decision.policy.as_deref().unwrap_or("-"), evidence = %record.id, "decided");
-        if deliver {
-            ctx.effects_enqueued.notify_one();
-        }
     }
-    Ok(())
+    if deliver {
+        ctx.effects_enqueued.notify_one();
+    }
+    Ok(record)
 }
 
 fn effect_for(ctx: &Context, event: &TicketEvent, decision: &Decision, id: &str, hash: &str, now: i64) -> Effect {
@@ -110,12 +153,14 @@ fn effect_for(ctx: &Context, event: &TicketEvent, decision: &Decision, id: &str,
                 decision.reasons.join("; ")
             )
         });
+    let pre_verification = event.kind == EventKind::ReadyToClose;
     Effect {
+        pre_verification,
         key: format!("cg-{id}"),
         ticket: event.ticket.clone(),
         verdict: decision.verdict,
         mode: decision.mode,
-        reopen: decision.verdict == Verdict::Blocked && decision.mode == Mode::Enforce,
+        reopen: !pre_verification && decision.verdict == Verdict::Blocked && decision.mode == Mode::Enforce,
         closed_at: event.occurred_at.clone(),
         comment,
         policy: decision.policy.clone(),

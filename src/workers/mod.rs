@@ -4,6 +4,7 @@
 
 mod decisions;
 mod outbox;
+mod sync_check;
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +12,7 @@ use tokio::sync::Notify;
 
 pub use decisions::try_decide_next;
 pub use outbox::{retry_delay_ms, try_deliver_next};
+pub use sync_check::{SyncAnswer, check_synchronously};
 
 use crate::{adapters::SourceRegistry, config::WorkerSettings, gate::Gate, render::Renderer, store::Store};
 

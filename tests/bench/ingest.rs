@@ -76,6 +76,7 @@ fn verify_and_parse(settings: &Settings) {
             headers: &headers,
             body: &body,
             now: 0,
+            path_token: None,
         };
         std::hint::black_box(adapter.accept(&inbound).unwrap());
     }

@@ -1,24 +1,53 @@
+//! Signatures over the raw body (optionally after a signed prefix such as a
+//! timestamp), written in a header as hex or base64, with or without a
+//! `sha256=` style prefix. GitHub, Jira, Gitea/Forgejo, Linear and Zendesk all
+//! sign this way.
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+
 use super::{SignatureError, hmac_matches};
 
-/// Verifies a WebSub-style `sha256=<hex>` signature over the raw body
-/// (GitHub's `X-Hub-Signature-256`, Jira's `X-Hub-Signature`).
+/// How the tag is written in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagEncoding {
+    Hex,
+    Base64,
+}
+
+/// Verifies `header: <prefix><tag>` where tag = HMAC-SHA256(secret, signed...).
+pub fn verify_body_hmac(
+    secret: &[u8],
+    header: &'static str,
+    value: Option<&str>,
+    prefix: &str,
+    encoding: TagEncoding,
+    signed: &[&[u8]],
+) -> Result<(), SignatureError> {
+    let value = value.ok_or(SignatureError::MissingHeader(header))?;
+    let encoded = value
+        .trim()
+        .strip_prefix(prefix)
+        .ok_or(SignatureError::MalformedHeader(header))?;
+    let tag = match encoding {
+        TagEncoding::Hex => hex::decode(encoded).ok(),
+        TagEncoding::Base64 => B64.decode(encoded).ok(),
+    }
+    .ok_or(SignatureError::MalformedHeader(header))?;
+    if hmac_matches(secret, signed, &tag) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// WebSub style `sha256=<hex>` over the body (GitHub `X-Hub-Signature-256`, Jira `X-Hub-Signature`).
 pub fn verify_hub_signature(
     secret: &[u8],
     header: &'static str,
     value: Option<&str>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let value = value.ok_or(SignatureError::MissingHeader(header))?;
-    let hex_tag = value
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(SignatureError::MalformedHeader(header))?;
-    let tag = hex::decode(hex_tag).map_err(|_| SignatureError::MalformedHeader(header))?;
-    if hmac_matches(secret, &[body], &tag) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    verify_body_hmac(secret, header, value, "sha256=", TagEncoding::Hex, &[body])
 }
 
 #[cfg(test)]
@@ -70,6 +99,38 @@ mod tests {
         assert_eq!(
             verify_hub_signature(b"s3cret", H, Some("sha256=zz"), b"{}"),
             Err(SignatureError::MalformedHeader(H))
+        );
+    }
+
+    #[test]
+    fn bare_hex_and_base64_tags_with_a_signed_prefix_verify() {
+        let hex_tag = hex::encode(hmac_tag(b"k", &[b"body"]));
+        assert_eq!(
+            verify_body_hmac(b"k", H, Some(&hex_tag), "", TagEncoding::Hex, &[b"body"]),
+            Ok(())
+        );
+        let b64_tag = B64.encode(hmac_tag(b"k", &[b"2024-04-17T17:18:10Z", b"body"]));
+        assert_eq!(
+            verify_body_hmac(
+                b"k",
+                H,
+                Some(&b64_tag),
+                "",
+                TagEncoding::Base64,
+                &[b"2024-04-17T17:18:10Z", b"body"]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_body_hmac(
+                b"k",
+                H,
+                Some(&b64_tag),
+                "",
+                TagEncoding::Base64,
+                &[b"2024-04-17T17:18:11Z", b"body"]
+            ),
+            Err(SignatureError::Mismatch)
         );
     }
 

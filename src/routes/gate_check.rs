@@ -1,0 +1,158 @@
+//! `POST /v1/gate/check`: a synchronous yes/no for helpdesks that can stop a
+//! transition before it happens. Authenticated per caller, by a Standard
+//! Webhooks signature over the body or by a bearer token.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::{
+    adapters::HeaderLookup,
+    config::{GateSettings, Secret},
+    domain::{Actor, EventKind, TicketEvent, TicketRef, field_key},
+    error::ApiError,
+    signature::{StandardWebhooksKey, secret_matches},
+    startup::AppState,
+    workers::check_synchronously,
+};
+
+/// One configured caller, with its credentials resolved.
+pub struct GateCaller {
+    name: String,
+    key: Option<StandardWebhooksKey>,
+    token: Option<Secret>,
+    sources: Vec<String>,
+}
+
+/// The callers and the deadline, built once at start.
+pub struct GateAccess {
+    callers: Vec<GateCaller>,
+    pub deadline: Duration,
+}
+
+impl GateAccess {
+    pub fn from_config(settings: &GateSettings) -> Result<Self, String> {
+        let mut callers = Vec::new();
+        for (name, c) in &settings.callers {
+            let key = |k: &str| format!("gate.callers.{name}.{k}");
+            let signing = match &c.secret {
+                Some(s) => Some(
+                    StandardWebhooksKey::parse(s.resolve(&key("secret"))?.expose())
+                        .map_err(|e| format!("{}: {e}", key("secret")))?,
+                ),
+                None => None,
+            };
+            let token = c.token.as_ref().map(|t| t.resolve(&key("token"))).transpose()?;
+            if signing.is_none() && token.is_none() {
+                return Err(format!("gate.callers.{name}: needs a secret or a token"));
+            }
+            callers.push(GateCaller {
+                name: name.clone(),
+                key: signing,
+                token,
+                sources: c.sources.clone(),
+            });
+        }
+        Ok(Self {
+            callers,
+            deadline: Duration::from_millis(settings.deadline_ms),
+        })
+    }
+
+    /// The caller these headers authenticate, if any.
+    fn authenticate(&self, headers: &dyn HeaderLookup, body: &[u8], now: i64) -> Option<&GateCaller> {
+        let bearer = headers.header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+        self.callers.iter().find(|c| match (bearer, &c.token, &c.key) {
+            (Some(presented), Some(token), _) => secret_matches(token.expose(), presented.trim()),
+            (None, _, Some(key)) => key
+                .verify(
+                    headers.header("webhook-id"),
+                    headers.header("webhook-timestamp"),
+                    headers.header("webhook-signature"),
+                    body,
+                    now,
+                )
+                .is_ok(),
+            _ => false,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    source: String,
+    ticket: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    labels: Vec<String>,
+    /// The ticket's fields; when absent, closegate reads the ticket itself.
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+    /// The state the ticket is about to enter.
+    state: Option<String>,
+    actor: Option<Actor>,
+    requester: Option<Actor>,
+}
+
+#[tracing::instrument(name = "gate_check", skip_all, fields(caller, ticket))]
+pub async fn check(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if body.len() > state.max_body_bytes {
+        return Err(ApiError::TooLarge(state.max_body_bytes));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let caller = state.gate.authenticate(request.headers(), &body, now).ok_or_else(|| {
+        tracing::warn!("gate check refused: no caller matches");
+        ApiError::Unauthenticated("authentication failed: unknown caller, bad token or bad signature".into())
+    })?;
+    tracing::Span::current().record("caller", caller.name.as_str());
+    let req: CheckRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(format!("malformed payload: {e}")))?;
+    if !caller.sources.is_empty() && !caller.sources.contains(&req.source) {
+        return Err(ApiError::Unauthenticated(format!(
+            "caller {} may not ask about source {}",
+            caller.name, req.source
+        )));
+    }
+    if state.sources.get(&req.source).is_none() {
+        return Err(ApiError::UnknownSource(req.source));
+    }
+    tracing::Span::current().record("ticket", req.ticket.as_str());
+    let event = TicketEvent {
+        ticket: TicketRef {
+            source: req.source,
+            key: req.ticket,
+        },
+        kind: EventKind::Closed,
+        event: "gate.check".into(),
+        old_state: None,
+        new_state: req.state,
+        actor: req.actor.unwrap_or(Actor {
+            id: caller.name.clone(),
+            kind: Default::default(),
+        }),
+        requester: req.requester,
+        title: req.title,
+        labels: req.labels,
+        fields: req.fields.into_iter().map(|(k, v)| (field_key(&k), v)).collect(),
+        url: None,
+        occurred_at: None,
+        caused_by_gate: false,
+        state_closed: None,
+        synchronous: true,
+    };
+    let request_id = request
+        .headers()
+        .header("webhook-id")
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let body_text = String::from_utf8_lossy(&body).into_owned();
+    let answer = check_synchronously(state.context.clone(), event, request_id, body_text, state.gate.deadline).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
