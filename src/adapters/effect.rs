@@ -28,9 +28,10 @@ pub struct Effect {
 }
 
 impl Effect {
-    /// The marker hidden in every comment, used to avoid posting twice.
+    /// The reference written into every comment (hidden where the markup
+    /// allows), looked for before posting so that nothing is posted twice.
     pub fn marker(&self) -> String {
-        format!("<!-- closegate:{} -->", self.key)
+        format!("closegate:{}", self.key)
     }
 }
 

@@ -3,9 +3,15 @@
 //! are built here from the `sources` config.
 
 mod effect;
+mod forge;
 mod generic;
+mod gitea;
 mod github;
+mod gitlab;
 mod http;
+mod jira;
+mod linear;
+mod zendesk;
 pub mod issue_form;
 
 use std::{collections::HashMap, sync::Arc};
@@ -76,6 +82,11 @@ pub trait Adapter: Send + Sync {
     /// Whether decisions can be carried back to this helpdesk.
     fn delivers_effects(&self) -> bool;
 
+    /// The markup its comments take.
+    fn comment_format(&self) -> crate::render::CommentFormat {
+        crate::render::CommentFormat::Markdown
+    }
+
     /// Re-reads the ticket from the helpdesk API with closegate's own
     /// credentials, for helpdesks whose webhooks cannot be trusted on their
     /// own. Others return the event unchanged.
@@ -102,6 +113,12 @@ impl SourceRegistry {
             let adapter: Arc<dyn Adapter> = match config {
                 SourceConfig::Github(cfg) => Arc::new(github::GithubAdapter::build(name, cfg)?),
                 SourceConfig::StandardWebhooks(cfg) => Arc::new(generic::GenericAdapter::build(name, cfg)?),
+                SourceConfig::Gitea(cfg) => Arc::new(gitea::GiteaAdapter::build(name, cfg)?),
+                SourceConfig::Gitlab(cfg) => Arc::new(gitlab::GitlabAdapter::build(name, cfg)?),
+                SourceConfig::Zendesk(cfg) => Arc::new(zendesk::ZendeskAdapter::build(name, cfg)?),
+                SourceConfig::Linear(cfg) => Arc::new(linear::LinearAdapter::build(name, cfg)?),
+                SourceConfig::Jira(cfg) => Arc::new(jira::JiraAdapter::build(name, cfg)?),
+                other => return Err(format!("sources.{name}: {other:?} is not supported yet")),
             };
             adapters.insert(name.clone(), adapter);
         }

@@ -3,6 +3,7 @@
 //! Invalid settings stop the start with a message naming the key.
 
 mod secret;
+mod sources;
 mod systems;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -14,6 +15,7 @@ use figment::{
 use serde::Deserialize;
 
 pub use secret::{Secret, SecretRef};
+pub use sources::*;
 pub use systems::{HttpSystem, LdapSystem, RedisSystem, ScimSystem, SqlSystem, SystemConfig};
 
 const DEFAULTS: &str = include_str!("default.yaml");
@@ -98,51 +100,6 @@ pub struct WorkerSettings {
     pub retry_max_ms: i64,
     /// After this many failed attempts a message is parked as `dead` (never deleted).
     pub max_attempts: i64,
-}
-
-/// One webhook source: `POST /hooks/{name}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum SourceConfig {
-    Github(GithubSource),
-    StandardWebhooks(GenericSource),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GithubSource {
-    /// The webhook secret set on the GitHub hook.
-    pub secret: SecretRef,
-    /// Token with Issues: write on the repositories (PAT or App installation token).
-    pub token: Option<SecretRef>,
-    #[serde(default = "default_github_api")]
-    pub api_url: String,
-    /// The login closegate acts as; its own events are ignored.
-    pub bot_login: Option<String>,
-}
-
-fn default_github_api() -> String {
-    "https://api.github.com".into()
-}
-
-/// A generic source speaking Standard Webhooks both ways.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenericSource {
-    pub secret: SecretRef,
-    /// Where decisions are sent back, as signed Standard Webhooks callbacks.
-    pub callback_url: Option<String>,
-    /// Key for signing callbacks; defaults to the inbound secret.
-    pub callback_secret: Option<SecretRef>,
-    /// States that count as closed (compared case-insensitively).
-    #[serde(default = "default_closed_states")]
-    pub closed_states: Vec<String>,
-    /// The actor id closegate's own changes arrive under; ignored as input.
-    pub bot_actor: Option<String>,
-}
-
-fn default_closed_states() -> Vec<String> {
-    ["closed", "resolved", "done"].map(String::from).to_vec()
 }
 
 impl Settings {

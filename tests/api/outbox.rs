@@ -73,7 +73,7 @@ async fn a_comment_already_posted_by_a_lost_attempt_is_not_posted_again() {
     Mock::given(method("GET"))
         .and(path("/repos/acme/access-requests/issues/42/comments"))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
-            { "id": 7, "body": format!("earlier text\n\n{}\n", effect.marker()) }
+            { "id": 7, "body": format!("earlier text\n\n<!-- {} -->\n", effect.marker()) }
         ])))
         .with_priority(1)
         .mount(&app.helpdesk)

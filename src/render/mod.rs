@@ -8,8 +8,37 @@ use serde::Serialize;
 
 use crate::domain::{Actor, CheckOutcome, Decision, TicketEvent};
 
+mod adf;
+
 const DECISION: &str = "decision.md.j2";
-const SHIPPED: &[(&str, &str)] = &[(DECISION, include_str!("templates/decision.md.j2"))];
+const SHIPPED: &[(&str, &str)] = &[
+    (DECISION, include_str!("templates/decision.md.j2")),
+    ("decision.txt.j2", include_str!("templates/decision.txt.j2")),
+    ("decision.wiki.j2", include_str!("templates/decision.wiki.j2")),
+];
+
+/// The markup a helpdesk's comments take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommentFormat {
+    /// GitHub, GitLab, Gitea, Linear, generic callbacks.
+    Markdown,
+    /// Zendesk and Freshservice notes, ServiceNow work notes, django-helpdesk.
+    Text,
+    /// Jira Data Center (REST v2).
+    JiraWiki,
+    /// Jira Cloud (REST v3): Atlassian Document Format, as JSON text.
+    Adf,
+}
+
+impl CommentFormat {
+    fn template(self) -> &'static str {
+        match self {
+            CommentFormat::Markdown | CommentFormat::Adf => DECISION,
+            CommentFormat::Text => "decision.txt.j2",
+            CommentFormat::JiraWiki => "decision.wiki.j2",
+        }
+    }
+}
 
 pub struct Renderer {
     env: Environment<'static>,
@@ -17,7 +46,7 @@ pub struct Renderer {
 
 /// One check as the comment shows it.
 #[derive(Serialize)]
-struct CheckView {
+pub(crate) struct CheckView {
     name: String,
     system: String,
     location: String,
@@ -32,7 +61,7 @@ struct CheckView {
 }
 
 #[derive(Serialize)]
-struct DecisionView<'a> {
+pub(crate) struct DecisionView<'a> {
     verdict: &'a str,
     mode: &'a str,
     policy: &'a str,
@@ -65,9 +94,10 @@ impl Renderer {
         Ok(Self { env })
     }
 
-    /// The decision comment for a ticket.
+    /// The decision comment for a ticket, in the helpdesk's markup.
     pub fn decision(
         &self,
+        format: CommentFormat,
         event: &TicketEvent,
         decision: &Decision,
         decided_at: &str,
@@ -85,7 +115,7 @@ impl Renderer {
                     .observation
                     .as_ref()
                     .map(|o| o.subject.clone())
-                    .or_else(|| c.spec.params.get("role").cloned())
+                    .or_else(|| ["role", "user"].iter().find_map(|k| c.spec.params.get(*k).cloned()))
                     .unwrap_or_default(),
                 object: c.observation.as_ref().map(|o| o.object.clone()).unwrap_or_default(),
                 expect: c.spec.expect.to_string(),
@@ -117,8 +147,11 @@ impl Renderer {
             evidence_id,
             evidence_hash,
         };
+        if format == CommentFormat::Adf {
+            return Ok(adf::document(&view).to_string());
+        }
         self.env
-            .get_template(DECISION)
+            .get_template(format.template())
             .and_then(|t| t.render(&view))
             .map_err(|e| format!("cannot render the decision comment: {e}"))
     }
@@ -170,7 +203,7 @@ mod tests {
     fn the_shipped_template_names_decision_policy_reasons_and_evidence() {
         let text = Renderer::new(None)
             .unwrap()
-            .decision(&event(), &decision(), "T", "ev-1", "h-1")
+            .decision(CommentFormat::Markdown, &event(), &decision(), "T", "ev-1", "h-1")
             .unwrap();
         for needle in [
             "blocked",
@@ -191,7 +224,7 @@ mod tests {
         std::fs::write(dir.path().join(DECISION), "custom {{ verdict }} {{ evidence_id }}").unwrap();
         let text = Renderer::new(Some(dir.path()))
             .unwrap()
-            .decision(&event(), &decision(), "T", "ev-1", "h")
+            .decision(CommentFormat::Markdown, &event(), &decision(), "T", "ev-1", "h")
             .unwrap();
         assert_eq!(text, "custom blocked ev-1");
     }

@@ -1,0 +1,301 @@
+//! Jira Cloud and Data Center issues.
+//! In: `jira:issue_updated` with a status changelog item, signed with
+//! `X-Hub-Signature: sha256=<hex>` (or, without a secret, a path token);
+//! deduplicated on `X-Atlassian-Webhook-Identifier`. Entering a configured
+//! "ready" status verifies ahead of the close.
+//! Out: comments (Cloud: Atlassian Document Format via REST v3; Data Center:
+//! wiki markup via v2), a transition back to the reopen status, and the issue
+//! property `closegate` that a workflow validator can read.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_str};
+use crate::{
+    config::{JiraFlavor, JiraSource, Secret},
+    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, Verdict, field_key},
+    render::CommentFormat,
+    signature::{SignatureError, secret_matches, verify_hub_signature},
+};
+
+pub struct JiraAdapter {
+    source: String,
+    flavor: JiraFlavor,
+    secret: Option<Secret>,
+    path_token: Option<Secret>,
+    api_url: String,
+    email: Option<String>,
+    token: Option<Secret>,
+    bot_account: Option<String>,
+    closed_statuses: Vec<String>,
+    reopen_status: String,
+    ready_statuses: Vec<String>,
+    fields: BTreeMap<String, String>,
+    client: reqwest::Client,
+}
+
+/// A field value as text: strings, numbers, `{value}` options, `{name}` objects, lists of those.
+fn field_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(_) => json_str(value, "/value").or_else(|| json_str(value, "/name")).map(String::from),
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().filter_map(field_text).collect();
+            (!parts.is_empty()).then(|| parts.join(", "))
+        }
+        _ => None,
+    }
+}
+
+impl JiraAdapter {
+    pub fn build(source: &str, config: &JiraSource) -> Result<Self, String> {
+        let key = |k: &str| format!("sources.{source}.{k}");
+        let secret = config.secret.as_ref().map(|s| s.resolve(&key("secret"))).transpose()?;
+        let path_token = config.path_token.as_ref().map(|s| s.resolve(&key("path_token"))).transpose()?;
+        if secret.is_none() && path_token.is_none() {
+            return Err(format!("sources.{source}: set secret (preferred) or path_token"));
+        }
+        let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
+        Ok(Self {
+            source: source.to_string(),
+            flavor: config.flavor,
+            secret,
+            path_token,
+            api_url: config.api_url.trim_end_matches('/').to_string(),
+            email: config.email.clone(),
+            token: config.token.as_ref().map(|t| t.resolve(&key("token"))).transpose()?,
+            bot_account: config.bot_account.clone(),
+            closed_statuses: lower(&config.closed_statuses),
+            reopen_status: config.reopen_status.clone(),
+            ready_statuses: lower(&config.ready_statuses),
+            fields: config.fields.clone(),
+            client: http::client()?,
+        })
+    }
+
+    fn rest(&self) -> &'static str {
+        match self.flavor {
+            JiraFlavor::Cloud => "/rest/api/3",
+            JiraFlavor::DataCenter => "/rest/api/2",
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{}{path}", self.api_url, self.rest()));
+        match (&self.email, &self.token) {
+            (Some(email), Some(token)) => req.basic_auth(email, Some(token.expose())),
+            (None, Some(token)) => req.bearer_auth(token.expose()),
+            _ => req,
+        }
+    }
+
+    /// Whether a status (by name, with its category) counts as closed.
+    fn is_closed(&self, name: &str, category: Option<&str>) -> bool {
+        if self.closed_statuses.is_empty() {
+            category == Some("done")
+        } else {
+            self.closed_statuses.iter().any(|s| s.eq_ignore_ascii_case(name))
+        }
+    }
+
+    fn actor(&self, user: Option<&Value>) -> Actor {
+        let id = user
+            .and_then(|u| json_str(u, "/accountId").or_else(|| json_str(u, "/name")))
+            .unwrap_or_default()
+            .to_string();
+        let kind = match user.and_then(|u| json_str(u, "/accountType")) {
+            Some("app") => ActorKind::Service,
+            Some(_) => ActorKind::Human,
+            None => ActorKind::Unknown,
+        };
+        Actor { id, kind }
+    }
+
+    fn parse(&self, payload: &Value) -> Result<TicketEvent, InboundError> {
+        let issue = payload.get("issue").cloned().unwrap_or(Value::Null);
+        let key = json_str(&issue, "/key").unwrap_or_default();
+        if key.is_empty() && json_str(payload, "/webhookEvent").is_some_and(|e| e.starts_with("jira:issue")) {
+            return Err(InboundError::Malformed("an issue event needs issue.key".into()));
+        }
+        let status_item = payload
+            .pointer("/changelog/items")
+            .and_then(Value::as_array)
+            .and_then(|items| items.iter().find(|i| json_str(i, "/field") == Some("status")));
+        let to = status_item.and_then(|i| json_str(i, "/toString")).unwrap_or_default();
+        let category = json_str(&issue, "/fields/status/statusCategory/key");
+        let kind = match status_item {
+            None => EventKind::Other,
+            Some(_) if self.ready_statuses.iter().any(|s| s.eq_ignore_ascii_case(to)) => EventKind::ReadyToClose,
+            Some(_) if self.is_closed(to, category) => EventKind::Closed,
+            Some(_) => EventKind::Other,
+        };
+        let mut fields = BTreeMap::new();
+        for (id, name) in &self.fields {
+            if let Some(value) = issue.pointer(&format!("/fields/{id}")).and_then(field_text) {
+                fields.insert(field_key(name), value);
+            }
+        }
+        let actor = self.actor(payload.get("user"));
+        let at = payload.get("timestamp").and_then(Value::as_i64).and_then(chrono::DateTime::from_timestamp_millis);
+        Ok(TicketEvent {
+            ticket: TicketRef { source: self.source.clone(), key: key.to_string() },
+            kind,
+            event: json_str(payload, "/webhookEvent").unwrap_or("unknown").to_string(),
+            old_state: status_item.and_then(|i| json_str(i, "/fromString")).map(String::from),
+            new_state: status_item.map(|_| to.to_string()),
+            caused_by_gate: self.bot_account.as_deref().is_some_and(|bot| bot == actor.id),
+            actor,
+            requester: issue.pointer("/fields/reporter").map(|r| self.actor(Some(r))),
+            title: json_str(&issue, "/fields/summary").unwrap_or_default().to_string(),
+            labels: issue
+                .pointer("/fields/labels")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            fields,
+            url: Some(format!("{}/browse/{key}", self.api_url)),
+            occurred_at: at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            state_closed: None,
+            synchronous: false,
+        })
+    }
+
+    async fn already_commented(&self, key: &str, marker: &str) -> Result<bool, EffectError> {
+        let mut start = 0;
+        loop {
+            let path = format!("/issue/{key}/comment?startAt={start}&maxResults=100");
+            let page = http::json("list comments", http::send("list comments", self.request(reqwest::Method::GET, &path)).await?).await?;
+            let comments = page["comments"].as_array().cloned().unwrap_or_default();
+            // ADF bodies are JSON; searching their text form finds the marker either way.
+            if comments.iter().any(|c| c["body"].to_string().contains(marker)) {
+                return Ok(true);
+            }
+            start += comments.len();
+            let total = page["total"].as_u64().unwrap_or(0) as usize;
+            if comments.is_empty() || start >= total || start > 5000 {
+                return Ok(false);
+            }
+        }
+    }
+
+    async fn reopen(&self, key: &str) -> Result<(), EffectError> {
+        let issue = http::json(
+            "read issue",
+            http::send("read issue", self.request(reqwest::Method::GET, &format!("/issue/{key}?fields=status"))).await?,
+        )
+        .await?;
+        let status = json_str(&issue, "/fields/status/name").unwrap_or_default();
+        if !self.is_closed(status, json_str(&issue, "/fields/status/statusCategory/key")) {
+            tracing::info!(ticket = %key, status, "not reopening: the issue has moved on since the close");
+            return Ok(());
+        }
+        let path = format!("/issue/{key}/transitions");
+        let listed = http::json("list transitions", http::send("list transitions", self.request(reqwest::Method::GET, &path)).await?).await?;
+        let transition = listed["transitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| json_str(t, "/to/name").is_some_and(|n| n.eq_ignore_ascii_case(&self.reopen_status)))
+            .and_then(|t| json_str(t, "/id"))
+            .ok_or_else(|| {
+                EffectError::permanent(format!("no transition from {status:?} to {:?} is available", self.reopen_status))
+            })?;
+        let post = self.request(reqwest::Method::POST, &path).json(&json!({ "transition": { "id": transition } }));
+        http::send("transition issue", post).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Adapter for JiraAdapter {
+    fn kind(&self) -> &'static str {
+        "jira"
+    }
+
+    fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
+        let h = inbound.headers;
+        match (&self.secret, &self.path_token) {
+            (Some(secret), _) => verify_hub_signature(
+                secret.expose().as_bytes(),
+                "x-hub-signature",
+                h.header("x-hub-signature"),
+                inbound.body,
+            )?,
+            (None, Some(token)) => {
+                let presented = inbound.path_token.ok_or(SignatureError::MissingHeader("path token"))?;
+                if !secret_matches(token.expose(), presented) {
+                    return Err(SignatureError::Mismatch.into());
+                }
+            }
+            (None, None) => return Err(SignatureError::Mismatch.into()),
+        }
+        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        if !payload.is_object() {
+            return Err(InboundError::Malformed("the payload is not a JSON object".into()));
+        }
+        let event = self.parse(&payload)?;
+        // Data Center does not always send the identifier; the changelog id is unique per change.
+        let delivery_id = h.header("x-atlassian-webhook-identifier").map(String::from).unwrap_or_else(|| {
+            format!(
+                "{}:{}:{}",
+                event.ticket.key,
+                json_str(&payload, "/changelog/id").unwrap_or_default(),
+                payload.get("timestamp").and_then(Value::as_i64).unwrap_or_default()
+            )
+        });
+        Ok(Accepted { delivery_id, event })
+    }
+
+    fn delivers_effects(&self) -> bool {
+        self.token.is_some()
+    }
+
+    fn comment_format(&self) -> CommentFormat {
+        match self.flavor {
+            JiraFlavor::Cloud => CommentFormat::Adf,
+            JiraFlavor::DataCenter => CommentFormat::JiraWiki,
+        }
+    }
+
+    async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
+        let key = &effect.ticket.key;
+        if effect.pre_verification {
+            let property = json!({
+                "allowed": effect.verdict == Verdict::Allowed || effect.verdict == Verdict::Ungated,
+                "verdict": effect.verdict,
+                "reasons": effect.reasons,
+                "evidenceId": effect.evidence_id,
+                "evidenceHash": effect.evidence_hash,
+                "policy": effect.policy,
+            });
+            let put = self.request(reqwest::Method::PUT, &format!("/issue/{key}/properties/closegate")).json(&property);
+            http::send("set issue property", put).await?;
+            return Ok(());
+        }
+        if effect.reopen {
+            self.reopen(key).await?;
+        }
+        let marker = effect.marker();
+        if self.already_commented(key, &marker).await? {
+            return Ok(());
+        }
+        let body = match self.flavor {
+            JiraFlavor::Cloud => {
+                let mut doc: Value = serde_json::from_str(&effect.comment)
+                    .unwrap_or_else(|_| json!({ "type": "doc", "version": 1, "content": [] }));
+                if let Some(content) = doc["content"].as_array_mut() {
+                    content.push(json!({ "type": "paragraph", "content": [{ "type": "text", "text": marker,
+                        "marks": [{ "type": "textColor", "attrs": { "color": "#97a0af" } }] }] }));
+                }
+                doc
+            }
+            JiraFlavor::DataCenter => json!(format!("{}\n\n{{color:#97a0af}}{marker}{{color}}", effect.comment.trim_end())),
+        };
+        let post = self.request(reqwest::Method::POST, &format!("/issue/{key}/comment")).json(&json!({ "body": body }));
+        http::send("post comment", post).await?;
+        Ok(())
+    }
+}

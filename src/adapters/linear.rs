@@ -1,0 +1,175 @@
+//! Linear issues. In: `Issue` update webhooks signed with a bare hex HMAC in
+//! `Linear-Signature`, with the signed `webhookTimestamp` inside a 60 s window;
+//! deduplicated on `Linear-Delivery`. Out: GraphQL `commentCreate` and
+//! `issueUpdate` to the team's configured reopen state.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, forge::label_names, http, issue_form, json_str};
+use crate::{
+    config::{LinearSource, Secret},
+    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
+    signature::{SignatureError, TagEncoding, verify_body_hmac},
+};
+
+pub struct LinearAdapter {
+    source: String,
+    secret: Secret,
+    api_url: String,
+    token: Option<Secret>,
+    bot_actor_id: Option<String>,
+    closed_types: Vec<String>,
+    reopen_state: String,
+    tolerance_ms: i64,
+    client: reqwest::Client,
+}
+
+const ISSUE: &str = "query($id: String!) { issue(id: $id) { id completedAt canceledAt state { id name type } \
+    team { states { nodes { id name type } } } comments(first: 250) { nodes { body } } } }";
+const COMMENT: &str =
+    "mutation($issueId: String!, $body: String!) { commentCreate(input: { issueId: $issueId, body: $body }) { success } }";
+const MOVE: &str =
+    "mutation($id: String!, $stateId: String!) { issueUpdate(id: $id, input: { stateId: $stateId }) { success } }";
+
+impl LinearAdapter {
+    pub fn build(source: &str, config: &LinearSource) -> Result<Self, String> {
+        let key = |k: &str| format!("sources.{source}.{k}");
+        Ok(Self {
+            source: source.to_string(),
+            secret: config.secret.resolve(&key("secret"))?,
+            api_url: config.api_url.clone(),
+            token: config.token.as_ref().map(|t| t.resolve(&key("token"))).transpose()?,
+            bot_actor_id: config.bot_actor_id.clone(),
+            closed_types: config.closed_state_types.iter().map(|s| s.to_lowercase()).collect(),
+            reopen_state: config.reopen_state.clone(),
+            tolerance_ms: config.tolerance_seconds * 1000,
+            client: http::client()?,
+        })
+    }
+
+    async fn graphql(&self, what: &str, query: &str, variables: Value) -> Result<Value, EffectError> {
+        let mut request = self.client.post(&self.api_url).json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = &self.token {
+            // Personal API keys go raw; OAuth tokens already carry "Bearer ".
+            request = request.header("authorization", token.expose());
+        }
+        let body = http::json(what, http::send(what, request).await?).await?;
+        if let Some(errors) = body.get("errors").filter(|e| !e.is_null()) {
+            return Err(EffectError::retryable(format!("{what}: {errors}")));
+        }
+        Ok(body["data"].clone())
+    }
+}
+
+#[async_trait]
+impl Adapter for LinearAdapter {
+    fn kind(&self) -> &'static str {
+        "linear"
+    }
+
+    fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
+        let h = inbound.headers;
+        verify_body_hmac(
+            self.secret.expose().as_bytes(),
+            "linear-signature",
+            h.header("linear-signature"),
+            "",
+            TagEncoding::Hex,
+            &[inbound.body],
+        )?;
+        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let sent = payload
+            .get("webhookTimestamp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| InboundError::Malformed("webhookTimestamp is missing".into()))?;
+        let now_ms = inbound.now * 1000;
+        if sent < now_ms - self.tolerance_ms - 1000 {
+            return Err(SignatureError::TooOld.into());
+        }
+        if sent > now_ms + self.tolerance_ms + 1000 {
+            return Err(SignatureError::InTheFuture.into());
+        }
+        let data = payload.get("data").cloned().unwrap_or(Value::Null);
+        let identifier = json_str(&data, "/identifier").unwrap_or_default();
+        let is_issue = json_str(&payload, "/type") == Some("Issue");
+        if is_issue && identifier.is_empty() {
+            return Err(InboundError::Malformed("an Issue event needs data.identifier".into()));
+        }
+        let delivery_id = h
+            .header("linear-delivery")
+            .map(String::from)
+            .unwrap_or_else(|| format!("{}:{sent}", json_str(&data, "/id").unwrap_or_default()));
+        let state_changed = payload.pointer("/updatedFrom/stateId").and_then(Value::as_str).is_some_and(|old| {
+            Some(old) != json_str(&data, "/stateId")
+        });
+        let state_type = json_str(&data, "/state/type").unwrap_or_default().to_lowercase();
+        let closed = self.closed_types.contains(&state_type);
+        let kind = match (is_issue && json_str(&payload, "/action") == Some("update") && state_changed, closed) {
+            (true, true) => EventKind::Closed,
+            _ => EventKind::Other,
+        };
+        let actor_id = json_str(&payload, "/actor/id").unwrap_or_default().to_string();
+        let actor_kind = match json_str(&payload, "/actor/type") {
+            Some("user") => ActorKind::Human,
+            Some(_) => ActorKind::Service,
+            None => ActorKind::Unknown,
+        };
+        let event = TicketEvent {
+            ticket: TicketRef { source: self.source.clone(), key: identifier.to_string() },
+            kind,
+            event: format!("{}.{}", json_str(&payload, "/type").unwrap_or("unknown"), json_str(&payload, "/action").unwrap_or("")),
+            old_state: payload.pointer("/updatedFrom/stateId").and_then(Value::as_str).map(String::from),
+            new_state: json_str(&data, "/state/name").map(String::from),
+            caused_by_gate: self.bot_actor_id.as_deref() == Some(actor_id.as_str()),
+            actor: Actor { id: actor_id, kind: actor_kind },
+            requester: json_str(&data, "/creatorId").map(|id| Actor { id: id.to_string(), kind: ActorKind::Unknown }),
+            title: json_str(&data, "/title").unwrap_or_default().to_string(),
+            labels: label_names(data.get("labels"), "name"),
+            fields: issue_form::parse_fields(json_str(&data, "/description").unwrap_or_default()),
+            url: json_str(&payload, "/url").map(String::from),
+            occurred_at: json_str(&data, "/completedAt").or_else(|| json_str(&data, "/canceledAt")).map(String::from),
+            state_closed: Some(closed),
+            synchronous: false,
+        };
+        Ok(Accepted { delivery_id, event })
+    }
+
+    fn delivers_effects(&self) -> bool {
+        self.token.is_some()
+    }
+
+    async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
+        let data = self.graphql("read issue", ISSUE, json!({ "id": effect.ticket.key })).await?;
+        let issue = &data["issue"];
+        let issue_id = json_str(issue, "/id").ok_or_else(|| EffectError::permanent("the issue was not found"))?;
+        if effect.reopen {
+            let state_type = json_str(issue, "/state/type").unwrap_or_default().to_lowercase();
+            let closed_at = json_str(issue, "/completedAt").or_else(|| json_str(issue, "/canceledAt"));
+            let same_close = effect.closed_at.is_none() || effect.closed_at.as_deref() == closed_at;
+            if self.closed_types.contains(&state_type) && same_close {
+                let target = issue["team"]["states"]["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| json_str(s, "/name").is_some_and(|n| n.eq_ignore_ascii_case(&self.reopen_state)))
+                    .and_then(|s| json_str(s, "/id"))
+                    .ok_or_else(|| EffectError::permanent(format!("the team has no state named {:?}", self.reopen_state)))?;
+                self.graphql("reopen issue", MOVE, json!({ "id": issue_id, "stateId": target })).await?;
+            } else {
+                tracing::info!(ticket = %effect.ticket, "not reopening: the issue has changed since the close");
+            }
+        }
+        let marker = format!("<!-- {} -->", effect.marker());
+        let posted = issue["comments"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| json_str(c, "/body").is_some_and(|b| b.contains(&marker)));
+        if !posted {
+            let body = format!("{}\n\n{marker}\n", effect.comment.trim_end());
+            self.graphql("post comment", COMMENT, json!({ "issueId": issue_id, "body": body })).await?;
+        }
+        Ok(())
+    }
+}

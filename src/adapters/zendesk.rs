@@ -1,0 +1,239 @@
+//! Zendesk tickets. In: event webhooks (`zen:event-type:ticket.status_changed`)
+//! signed with base64 HMAC-SHA256 over the timestamp header then the body,
+//! within a tolerance window; deduplicated on the event `id`. The event carries
+//! no custom fields, so the ticket is re-read through the API before deciding.
+//! Out: one `PUT /api/v2/tickets/{id}.json` with an internal note (and
+//! `status: open` when blocked). Closed tickets cannot be reopened in Zendesk,
+//! so the default gates `solved`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_str};
+use crate::{
+    config::{Secret, ZendeskSource},
+    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
+    render::CommentFormat,
+    signature::{SignatureError, TagEncoding, verify_body_hmac},
+};
+
+const SIGNATURE: &str = "x-zendesk-webhook-signature";
+const TIMESTAMP: &str = "x-zendesk-webhook-signature-timestamp";
+
+pub struct ZendeskAdapter {
+    source: String,
+    secret: Secret,
+    api_url: String,
+    auth: Option<(String, Secret)>,
+    bot_user_id: Option<String>,
+    closed_states: Vec<String>,
+    fields: BTreeMap<String, String>,
+    tolerance: i64,
+    client: reqwest::Client,
+}
+
+/// Zendesk ids arrive as strings in events and as numbers in the API.
+fn id_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl ZendeskAdapter {
+    pub fn build(source: &str, config: &ZendeskSource) -> Result<Self, String> {
+        let key = |k: &str| format!("sources.{source}.{k}");
+        let auth = match (&config.email, &config.token) {
+            (Some(email), Some(token)) => Some((email.clone(), token.resolve(&key("token"))?)),
+            (None, None) => None,
+            _ => return Err(format!("sources.{source}: email and token go together")),
+        };
+        Ok(Self {
+            source: source.to_string(),
+            secret: config.secret.resolve(&key("secret"))?,
+            api_url: config.api_url.trim_end_matches('/').to_string(),
+            auth,
+            bot_user_id: config.bot_user_id.clone(),
+            closed_states: config.closed_states.iter().map(|s| s.to_lowercase()).collect(),
+            fields: config.fields.clone(),
+            tolerance: config.tolerance_seconds,
+            client: http::client()?,
+        })
+    }
+
+    fn is_closed(&self, state: &str) -> bool {
+        self.closed_states.iter().any(|s| s.eq_ignore_ascii_case(state))
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.api_url));
+        match &self.auth {
+            Some((email, token)) => req.basic_auth(format!("{email}/token"), Some(token.expose())),
+            None => req,
+        }
+    }
+
+    async fn ticket(&self, id: &str) -> Result<Value, EffectError> {
+        let response = http::send("read ticket", self.request(reqwest::Method::GET, &format!("/api/v2/tickets/{id}.json"))).await?;
+        Ok(http::json("read ticket", response).await?.get("ticket").cloned().unwrap_or(Value::Null))
+    }
+
+    async fn already_noted(&self, id: &str, marker: &str) -> Result<bool, EffectError> {
+        let mut path = format!("/api/v2/tickets/{id}/comments.json");
+        for _ in 0..50 {
+            let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
+            let page = http::json("list comments", response).await?;
+            let found = page["comments"].as_array().into_iter().flatten().any(|c| {
+                json_str(c, "/body").or_else(|| json_str(c, "/plain_body")).is_some_and(|b| b.contains(marker))
+            });
+            if found {
+                return Ok(true);
+            }
+            match json_str(&page, "/next_page") {
+                Some(next) => path = next.strip_prefix(&self.api_url).unwrap_or(next).to_string(),
+                None => break,
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl Adapter for ZendeskAdapter {
+    fn kind(&self) -> &'static str {
+        "zendesk"
+    }
+
+    fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
+        let h = inbound.headers;
+        let timestamp = h.header(TIMESTAMP).ok_or(SignatureError::MissingHeader(TIMESTAMP))?;
+        verify_body_hmac(
+            self.secret.expose().as_bytes(),
+            SIGNATURE,
+            h.header(SIGNATURE),
+            "",
+            TagEncoding::Base64,
+            &[timestamp.as_bytes(), inbound.body],
+        )?;
+        let sent = chrono::DateTime::parse_from_rfc3339(timestamp.trim())
+            .map_err(|_| SignatureError::MalformedHeader(TIMESTAMP))?
+            .timestamp();
+        if sent < inbound.now - self.tolerance {
+            return Err(SignatureError::TooOld.into());
+        }
+        if sent > inbound.now + self.tolerance {
+            return Err(SignatureError::InTheFuture.into());
+        }
+        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let delivery_id = json_str(&payload, "/id")
+            .filter(|d| !d.is_empty() && d.len() <= 128)
+            .ok_or_else(|| InboundError::Malformed("the event has no id".into()))?;
+        let ticket = id_text(payload.pointer("/detail/id"))
+            .ok_or_else(|| InboundError::Malformed("the event has no detail.id".into()))?;
+        let event_type = json_str(&payload, "/type").unwrap_or_default();
+        let current = json_str(&payload, "/event/current").map(str::to_lowercase);
+        let previous = json_str(&payload, "/event/previous").map(str::to_lowercase);
+        let kind = match (event_type, current.as_deref(), previous.as_deref()) {
+            ("zen:event-type:ticket.status_changed", Some(now), before)
+                if self.is_closed(now) && !before.is_some_and(|b| self.is_closed(b)) =>
+            {
+                EventKind::Closed
+            }
+            ("zen:event-type:ticket.status_changed", Some(now), Some(before))
+                if !self.is_closed(now) && self.is_closed(before) =>
+            {
+                EventKind::Reopened
+            }
+            _ => EventKind::Other,
+        };
+        let actor_id = id_text(payload.pointer("/detail/actor_id")).unwrap_or_default();
+        let event = TicketEvent {
+            ticket: TicketRef { source: self.source.clone(), key: ticket },
+            kind,
+            event: event_type.to_string(),
+            old_state: previous,
+            new_state: current,
+            caused_by_gate: self.bot_user_id.as_deref() == Some(actor_id.as_str()),
+            actor: Actor { id: actor_id, kind: ActorKind::Unknown },
+            requester: id_text(payload.pointer("/detail/requester_id")).map(|id| Actor { id, kind: ActorKind::Unknown }),
+            title: json_str(&payload, "/detail/subject").unwrap_or_default().to_string(),
+            labels: payload
+                .pointer("/detail/tags")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            fields: Default::default(),
+            url: None,
+            occurred_at: json_str(&payload, "/detail/updated_at").map(String::from),
+            state_closed: None,
+            synchronous: false,
+        };
+        Ok(Accepted { delivery_id: delivery_id.to_string(), event })
+    }
+
+    fn delivers_effects(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    fn comment_format(&self) -> CommentFormat {
+        CommentFormat::Text
+    }
+
+    /// Custom fields and the current status come from the API, not the event.
+    async fn refresh(&self, mut event: TicketEvent) -> Result<TicketEvent, EffectError> {
+        if self.auth.is_none() {
+            return Ok(event);
+        }
+        let ticket = self.ticket(&event.ticket.key).await?;
+        for field in ticket["custom_fields"].as_array().into_iter().flatten() {
+            let (Some(id), Some(value)) = (id_text(field.get("id")), field.get("value")) else { continue };
+            if let (Some(name), Some(value)) = (self.fields.get(&id), value.as_str()) {
+                event.fields.insert(crate::domain::field_key(name), value.to_string());
+            }
+        }
+        if let Some(tags) = ticket["tags"].as_array() {
+            event.labels = tags.iter().filter_map(|t| t.as_str().map(String::from)).collect();
+        }
+        if let Some(status) = json_str(&ticket, "/status") {
+            if event.kind == EventKind::Closed && !self.is_closed(status) {
+                event.kind = EventKind::Other;
+            }
+            event.new_state = Some(status.to_string());
+        }
+        if let Some(subject) = json_str(&ticket, "/subject") {
+            event.title = subject.to_string();
+        }
+        Ok(event)
+    }
+
+    async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
+        let id = &effect.ticket.key;
+        let marker = effect.marker();
+        // The note and the reopen travel in one update: a note found means both were done.
+        if self.already_noted(id, &marker).await? {
+            return Ok(());
+        }
+        let reopen = if effect.reopen {
+            let ticket = self.ticket(id).await?;
+            let status = json_str(&ticket, "/status").unwrap_or_default();
+            let same_close = effect.closed_at.as_deref().is_none_or(|at| json_str(&ticket, "/updated_at") == Some(at));
+            let still = self.is_closed(status) && status != "closed" && same_close;
+            if !still {
+                tracing::info!(ticket = %effect.ticket, "not reopening: the ticket has changed since the close");
+            }
+            still
+        } else {
+            false
+        };
+        let mut ticket = json!({ "comment": { "body": format!("{}\n\n[{marker}]", effect.comment.trim_end()), "public": false } });
+        if reopen {
+            ticket["status"] = json!("open");
+        }
+        let put = self.request(reqwest::Method::PUT, &format!("/api/v2/tickets/{id}.json")).json(&json!({ "ticket": ticket }));
+        http::send("update ticket", put).await?;
+        Ok(())
+    }
+}
