@@ -232,7 +232,9 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
                 let decision = serde_json::from_value::<Decision>(content["decision"].clone());
                 if let (Ok(event), Ok(decision)) = (event, decision) {
                     let at = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    if let Ok(comment) = renderer.decision(CommentFormat::Markdown, &event, &decision, &at, &r.id, &r.hash) {
+                    if let Ok(comment) =
+                        renderer.decision(CommentFormat::Markdown, &event, &decision, &at, &r.id, &r.hash)
+                    {
                         println!("    comment:");
                         for line in comment.lines() {
                             println!("    | {line}");

@@ -28,7 +28,9 @@ fn same_instant(a: &str, b: &str) -> bool {
     let parse = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp())
-            .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S UTC").map(|t| t.and_utc().timestamp()))
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S UTC").map(|t| t.and_utc().timestamp())
+            })
             .ok()
     };
     match (parse(a), parse(b)) {
@@ -39,7 +41,12 @@ fn same_instant(a: &str, b: &str) -> bool {
 
 impl ForgeApi {
     pub fn new(dialect: Dialect, base: &str, token: Option<Secret>) -> Result<Self, String> {
-        Ok(Self { dialect, base: base.trim_end_matches('/').to_string(), token, client: http::client()? })
+        Ok(Self {
+            dialect,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client: http::client()?,
+        })
     }
 
     pub fn has_token(&self) -> bool {
@@ -48,8 +55,9 @@ impl ForgeApi {
 
     /// `owner/repo#12` → the issue's API path.
     fn issue_path(&self, key: &str) -> Result<String, EffectError> {
-        let (repo, number) =
-            key.rsplit_once('#').ok_or_else(|| EffectError::permanent(format!("not an issue key: {key}")))?;
+        let (repo, number) = key
+            .rsplit_once('#')
+            .ok_or_else(|| EffectError::permanent(format!("not an issue key: {key}")))?;
         Ok(match self.dialect {
             Dialect::Github | Dialect::Gitea => format!("/repos/{repo}/issues/{number}"),
             Dialect::Gitlab => format!("/projects/{}/issues/{number}", repo.replace('/', "%2F")),
@@ -66,7 +74,9 @@ impl ForgeApi {
             (_, None) => req,
         };
         if self.dialect == Dialect::Github {
-            req = req.header("accept", "application/vnd.github+json").header("x-github-api-version", "2022-11-28");
+            req = req
+                .header("accept", "application/vnd.github+json")
+                .header("x-github-api-version", "2022-11-28");
         }
         req
     }
@@ -85,7 +95,10 @@ impl ForgeApi {
             let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
             let listed = http::json("list comments", response).await?;
             let listed = listed.as_array().cloned().unwrap_or_default();
-            if listed.iter().any(|c| json_str(c, "/body").is_some_and(|b| b.contains(marker))) {
+            if listed
+                .iter()
+                .any(|c| json_str(c, "/body").is_some_and(|b| b.contains(marker)))
+            {
                 return Ok(true);
             }
             if listed.len() < size {
@@ -109,10 +122,12 @@ impl ForgeApi {
             };
             if json_str(&issue, "/state") == Some("closed") && same_close {
                 let reopen = match self.dialect {
-                    Dialect::Gitlab => {
-                        self.request(reqwest::Method::PUT, &issue_path).json(&json!({ "state_event": "reopen" }))
-                    }
-                    _ => self.request(reqwest::Method::PATCH, &issue_path).json(&json!({ "state": "open" })),
+                    Dialect::Gitlab => self
+                        .request(reqwest::Method::PUT, &issue_path)
+                        .json(&json!({ "state_event": "reopen" })),
+                    _ => self
+                        .request(reqwest::Method::PATCH, &issue_path)
+                        .json(&json!({ "state": "open" })),
                 };
                 http::send("reopen issue", reopen).await?;
             } else {
@@ -126,7 +141,9 @@ impl ForgeApi {
                 _ => "comments",
             };
             let body = format!("{}\n\n{marker}\n", effect.comment.trim_end());
-            let post = self.request(reqwest::Method::POST, &format!("{issue_path}/{comments}")).json(&json!({ "body": body }));
+            let post = self
+                .request(reqwest::Method::POST, &format!("{issue_path}/{comments}"))
+                .json(&json!({ "body": body }));
             http::send("post comment", post).await?;
         }
         Ok(())
@@ -136,7 +153,11 @@ impl ForgeApi {
 /// Labels as names from `[{name}]` or `[{title}]` lists.
 pub fn label_names(list: Option<&Value>, key: &str) -> Vec<String> {
     list.and_then(Value::as_array)
-        .map(|ls| ls.iter().filter_map(|l| json_str(l, &format!("/{key}")).map(String::from)).collect())
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|l| json_str(l, &format!("/{key}")).map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -156,7 +177,10 @@ pub fn parse_issues_event(
             Some("User") => ActorKind::Human,
             _ => ActorKind::Unknown,
         };
-        Actor { id: login.to_string(), kind }
+        Actor {
+            id: login.to_string(),
+            kind,
+        }
     };
     let action = json_str(payload, "/action").unwrap_or_default();
     let repo = json_str(payload, "/repository/full_name").unwrap_or_default();
@@ -177,10 +201,16 @@ pub fn parse_issues_event(
     Ok(TicketEvent {
         ticket: TicketRef {
             source: source.to_string(),
-            key: number.map(|n| format!("{repo}#{n}")).unwrap_or_else(|| repo.to_string()),
+            key: number
+                .map(|n| format!("{repo}#{n}"))
+                .unwrap_or_else(|| repo.to_string()),
         },
         kind,
-        event: if action.is_empty() { event_name.to_string() } else { format!("{event_name}.{action}") },
+        event: if action.is_empty() {
+            event_name.to_string()
+        } else {
+            format!("{event_name}.{action}")
+        },
         old_state: match kind {
             EventKind::Closed => Some("open".into()),
             EventKind::Reopened => Some("closed".into()),
@@ -194,7 +224,9 @@ pub fn parse_issues_event(
         labels: label_names(issue.get("labels"), "name"),
         fields: super::issue_form::parse_fields(json_str(&issue, "/body").unwrap_or_default()),
         url: json_str(&issue, "/html_url").map(String::from),
-        occurred_at: json_str(&issue, "/closed_at").filter(|_| kind == EventKind::Closed).map(String::from),
+        occurred_at: json_str(&issue, "/closed_at")
+            .filter(|_| kind == EventKind::Closed)
+            .map(String::from),
         state_closed: None,
         synchronous: false,
     })

@@ -48,7 +48,14 @@ impl Adapter for GiteaAdapter {
             Some(v) => ("x-forgejo-signature", Some(v)),
             None => ("x-gitea-signature", h.header("x-gitea-signature")),
         };
-        verify_body_hmac(self.secret.expose().as_bytes(), header, value, "", TagEncoding::Hex, &[inbound.body])?;
+        verify_body_hmac(
+            self.secret.expose().as_bytes(),
+            header,
+            value,
+            "",
+            TagEncoding::Hex,
+            &[inbound.body],
+        )?;
         let delivery_id = h
             .header("x-forgejo-delivery")
             .or_else(|| h.header("x-gitea-delivery"))
@@ -58,12 +65,16 @@ impl Adapter for GiteaAdapter {
             .header("x-forgejo-event")
             .or_else(|| h.header("x-gitea-event"))
             .ok_or(SignatureError::MissingHeader("x-gitea-event"))?;
-        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         if !payload.is_object() {
             return Err(InboundError::Malformed("the payload is not a JSON object".into()));
         }
         let event = parse_issues_event(&self.source, event_name, &payload, self.bot_login.as_deref())?;
-        Ok(Accepted { delivery_id: delivery_id.to_string(), event })
+        Ok(Accepted {
+            delivery_id: delivery_id.to_string(),
+            event,
+        })
     }
 
     fn delivers_effects(&self) -> bool {

@@ -52,13 +52,19 @@ impl Adapter for GithubAdapter {
             .header("x-github-delivery")
             .filter(|d| !d.is_empty() && d.len() <= 128)
             .ok_or(SignatureError::MissingHeader("x-github-delivery"))?;
-        let event_name = h.header("x-github-event").ok_or(SignatureError::MissingHeader("x-github-event"))?;
-        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let event_name = h
+            .header("x-github-event")
+            .ok_or(SignatureError::MissingHeader("x-github-event"))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         if !payload.is_object() {
             return Err(InboundError::Malformed("the payload is not a JSON object".into()));
         }
         let event = parse_issues_event(&self.source, event_name, &payload, self.bot_login.as_deref())?;
-        Ok(Accepted { delivery_id: delivery_id.to_string(), event })
+        Ok(Accepted {
+            delivery_id: delivery_id.to_string(),
+            event,
+        })
     }
 
     fn delivers_effects(&self) -> bool {

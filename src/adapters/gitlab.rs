@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    Accepted, Adapter, Effect, EffectError, Inbound, InboundError, issue_form, json_str,
+    Accepted, Adapter, Effect, EffectError, Inbound, InboundError,
     forge::{Dialect, ForgeApi, label_names},
+    issue_form, json_str,
 };
 use crate::{
     config::{GitlabSource, Secret},
@@ -34,7 +35,11 @@ impl GitlabAdapter {
             ),
             None => None,
         };
-        let secret_token = config.secret_token.as_ref().map(|t| t.resolve(&key("secret_token"))).transpose()?;
+        let secret_token = config
+            .secret_token
+            .as_ref()
+            .map(|t| t.resolve(&key("secret_token")))
+            .transpose()?;
         if secret_token.is_none() && signing.is_none() {
             return Err(format!("sources.{source}: set secret_token, signing_token or both"));
         }
@@ -55,7 +60,9 @@ impl GitlabAdapter {
         let iid = attrs.get("iid").and_then(Value::as_u64);
         let is_issue = json_str(payload, "/object_kind") == Some("issue");
         if is_issue && (iid.is_none() || project.is_empty()) {
-            return Err(InboundError::Malformed("an issue event needs object_attributes.iid and project".into()));
+            return Err(InboundError::Malformed(
+                "an issue event needs object_attributes.iid and project".into(),
+            ));
         }
         let action = json_str(&attrs, "/action").unwrap_or_default();
         let kind = match (is_issue, action) {
@@ -65,7 +72,11 @@ impl GitlabAdapter {
         };
         let username = json_str(payload, "/user/username").unwrap_or_default().to_string();
         let actor = Actor {
-            kind: if username.ends_with("_bot") || username.starts_with("project_") { ActorKind::Service } else { ActorKind::Human },
+            kind: if username.ends_with("_bot") || username.starts_with("project_") {
+                ActorKind::Service
+            } else {
+                ActorKind::Human
+            },
             id: username,
         };
         let mut labels = label_names(payload.get("labels"), "title");
@@ -75,7 +86,9 @@ impl GitlabAdapter {
         Ok(TicketEvent {
             ticket: TicketRef {
                 source: self.source.clone(),
-                key: iid.map(|n| format!("{project}#{n}")).unwrap_or_else(|| project.to_string()),
+                key: iid
+                    .map(|n| format!("{project}#{n}"))
+                    .unwrap_or_else(|| project.to_string()),
             },
             kind,
             event: format!("{}.{action}", json_str(payload, "/object_kind").unwrap_or("unknown")),
@@ -85,14 +98,19 @@ impl GitlabAdapter {
                 _ => None,
             },
             new_state: json_str(&attrs, "/state").map(String::from),
-            caused_by_gate: self.bot_username.as_deref().is_some_and(|bot| bot.eq_ignore_ascii_case(&actor.id)),
+            caused_by_gate: self
+                .bot_username
+                .as_deref()
+                .is_some_and(|bot| bot.eq_ignore_ascii_case(&actor.id)),
             actor,
             requester: None,
             title: json_str(&attrs, "/title").unwrap_or_default().to_string(),
             labels,
             fields: issue_form::parse_fields(json_str(&attrs, "/description").unwrap_or_default()),
             url: json_str(&attrs, "/url").map(String::from),
-            occurred_at: json_str(&attrs, "/closed_at").filter(|_| kind == EventKind::Closed).map(String::from),
+            occurred_at: json_str(&attrs, "/closed_at")
+                .filter(|_| kind == EventKind::Closed)
+                .map(String::from),
             state_closed: None,
             synchronous: false,
         })
@@ -108,13 +126,21 @@ impl Adapter for GitlabAdapter {
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
         let h = inbound.headers;
         if let Some(expected) = &self.secret_token {
-            let presented = h.header("x-gitlab-token").ok_or(SignatureError::MissingHeader("x-gitlab-token"))?;
+            let presented = h
+                .header("x-gitlab-token")
+                .ok_or(SignatureError::MissingHeader("x-gitlab-token"))?;
             if !secret_matches(expected.expose(), presented) {
                 return Err(SignatureError::Mismatch.into());
             }
         }
         if let Some(key) = &self.signing {
-            key.verify(h.header("webhook-id"), h.header("webhook-timestamp"), h.header("webhook-signature"), inbound.body, inbound.now)?;
+            key.verify(
+                h.header("webhook-id"),
+                h.header("webhook-timestamp"),
+                h.header("webhook-signature"),
+                inbound.body,
+                inbound.now,
+            )?;
         }
         let delivery_id = h
             .header("idempotency-key")
@@ -122,11 +148,15 @@ impl Adapter for GitlabAdapter {
             .or_else(|| h.header("x-gitlab-event-uuid"))
             .filter(|d| !d.is_empty() && d.len() <= 128)
             .ok_or(SignatureError::MissingHeader("idempotency-key"))?;
-        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         if !payload.is_object() {
             return Err(InboundError::Malformed("the payload is not a JSON object".into()));
         }
-        Ok(Accepted { delivery_id: delivery_id.to_string(), event: self.parse(&payload)? })
+        Ok(Accepted {
+            delivery_id: delivery_id.to_string(),
+            event: self.parse(&payload)?,
+        })
     }
 
     fn delivers_effects(&self) -> bool {

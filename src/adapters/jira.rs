@@ -41,7 +41,9 @@ fn field_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
-        Value::Object(_) => json_str(value, "/value").or_else(|| json_str(value, "/name")).map(String::from),
+        Value::Object(_) => json_str(value, "/value")
+            .or_else(|| json_str(value, "/name"))
+            .map(String::from),
         Value::Array(items) => {
             let parts: Vec<String> = items.iter().filter_map(field_text).collect();
             (!parts.is_empty()).then(|| parts.join(", "))
@@ -54,7 +56,11 @@ impl JiraAdapter {
     pub fn build(source: &str, config: &JiraSource) -> Result<Self, String> {
         let key = |k: &str| format!("sources.{source}.{k}");
         let secret = config.secret.as_ref().map(|s| s.resolve(&key("secret"))).transpose()?;
-        let path_token = config.path_token.as_ref().map(|s| s.resolve(&key("path_token"))).transpose()?;
+        let path_token = config
+            .path_token
+            .as_ref()
+            .map(|s| s.resolve(&key("path_token")))
+            .transpose()?;
         if secret.is_none() && path_token.is_none() {
             return Err(format!("sources.{source}: set secret (preferred) or path_token"));
         }
@@ -84,7 +90,9 @@ impl JiraAdapter {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, format!("{}{}{path}", self.api_url, self.rest()));
+        let req = self
+            .client
+            .request(method, format!("{}{}{path}", self.api_url, self.rest()));
         match (&self.email, &self.token) {
             (Some(email), Some(token)) => req.basic_auth(email, Some(token.expose())),
             (None, Some(token)) => req.bearer_auth(token.expose()),
@@ -139,9 +147,15 @@ impl JiraAdapter {
             }
         }
         let actor = self.actor(payload.get("user"));
-        let at = payload.get("timestamp").and_then(Value::as_i64).and_then(chrono::DateTime::from_timestamp_millis);
+        let at = payload
+            .get("timestamp")
+            .and_then(Value::as_i64)
+            .and_then(chrono::DateTime::from_timestamp_millis);
         Ok(TicketEvent {
-            ticket: TicketRef { source: self.source.clone(), key: key.to_string() },
+            ticket: TicketRef {
+                source: self.source.clone(),
+                key: key.to_string(),
+            },
             kind,
             event: json_str(payload, "/webhookEvent").unwrap_or("unknown").to_string(),
             old_state: status_item.and_then(|i| json_str(i, "/fromString")).map(String::from),
@@ -167,7 +181,11 @@ impl JiraAdapter {
         let mut start = 0;
         loop {
             let path = format!("/issue/{key}/comment?startAt={start}&maxResults=100");
-            let page = http::json("list comments", http::send("list comments", self.request(reqwest::Method::GET, &path)).await?).await?;
+            let page = http::json(
+                "list comments",
+                http::send("list comments", self.request(reqwest::Method::GET, &path)).await?,
+            )
+            .await?;
             let comments = page["comments"].as_array().cloned().unwrap_or_default();
             // ADF bodies are JSON; searching their text form finds the marker either way.
             if comments.iter().any(|c| c["body"].to_string().contains(marker)) {
@@ -184,7 +202,11 @@ impl JiraAdapter {
     async fn reopen(&self, key: &str) -> Result<(), EffectError> {
         let issue = http::json(
             "read issue",
-            http::send("read issue", self.request(reqwest::Method::GET, &format!("/issue/{key}?fields=status"))).await?,
+            http::send(
+                "read issue",
+                self.request(reqwest::Method::GET, &format!("/issue/{key}?fields=status")),
+            )
+            .await?,
         )
         .await?;
         let status = json_str(&issue, "/fields/status/name").unwrap_or_default();
@@ -193,7 +215,11 @@ impl JiraAdapter {
             return Ok(());
         }
         let path = format!("/issue/{key}/transitions");
-        let listed = http::json("list transitions", http::send("list transitions", self.request(reqwest::Method::GET, &path)).await?).await?;
+        let listed = http::json(
+            "list transitions",
+            http::send("list transitions", self.request(reqwest::Method::GET, &path)).await?,
+        )
+        .await?;
         let transition = listed["transitions"]
             .as_array()
             .into_iter()
@@ -201,9 +227,14 @@ impl JiraAdapter {
             .find(|t| json_str(t, "/to/name").is_some_and(|n| n.eq_ignore_ascii_case(&self.reopen_status)))
             .and_then(|t| json_str(t, "/id"))
             .ok_or_else(|| {
-                EffectError::permanent(format!("no transition from {status:?} to {:?} is available", self.reopen_status))
+                EffectError::permanent(format!(
+                    "no transition from {status:?} to {:?} is available",
+                    self.reopen_status
+                ))
             })?;
-        let post = self.request(reqwest::Method::POST, &path).json(&json!({ "transition": { "id": transition } }));
+        let post = self
+            .request(reqwest::Method::POST, &path)
+            .json(&json!({ "transition": { "id": transition } }));
         http::send("transition issue", post).await?;
         Ok(())
     }
@@ -232,20 +263,24 @@ impl Adapter for JiraAdapter {
             }
             (None, None) => return Err(SignatureError::Mismatch.into()),
         }
-        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         if !payload.is_object() {
             return Err(InboundError::Malformed("the payload is not a JSON object".into()));
         }
         let event = self.parse(&payload)?;
         // Data Center does not always send the identifier; the changelog id is unique per change.
-        let delivery_id = h.header("x-atlassian-webhook-identifier").map(String::from).unwrap_or_else(|| {
-            format!(
-                "{}:{}:{}",
-                event.ticket.key,
-                json_str(&payload, "/changelog/id").unwrap_or_default(),
-                payload.get("timestamp").and_then(Value::as_i64).unwrap_or_default()
-            )
-        });
+        let delivery_id = h
+            .header("x-atlassian-webhook-identifier")
+            .map(String::from)
+            .unwrap_or_else(|| {
+                format!(
+                    "{}:{}:{}",
+                    event.ticket.key,
+                    json_str(&payload, "/changelog/id").unwrap_or_default(),
+                    payload.get("timestamp").and_then(Value::as_i64).unwrap_or_default()
+                )
+            });
         Ok(Accepted { delivery_id, event })
     }
 
@@ -271,7 +306,9 @@ impl Adapter for JiraAdapter {
                 "evidenceHash": effect.evidence_hash,
                 "policy": effect.policy,
             });
-            let put = self.request(reqwest::Method::PUT, &format!("/issue/{key}/properties/closegate")).json(&property);
+            let put = self
+                .request(reqwest::Method::PUT, &format!("/issue/{key}/properties/closegate"))
+                .json(&property);
             http::send("set issue property", put).await?;
             return Ok(());
         }
@@ -287,14 +324,21 @@ impl Adapter for JiraAdapter {
                 let mut doc: Value = serde_json::from_str(&effect.comment)
                     .unwrap_or_else(|_| json!({ "type": "doc", "version": 1, "content": [] }));
                 if let Some(content) = doc["content"].as_array_mut() {
-                    content.push(json!({ "type": "paragraph", "content": [{ "type": "text", "text": marker,
-                        "marks": [{ "type": "textColor", "attrs": { "color": "#97a0af" } }] }] }));
+                    content.push(
+                        json!({ "type": "paragraph", "content": [{ "type": "text", "text": marker,
+                        "marks": [{ "type": "textColor", "attrs": { "color": "#97a0af" } }] }] }),
+                    );
                 }
                 doc
             }
-            JiraFlavor::DataCenter => json!(format!("{}\n\n{{color:#97a0af}}{marker}{{color}}", effect.comment.trim_end())),
+            JiraFlavor::DataCenter => json!(format!(
+                "{}\n\n{{color:#97a0af}}{marker}{{color}}",
+                effect.comment.trim_end()
+            )),
         };
-        let post = self.request(reqwest::Method::POST, &format!("/issue/{key}/comment")).json(&json!({ "body": body }));
+        let post = self
+            .request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
+            .json(&json!({ "body": body }));
         http::send("post comment", post).await?;
         Ok(())
     }

@@ -6,7 +6,9 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, forge::label_names, http, issue_form, json_str};
+use super::{
+    Accepted, Adapter, Effect, EffectError, Inbound, InboundError, forge::label_names, http, issue_form, json_str,
+};
 use crate::{
     config::{LinearSource, Secret},
     domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
@@ -27,8 +29,7 @@ pub struct LinearAdapter {
 
 const ISSUE: &str = "query($id: String!) { issue(id: $id) { id completedAt canceledAt state { id name type } \
     team { states { nodes { id name type } } } comments(first: 250) { nodes { body } } } }";
-const COMMENT: &str =
-    "mutation($issueId: String!, $body: String!) { commentCreate(input: { issueId: $issueId, body: $body }) { success } }";
+const COMMENT: &str = "mutation($issueId: String!, $body: String!) { commentCreate(input: { issueId: $issueId, body: $body }) { success } }";
 const MOVE: &str =
     "mutation($id: String!, $stateId: String!) { issueUpdate(id: $id, input: { stateId: $stateId }) { success } }";
 
@@ -49,7 +50,10 @@ impl LinearAdapter {
     }
 
     async fn graphql(&self, what: &str, query: &str, variables: Value) -> Result<Value, EffectError> {
-        let mut request = self.client.post(&self.api_url).json(&json!({ "query": query, "variables": variables }));
+        let mut request = self
+            .client
+            .post(&self.api_url)
+            .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = &self.token {
             // Personal API keys go raw; OAuth tokens already carry "Bearer ".
             request = request.header("authorization", token.expose());
@@ -78,7 +82,8 @@ impl Adapter for LinearAdapter {
             TagEncoding::Hex,
             &[inbound.body],
         )?;
-        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         let sent = payload
             .get("webhookTimestamp")
             .and_then(Value::as_i64)
@@ -100,12 +105,16 @@ impl Adapter for LinearAdapter {
             .header("linear-delivery")
             .map(String::from)
             .unwrap_or_else(|| format!("{}:{sent}", json_str(&data, "/id").unwrap_or_default()));
-        let state_changed = payload.pointer("/updatedFrom/stateId").and_then(Value::as_str).is_some_and(|old| {
-            Some(old) != json_str(&data, "/stateId")
-        });
+        let state_changed = payload
+            .pointer("/updatedFrom/stateId")
+            .and_then(Value::as_str)
+            .is_some_and(|old| Some(old) != json_str(&data, "/stateId"));
         let state_type = json_str(&data, "/state/type").unwrap_or_default().to_lowercase();
         let closed = self.closed_types.contains(&state_type);
-        let kind = match (is_issue && json_str(&payload, "/action") == Some("update") && state_changed, closed) {
+        let kind = match (
+            is_issue && json_str(&payload, "/action") == Some("update") && state_changed,
+            closed,
+        ) {
             (true, true) => EventKind::Closed,
             _ => EventKind::Other,
         };
@@ -116,19 +125,37 @@ impl Adapter for LinearAdapter {
             None => ActorKind::Unknown,
         };
         let event = TicketEvent {
-            ticket: TicketRef { source: self.source.clone(), key: identifier.to_string() },
+            ticket: TicketRef {
+                source: self.source.clone(),
+                key: identifier.to_string(),
+            },
             kind,
-            event: format!("{}.{}", json_str(&payload, "/type").unwrap_or("unknown"), json_str(&payload, "/action").unwrap_or("")),
-            old_state: payload.pointer("/updatedFrom/stateId").and_then(Value::as_str).map(String::from),
+            event: format!(
+                "{}.{}",
+                json_str(&payload, "/type").unwrap_or("unknown"),
+                json_str(&payload, "/action").unwrap_or("")
+            ),
+            old_state: payload
+                .pointer("/updatedFrom/stateId")
+                .and_then(Value::as_str)
+                .map(String::from),
             new_state: json_str(&data, "/state/name").map(String::from),
             caused_by_gate: self.bot_actor_id.as_deref() == Some(actor_id.as_str()),
-            actor: Actor { id: actor_id, kind: actor_kind },
-            requester: json_str(&data, "/creatorId").map(|id| Actor { id: id.to_string(), kind: ActorKind::Unknown }),
+            actor: Actor {
+                id: actor_id,
+                kind: actor_kind,
+            },
+            requester: json_str(&data, "/creatorId").map(|id| Actor {
+                id: id.to_string(),
+                kind: ActorKind::Unknown,
+            }),
             title: json_str(&data, "/title").unwrap_or_default().to_string(),
             labels: label_names(data.get("labels"), "name"),
             fields: issue_form::parse_fields(json_str(&data, "/description").unwrap_or_default()),
             url: json_str(&payload, "/url").map(String::from),
-            occurred_at: json_str(&data, "/completedAt").or_else(|| json_str(&data, "/canceledAt")).map(String::from),
+            occurred_at: json_str(&data, "/completedAt")
+                .or_else(|| json_str(&data, "/canceledAt"))
+                .map(String::from),
             state_closed: Some(closed),
             synchronous: false,
         };
@@ -140,7 +167,9 @@ impl Adapter for LinearAdapter {
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
-        let data = self.graphql("read issue", ISSUE, json!({ "id": effect.ticket.key })).await?;
+        let data = self
+            .graphql("read issue", ISSUE, json!({ "id": effect.ticket.key }))
+            .await?;
         let issue = &data["issue"];
         let issue_id = json_str(issue, "/id").ok_or_else(|| EffectError::permanent("the issue was not found"))?;
         if effect.reopen {
@@ -154,8 +183,11 @@ impl Adapter for LinearAdapter {
                     .flatten()
                     .find(|s| json_str(s, "/name").is_some_and(|n| n.eq_ignore_ascii_case(&self.reopen_state)))
                     .and_then(|s| json_str(s, "/id"))
-                    .ok_or_else(|| EffectError::permanent(format!("the team has no state named {:?}", self.reopen_state)))?;
-                self.graphql("reopen issue", MOVE, json!({ "id": issue_id, "stateId": target })).await?;
+                    .ok_or_else(|| {
+                        EffectError::permanent(format!("the team has no state named {:?}", self.reopen_state))
+                    })?;
+                self.graphql("reopen issue", MOVE, json!({ "id": issue_id, "stateId": target }))
+                    .await?;
             } else {
                 tracing::info!(ticket = %effect.ticket, "not reopening: the issue has changed since the close");
             }
@@ -168,7 +200,8 @@ impl Adapter for LinearAdapter {
             .any(|c| json_str(c, "/body").is_some_and(|b| b.contains(&marker)));
         if !posted {
             let body = format!("{}\n\n{marker}\n", effect.comment.trim_end());
-            self.graphql("post comment", COMMENT, json!({ "issueId": issue_id, "body": body })).await?;
+            self.graphql("post comment", COMMENT, json!({ "issueId": issue_id, "body": body }))
+                .await?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! parse its webhooks, and carry decisions back through its API. All of them
 //! are built here from the `sources` config.
 
+mod django_helpdesk;
 mod effect;
 mod forge;
 mod generic;
@@ -9,10 +10,11 @@ mod gitea;
 mod github;
 mod gitlab;
 mod http;
+pub mod issue_form;
 mod jira;
 mod linear;
+mod servicenow;
 mod zendesk;
-pub mod issue_form;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -118,7 +120,10 @@ impl SourceRegistry {
                 SourceConfig::Zendesk(cfg) => Arc::new(zendesk::ZendeskAdapter::build(name, cfg)?),
                 SourceConfig::Linear(cfg) => Arc::new(linear::LinearAdapter::build(name, cfg)?),
                 SourceConfig::Jira(cfg) => Arc::new(jira::JiraAdapter::build(name, cfg)?),
-                other => return Err(format!("sources.{name}: {other:?} is not supported yet")),
+                SourceConfig::Servicenow(cfg) => Arc::new(servicenow::ServicenowAdapter::build(name, cfg)?),
+                SourceConfig::DjangoHelpdesk(cfg) => {
+                    Arc::new(django_helpdesk::DjangoHelpdeskAdapter::build(name, cfg)?)
+                }
             };
             adapters.insert(name.clone(), adapter);
         }

@@ -77,8 +77,16 @@ impl ZendeskAdapter {
     }
 
     async fn ticket(&self, id: &str) -> Result<Value, EffectError> {
-        let response = http::send("read ticket", self.request(reqwest::Method::GET, &format!("/api/v2/tickets/{id}.json"))).await?;
-        Ok(http::json("read ticket", response).await?.get("ticket").cloned().unwrap_or(Value::Null))
+        let response = http::send(
+            "read ticket",
+            self.request(reqwest::Method::GET, &format!("/api/v2/tickets/{id}.json")),
+        )
+        .await?;
+        Ok(http::json("read ticket", response)
+            .await?
+            .get("ticket")
+            .cloned()
+            .unwrap_or(Value::Null))
     }
 
     async fn already_noted(&self, id: &str, marker: &str) -> Result<bool, EffectError> {
@@ -87,7 +95,9 @@ impl ZendeskAdapter {
             let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
             let page = http::json("list comments", response).await?;
             let found = page["comments"].as_array().into_iter().flatten().any(|c| {
-                json_str(c, "/body").or_else(|| json_str(c, "/plain_body")).is_some_and(|b| b.contains(marker))
+                json_str(c, "/body")
+                    .or_else(|| json_str(c, "/plain_body"))
+                    .is_some_and(|b| b.contains(marker))
             });
             if found {
                 return Ok(true);
@@ -127,7 +137,8 @@ impl Adapter for ZendeskAdapter {
         if sent > inbound.now + self.tolerance {
             return Err(SignatureError::InTheFuture.into());
         }
-        let payload: Value = serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload: Value =
+            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         let delivery_id = json_str(&payload, "/id")
             .filter(|d| !d.is_empty() && d.len() <= 128)
             .ok_or_else(|| InboundError::Malformed("the event has no id".into()))?;
@@ -151,14 +162,23 @@ impl Adapter for ZendeskAdapter {
         };
         let actor_id = id_text(payload.pointer("/detail/actor_id")).unwrap_or_default();
         let event = TicketEvent {
-            ticket: TicketRef { source: self.source.clone(), key: ticket },
+            ticket: TicketRef {
+                source: self.source.clone(),
+                key: ticket,
+            },
             kind,
             event: event_type.to_string(),
             old_state: previous,
             new_state: current,
             caused_by_gate: self.bot_user_id.as_deref() == Some(actor_id.as_str()),
-            actor: Actor { id: actor_id, kind: ActorKind::Unknown },
-            requester: id_text(payload.pointer("/detail/requester_id")).map(|id| Actor { id, kind: ActorKind::Unknown }),
+            actor: Actor {
+                id: actor_id,
+                kind: ActorKind::Unknown,
+            },
+            requester: id_text(payload.pointer("/detail/requester_id")).map(|id| Actor {
+                id,
+                kind: ActorKind::Unknown,
+            }),
             title: json_str(&payload, "/detail/subject").unwrap_or_default().to_string(),
             labels: payload
                 .pointer("/detail/tags")
@@ -171,7 +191,10 @@ impl Adapter for ZendeskAdapter {
             state_closed: None,
             synchronous: false,
         };
-        Ok(Accepted { delivery_id: delivery_id.to_string(), event })
+        Ok(Accepted {
+            delivery_id: delivery_id.to_string(),
+            event,
+        })
     }
 
     fn delivers_effects(&self) -> bool {
@@ -189,7 +212,9 @@ impl Adapter for ZendeskAdapter {
         }
         let ticket = self.ticket(&event.ticket.key).await?;
         for field in ticket["custom_fields"].as_array().into_iter().flatten() {
-            let (Some(id), Some(value)) = (id_text(field.get("id")), field.get("value")) else { continue };
+            let (Some(id), Some(value)) = (id_text(field.get("id")), field.get("value")) else {
+                continue;
+            };
             if let (Some(name), Some(value)) = (self.fields.get(&id), value.as_str()) {
                 event.fields.insert(crate::domain::field_key(name), value.to_string());
             }
@@ -219,7 +244,10 @@ impl Adapter for ZendeskAdapter {
         let reopen = if effect.reopen {
             let ticket = self.ticket(id).await?;
             let status = json_str(&ticket, "/status").unwrap_or_default();
-            let same_close = effect.closed_at.as_deref().is_none_or(|at| json_str(&ticket, "/updated_at") == Some(at));
+            let same_close = effect
+                .closed_at
+                .as_deref()
+                .is_none_or(|at| json_str(&ticket, "/updated_at") == Some(at));
             let still = self.is_closed(status) && status != "closed" && same_close;
             if !still {
                 tracing::info!(ticket = %effect.ticket, "not reopening: the ticket has changed since the close");
@@ -228,11 +256,14 @@ impl Adapter for ZendeskAdapter {
         } else {
             false
         };
-        let mut ticket = json!({ "comment": { "body": format!("{}\n\n[{marker}]", effect.comment.trim_end()), "public": false } });
+        let mut ticket =
+            json!({ "comment": { "body": format!("{}\n\n[{marker}]", effect.comment.trim_end()), "public": false } });
         if reopen {
             ticket["status"] = json!("open");
         }
-        let put = self.request(reqwest::Method::PUT, &format!("/api/v2/tickets/{id}.json")).json(&json!({ "ticket": ticket }));
+        let put = self
+            .request(reqwest::Method::PUT, &format!("/api/v2/tickets/{id}.json"))
+            .json(&json!({ "ticket": ticket }));
         http::send("update ticket", put).await?;
         Ok(())
     }

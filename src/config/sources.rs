@@ -58,7 +58,6 @@ fn default_closed_states() -> Vec<String> {
     ["closed", "resolved", "done"].map(String::from).to_vec()
 }
 
-
 /// Gitea or Forgejo issues (`X-Gitea-Signature` / `X-Forgejo-Signature`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -31,7 +31,10 @@ pub(super) fn document(view: &DecisionView<'_>) -> Value {
         (_, "warn") => "closegate: closure NOT verified (warn mode, ticket left closed)",
         _ => "closegate: closure blocked, ticket reopened",
     };
-    let requester = view.requester.map(|r| format!("{} ({:?})", r.id, r.kind).to_lowercase()).unwrap_or("unknown".into());
+    let requester = view
+        .requester
+        .map(|r| format!("{} ({:?})", r.id, r.kind).to_lowercase())
+        .unwrap_or("unknown".into());
     let mut content = vec![
         json!({ "type": "heading", "attrs": { "level": 3 }, "content": [text(title)] }),
         paragraph(vec![
@@ -54,22 +57,39 @@ pub(super) fn document(view: &DecisionView<'_>) -> Value {
     ];
     if !view.reasons.is_empty() {
         content.push(paragraph(vec![strong("What is missing:")]));
-        let items: Vec<Value> =
-            view.reasons.iter().map(|r| json!({ "type": "listItem", "content": [paragraph(vec![text(r)])] })).collect();
+        let items: Vec<Value> = view
+            .reasons
+            .iter()
+            .map(|r| json!({ "type": "listItem", "content": [paragraph(vec![text(r)])] }))
+            .collect();
         content.push(json!({ "type": "bulletList", "content": items }));
     }
     if !view.checks.is_empty() {
         let header = ["Check", "System", "Subject", "Object", "Expected", "Observed", "Result"];
-        let mut rows = vec![json!({ "type": "tableRow", "content": header.iter().map(|h| cell("tableHeader", h)).collect::<Vec<_>>() })];
+        let mut rows = vec![
+            json!({ "type": "tableRow", "content": header.iter().map(|h| cell("tableHeader", h)).collect::<Vec<_>>() }),
+        ];
         for c in &view.checks {
-            let expected = if c.requested.is_empty() { c.expect.clone() } else { format!("{}: {}", c.expect, c.requested.join(", ")) };
+            let expected = if c.requested.is_empty() {
+                c.expect.clone()
+            } else {
+                format!("{}: {}", c.expect, c.requested.join(", "))
+            };
             let observed = match &c.observed {
                 None => "could not verify".to_string(),
                 Some(_) if !c.exists => "does not exist".to_string(),
                 Some(items) if items.is_empty() => "nothing".to_string(),
                 Some(items) => items.join(", "),
             };
-            let cells = [&c.name, &c.system, &c.subject, &c.object, &expected, &observed, &c.result.to_string()];
+            let cells = [
+                &c.name,
+                &c.system,
+                &c.subject,
+                &c.object,
+                &expected,
+                &observed,
+                &c.result.to_string(),
+            ];
             rows.push(json!({ "type": "tableRow", "content": cells.iter().map(|t| cell("tableCell", t)).collect::<Vec<_>>() }));
         }
         content.push(json!({ "type": "table", "attrs": { "isNumberColumnEnabled": false, "layout": "default" }, "content": rows }));

@@ -6,8 +6,8 @@ use serde_json::json;
 use super::{Context, ExecutionOutcome, outbox::retry_delay_ms};
 use crate::{
     adapters::Effect,
-    render::CommentFormat,
     domain::{Decision, EventKind, Mode, TicketEvent, Verdict},
+    render::CommentFormat,
     store::{ClaimedDelivery, DeliveryOutcome, EvidenceRecord, Finish, NewEffect, NewEvidence},
 };
 
@@ -141,7 +141,11 @@ fn effect_for(ctx: &Context, event: &TicketEvent, decision: &Decision, id: &str,
     let decided_at = chrono::DateTime::from_timestamp_millis(now)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let format = ctx.sources.get(&event.ticket.source).map(|a| a.comment_format()).unwrap_or(CommentFormat::Markdown);
+    let format = ctx
+        .sources
+        .get(&event.ticket.source)
+        .map(|a| a.comment_format())
+        .unwrap_or(CommentFormat::Markdown);
     let comment = ctx
         .renderer
         .decision(format, event, decision, &decided_at, id, hash)

@@ -72,6 +72,11 @@ pub struct Options {
     /// Extra target systems (config `systems` entries), and system groups.
     pub systems: Option<Value>,
     pub system_groups: Option<Value>,
+    /// Extra webhook sources (config `sources` entries); `{helpdesk}` in any
+    /// string is replaced by the fake helpdesk's base URL.
+    pub sources: Option<Value>,
+    /// The synchronous gate's settings.
+    pub gate: Option<Value>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -108,6 +113,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let mut yaml = yaml;
     if let Some(Value::Object(extra)) = options.systems {
         yaml["systems"].as_object_mut().unwrap().extend(extra);
+    }
+    if let Some(Value::Object(extra)) = options.sources {
+        let text = Value::Object(extra).to_string().replace("{helpdesk}", &helpdesk.uri());
+        let extra: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+        yaml["sources"].as_object_mut().unwrap().extend(extra);
+    }
+    if let Some(gate) = options.gate {
+        yaml["gate"] = gate;
     }
     if let Some(groups) = options.system_groups {
         yaml["system_groups"] = groups;
@@ -219,6 +232,33 @@ impl TestApp {
     pub async fn evidence(&self, ticket: &str) -> Vec<EvidenceRecord> {
         self.store.evidence_for_ticket("github", ticket).await.unwrap()
     }
+}
+
+/// Hex HMAC-SHA256 of the parts.
+pub fn sign_hex(secret: &str, parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Base64 HMAC-SHA256 of the parts.
+pub fn sign_b64(secret: &str, parts: &[&[u8]]) -> String {
+    use base64::Engine as _;
+    let tag = hex::decode(sign_hex(secret, parts)).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(tag)
+}
+
+/// A fixture's text with the example role and table replaced by a test's own.
+pub fn fixture(path: &str, role: &str, table: &str) -> String {
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
+    std::fs::read_to_string(&full)
+        .unwrap()
+        .replace("app_reader", role)
+        .replace("public.orders", table)
 }
 
 /// A directory holding the given policy files.

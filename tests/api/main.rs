@@ -3,6 +3,7 @@ mod evidence_chain;
 mod generic_source;
 mod github_flow;
 mod health;
+mod helpdesks;
 mod helpers;
 mod idempotency;
 mod modes;

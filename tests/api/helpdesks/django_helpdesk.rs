@@ -1,0 +1,127 @@
+//! A real django-helpdesk (started by tests/services/django_helpdesk.sh), driven
+//! through its own API: the whole loop, reopen included.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const TOKEN: &str = "dh-path-token-4Qm9";
+const POLICY: &str = r#"
+name: helpdesk-revoke
+match: { labels: [access], fields: { request_type: revoke } }
+require_fields: [database_role]
+checks:
+  - name: role removed
+    system: app-db
+    kind: role
+    params: { role: "{{ fields.database_role }}" }
+    expect: absent
+"#;
+
+fn dh_url() -> String {
+    std::env::var("CLOSEGATE_TEST_DH").unwrap_or_else(|_| "http://127.0.0.1:8095".into())
+}
+
+fn dh_dir() -> String {
+    std::env::var("CLOSEGATE_DH_DIR").unwrap_or_else(|_| "/tmp/closegate-dh".into())
+}
+
+async fn api(http: &reqwest::Client, verb: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = http
+        .request(verb, format!("{}/api{path}", dh_url()))
+        .basic_auth("admin", Some("admin"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("django-helpdesk is reachable");
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
+}
+
+async fn close(http: &reqwest::Client, ticket: i64) {
+    let followup = json!({ "ticket": ticket, "comment": "Access removed, closing.", "public": true, "new_status": 4 });
+    api(http, reqwest::Method::POST, "/followups/", Some(followup)).await;
+}
+
+#[tokio::test]
+async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done() {
+    // Arrange: closegate with a path-token source pointed at the real helpdesk,
+    // and the helpdesk's follow-up webhook pointed at closegate.
+    let policies = policy_dir(&[("revoke", POLICY)]);
+    let app = spawn_app_with(Options {
+        policies: Some(policies.path().to_path_buf()),
+        sources: Some(
+            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
+            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
+        ),
+        ..Default::default()
+    })
+    .await;
+    std::fs::write(
+        format!("{}/webhook_url", dh_dir()),
+        format!("{}/hooks/dh/{TOKEN}", app.address),
+    )
+    .unwrap();
+    let mut target = Target::new().await;
+    let role = target.login_role().await;
+    let http = reqwest::Client::new();
+    let created = api(
+        &http,
+        reqwest::Method::POST,
+        "/tickets/",
+        Some(json!({
+        "queue": 1, "title": "Offboard contractor", "description": "Remove database access", "priority": 3,
+        "submitter_email": "hr@acme.example", "custom_request_type": "revoke", "custom_database_role": role })),
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    let key = id.to_string();
+
+    // Act 1: closed while the role still exists.
+    close(&http, id).await;
+    app.decide_all().await;
+    app.deliver_all().await;
+    let reopened = api(&http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await;
+    app.decide_all().await;
+
+    // Act 2: the role is dropped and the ticket closed again.
+    target.exec(&format!("DROP ROLE {role}")).await;
+    close(&http, id).await;
+    app.decide_all().await;
+    app.deliver_all().await;
+    let closed = api(&http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await;
+    app.decide_all().await;
+    std::fs::write(format!("{}/webhook_url", dh_dir()), "").unwrap();
+
+    // Assert
+    assert_eq!(reopened["status"], 2, "reopened by closegate");
+    let notes: Vec<&str> = reopened["followup_set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["comment"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains(&format!("{role} still exists"))),
+        "{notes:?}"
+    );
+    assert_eq!(closed["status"], 4, "left closed once the revocation is verified");
+    let last = closed["followup_set"].as_array().unwrap().last().unwrap()["comment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(last.starts_with("closegate: closure verified"), "{last}");
+    let verdicts: Vec<String> = app
+        .store
+        .evidence_for_ticket("dh", &key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.verdict)
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["blocked", "allowed"],
+        "closegate's own follow-ups decided nothing"
+    );
+}

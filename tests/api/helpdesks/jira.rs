@@ -1,0 +1,203 @@
+use serde_json::{Value, json};
+
+use super::{mock, received, settle};
+use crate::helpers::*;
+
+const SECRET: &str = "jira-webhook-secret";
+
+async fn jira_app(flavor: &str) -> TestApp {
+    let mut source = json!({ "type": "jira", "flavor": flavor, "secret": { "value": SECRET }, "api_url": "{helpdesk}",
+        "token": { "value": "jira-token" }, "bot_account": "712020:closegate", "reopen_status": "In Progress",
+        "ready_statuses": ["Ready to close"],
+        "fields": { "customfield_10050": "Database role", "customfield_10051": "Privileges",
+                    "customfield_10052": "Request type", "customfield_10053": "Table" } });
+    if flavor == "cloud" {
+        source["email"] = json!("closegate@acme.example");
+    }
+    spawn_app_with(Options {
+        sources: Some(json!({ "jira": source })),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The documented payload, with the test's role and table in the custom fields.
+fn event(path: &str, role: &str, table: &str) -> String {
+    let mut v: Value = serde_json::from_str(&fixture(path, role, table)).unwrap();
+    v["issue"]["fields"]["customfield_10050"] = json!(role);
+    v["issue"]["fields"]["customfield_10053"] = json!(table);
+    v.to_string()
+}
+
+async fn post(app: &TestApp, id: &str, body: &str) -> reqwest::Response {
+    let sig = format!("sha256={}", sign_hex(SECRET, &[body.as_bytes()]));
+    let headers = [
+        ("x-hub-signature", sig.as_str()),
+        ("x-atlassian-webhook-identifier", id),
+    ];
+    app.post_raw("jira", &headers, body.as_bytes()).await
+}
+
+async fn mock_issue(app: &TestApp, rest: &str, comments: u64, transitions: u64) {
+    let issue: Value = serde_json::from_str(&fixture("jira/issue_get.json", "", "")).unwrap();
+    let listed: Value = serde_json::from_str(&fixture("jira/transitions.json", "", "")).unwrap();
+    mock(app, "GET", &format!("{rest}/issue/ACC-42"), 200, issue, None).await;
+    mock(
+        app,
+        "GET",
+        &format!("{rest}/issue/ACC-42/transitions"),
+        200,
+        listed,
+        None,
+    )
+    .await;
+    mock(
+        app,
+        "POST",
+        &format!("{rest}/issue/ACC-42/transitions"),
+        204,
+        json!({}),
+        Some(transitions),
+    )
+    .await;
+    mock(
+        app,
+        "GET",
+        &format!("{rest}/issue/ACC-42/comment"),
+        200,
+        json!({ "comments": [], "total": 0 }),
+        None,
+    )
+    .await;
+    mock(
+        app,
+        "POST",
+        &format!("{rest}/issue/ACC-42/comment"),
+        201,
+        json!({ "id": "1" }),
+        Some(comments),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_jira_cloud_close_without_the_grant_is_transitioned_back_with_an_adf_comment() {
+    let app = jira_app("cloud").await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock_issue(&app, "/rest/api/3", 1, 1).await;
+
+    let response = post(&app, "wh-1", &event("jira/issue_updated_done.json", &role, &table)).await;
+
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(settle(&app, "jira", "ACC-42").await, ["blocked"]);
+    let transition = &received(&app, "POST", "/rest/api/3/issue/ACC-42/transitions").await[0];
+    assert_eq!(
+        transition,
+        &json!({ "transition": { "id": "71" } }),
+        "the transition to In Progress"
+    );
+    let doc = &received(&app, "POST", "/rest/api/3/issue/ACC-42/comment").await[0]["body"];
+    assert_eq!((doc["type"].as_str(), doc["version"].as_i64()), (Some("doc"), Some(1)));
+    let kinds: Vec<&str> = doc["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"heading") && kinds.contains(&"table") && kinds.contains(&"bulletList"),
+        "{kinds:?}"
+    );
+    assert!(
+        doc.to_string().contains("missing SELECT") && doc.to_string().contains(r#""type":"code""#),
+        "{doc}"
+    );
+    let auth = app.helpdesk.received_requests().await.unwrap()[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(auth.starts_with("Basic "), "Cloud uses email + API token: {auth}");
+}
+
+#[tokio::test]
+async fn a_jira_data_center_close_with_the_grant_gets_a_wiki_markup_comment() {
+    let app = jira_app("data-center").await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_issue(&app, "/rest/api/2", 1, 0).await;
+
+    post(&app, "wh-1", &event("jira_dc/issue_updated_done.json", &role, &table)).await;
+
+    assert_eq!(settle(&app, "jira", "ACC-42").await, ["allowed"]);
+    let body = received(&app, "POST", "/rest/api/2/issue/ACC-42/comment").await[0]["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        body.starts_with("h3. (/) closegate: closure verified") && body.contains("||Check||"),
+        "{body}"
+    );
+    let auth = app.helpdesk.received_requests().await.unwrap()[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .clone();
+    assert_eq!(auth, "Bearer jira-token");
+}
+
+#[tokio::test]
+async fn entering_ready_to_close_writes_the_result_to_the_issue_property_for_a_validator() {
+    let app = jira_app("cloud").await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock(
+        &app,
+        "PUT",
+        "/rest/api/3/issue/ACC-42/properties/closegate",
+        200,
+        json!({}),
+        Some(1),
+    )
+    .await;
+    let ready = event("jira/issue_updated_done.json", &role, &table)
+        .replace("\"toString\":\"Done\"", "\"toString\":\"Ready to close\"");
+
+    post(&app, "wh-1", &ready).await;
+
+    assert_eq!(settle(&app, "jira", "ACC-42").await, ["blocked"]);
+    let property = &received(&app, "PUT", "/rest/api/3/issue/ACC-42/properties/closegate").await[0];
+    assert_eq!(property["allowed"], false);
+    assert!(
+        property["reasons"][0].as_str().unwrap().contains("missing SELECT"),
+        "{property}"
+    );
+}
+
+#[tokio::test]
+async fn jira_signatures_are_checked_and_edits_echoes_and_redeliveries_decide_nothing() {
+    let app = jira_app("cloud").await;
+    let closed = event("jira/issue_updated_done.json", "r", "t");
+    let forged = app
+        .post_raw(
+            "jira",
+            &[("x-hub-signature", &format!("sha256={}", "00".repeat(32)))],
+            closed.as_bytes(),
+        )
+        .await;
+    let missing = app.post_raw("jira", &[], closed.as_bytes()).await;
+    assert_eq!([forged, missing].map(|r| r.status().as_u16()), [401, 401]);
+    assert_eq!(app.stats().await.deliveries, 0);
+
+    let comment = event("jira/issue_updated_comment_only.json", "r", "t");
+    let own = closed.replace("712020:2f6c5e0a-8d3b-4b8e-9a51-6c2f0d9e1a77", "712020:closegate");
+    post(&app, "wh-1", &comment).await;
+    post(&app, "wh-2", &own).await;
+    post(&app, "wh-3", &closed).await;
+    let again = post(&app, "wh-3", &closed).await;
+    app.decide_all().await;
+
+    assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
+    let stats = app.stats().await;
+    assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}

@@ -1,0 +1,157 @@
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{body_string_contains, method, path},
+};
+
+use super::settle;
+use crate::helpers::*;
+
+const SECRET: &str = "lin_wh_secret";
+const ACTOR: &str = "2b7e4f19-8c3a-4d6e-b5f0-9a1c2d3e4f56";
+
+async fn linear_app() -> TestApp {
+    spawn_app_with(Options {
+        sources: Some(
+            json!({ "linear": { "type": "linear", "secret": { "value": SECRET }, "api_url": "{helpdesk}/graphql",
+            "token": { "value": "lin_api_x" }, "bot_actor_id": "closegate-app", "reopen_state": "In Progress" } }),
+        ),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The fixture with the test's role and table, sent `age_ms` ago.
+fn event(role: &str, table: &str, age_ms: i64) -> String {
+    let now = chrono::Utc::now().timestamp_millis() - age_ms;
+    fixture("linear/issue_update_completed.json", role, table).replace("1795341792907", &now.to_string())
+}
+
+async fn post(app: &TestApp, delivery: &str, body: &str) -> reqwest::Response {
+    let sig = sign_hex(SECRET, &[body.as_bytes()]);
+    let headers = [
+        ("linear-signature", sig.as_str()),
+        ("linear-delivery", delivery),
+        ("linear-event", "Issue"),
+    ];
+    app.post_raw("linear", &headers, body.as_bytes()).await
+}
+
+async fn mock_graphql(app: &TestApp, comments: u64, moves: u64) {
+    let states: Value = serde_json::from_str(&fixture("linear/workflow_states.json", "", "")).unwrap();
+    let issue = json!({ "data": { "issue": {
+        "id": "7a4c2e91-0b3d-4f6a-8e5c-1d2b3a4f5e6d", "completedAt": "2026-11-22T10:03:11.482Z", "canceledAt": null,
+        "state": { "id": "e9b4d7f2-1a6c-4e3b-b8d5-7c0a2f9e6d13", "name": "Done", "type": "completed" },
+        "team": { "states": states["data"]["team"]["states"] }, "comments": { "nodes": [] } } } });
+    let ok = |name: &str| json!({ "data": { name: { "success": true } } });
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("issue(id:"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("commentCreate"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok("commentCreate")))
+        .expect(comments)
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("issueUpdate"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok("issueUpdate")))
+        .expect(moves)
+        .mount(&app.helpdesk)
+        .await;
+}
+
+async fn graphql_calls(app: &TestApp, containing: &str) -> Vec<Value> {
+    app.helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .filter(|b| b["query"].as_str().is_some_and(|q| q.contains(containing)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_completed_linear_issue_without_the_grant_moves_back_to_in_progress_with_a_comment() {
+    let app = linear_app().await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock_graphql(&app, 1, 1).await;
+
+    let response = post(&app, "ld-1", &event(&role, &table, 0)).await;
+
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(settle(&app, "linear", "ACC-42").await, ["blocked"]);
+    let moved = &graphql_calls(&app, "issueUpdate").await[0]["variables"];
+    assert_eq!(
+        moved["stateId"], "a3f1c6d8-2e4b-4c7a-9f0e-5b6d7c8e9f01",
+        "the team's In Progress state"
+    );
+    let comment = &graphql_calls(&app, "commentCreate").await[0]["variables"]["body"];
+    assert!(comment.as_str().unwrap().contains("missing SELECT"), "{comment}");
+    let auth = app.helpdesk.received_requests().await.unwrap()[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .clone();
+    assert_eq!(auth, "lin_api_x", "personal API keys are sent raw");
+}
+
+#[tokio::test]
+async fn a_completed_linear_issue_with_the_grant_only_gets_a_comment() {
+    let app = linear_app().await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_graphql(&app, 1, 0).await;
+
+    post(&app, "ld-1", &event(&role, &table, 0)).await;
+
+    assert_eq!(settle(&app, "linear", "ACC-42").await, ["allowed"]);
+}
+
+#[tokio::test]
+async fn linear_deliveries_outside_the_minute_or_with_a_bad_signature_are_rejected() {
+    let app = linear_app().await;
+    let stale = post(&app, "ld-1", &event("r", "t", 120_000)).await;
+    let body = event("r", "t", 0);
+    let forged = app
+        .post_raw(
+            "linear",
+            &[("linear-signature", &"ab".repeat(32)), ("linear-delivery", "ld-2")],
+            body.as_bytes(),
+        )
+        .await;
+    let missing = app
+        .post_raw("linear", &[("linear-delivery", "ld-3")], body.as_bytes())
+        .await;
+
+    assert_eq!([stale, forged, missing].map(|r| r.status().as_u16()), [401, 401, 401]);
+    assert_eq!(app.stats().await.deliveries, 0);
+}
+
+#[tokio::test]
+async fn linear_edits_redeliveries_and_own_updates_decide_nothing() {
+    let app = linear_app().await;
+    mock_graphql(&app, 0, 0).await;
+    let closed = event("r", "t", 0);
+    let edit: String = {
+        let mut v: Value = serde_json::from_str(&closed).unwrap();
+        v["updatedFrom"] = json!({ "title": "old title" });
+        v.to_string()
+    };
+    let own = closed.replace(ACTOR, "closegate-app");
+
+    post(&app, "ld-1", &edit).await;
+    post(&app, "ld-2", &own).await;
+    post(&app, "ld-3", &closed).await;
+    let again = post(&app, "ld-3", &closed).await;
+    app.decide_all().await;
+
+    assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
+    let stats = app.stats().await;
+    assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}

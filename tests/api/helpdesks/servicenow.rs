@@ -1,0 +1,143 @@
+use serde_json::{Value, json};
+
+use super::{mock, received, settle};
+use crate::helpers::*;
+
+const SECRET: &str = "snow-hmac-secret";
+const SYS_ID: &str = "9d385017c611228701d22104cc95c371";
+
+async fn servicenow_app() -> TestApp {
+    let api = |extra: Value| {
+        let mut s = json!({ "type": "servicenow", "api_url": "{helpdesk}", "user": "closegate.integration",
+            "password": { "value": "pw" }, "bot_user": "closegate.integration" });
+        s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s
+    };
+    spawn_app_with(Options {
+        sources: Some(json!({
+            "snow": api(json!({ "secret": { "value": SECRET } })),
+            "snow-token": api(json!({ "path_token": { "value": "k8Vd0Qx7u2Lp" } })),
+        })),
+        ..Default::default()
+    })
+    .await
+}
+
+fn record(role: &str, table: &str) -> Value {
+    let mut v: Value = serde_json::from_str(&fixture("servicenow/incident_resolved.json", role, table)).unwrap();
+    v["u_table"] = json!(table);
+    v["category"] = json!("access-request");
+    v
+}
+
+async fn mock_api(app: &TestApp, role: &str, table: &str, patches: u64) {
+    let mut stored: Value = serde_json::from_str(&fixture("servicenow/incident_get.json", role, table)).unwrap();
+    stored["result"]["u_table"] = json!(table);
+    stored["result"]["u_database_role"] = json!(role);
+    stored["result"]["category"] = json!("access-request");
+    mock(
+        app,
+        "GET",
+        "/api/now/table/incident",
+        200,
+        json!({ "result": [stored["result"]] }),
+        None,
+    )
+    .await;
+    mock(
+        app,
+        "GET",
+        "/api/now/table/sys_journal_field",
+        200,
+        json!({ "result": [] }),
+        None,
+    )
+    .await;
+    mock(
+        app,
+        "PATCH",
+        &format!("/api/now/table/incident/{SYS_ID}"),
+        200,
+        json!({ "result": {} }),
+        Some(patches),
+    )
+    .await;
+}
+
+async fn post_signed(app: &TestApp, body: &Value) -> reqwest::Response {
+    let text = body.to_string();
+    let sig = sign_b64(SECRET, &[text.as_bytes()]);
+    app.post_raw("snow", &[("x-closegate-signature", sig.as_str())], text.as_bytes())
+        .await
+}
+
+#[tokio::test]
+async fn a_resolved_incident_without_the_grant_goes_back_to_in_progress_with_a_work_note() {
+    let app = servicenow_app().await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock_api(&app, &role, &table, 1).await;
+
+    let response = post_signed(&app, &record(&role, &table)).await;
+
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(settle(&app, "snow", "INC0010042").await, ["blocked"]);
+    let patch = &received(&app, "PATCH", &format!("/api/now/table/incident/{SYS_ID}")).await[0];
+    assert_eq!(patch["state"], "2");
+    assert!(
+        patch["work_notes"].as_str().unwrap().contains("missing SELECT"),
+        "{patch}"
+    );
+}
+
+#[tokio::test]
+async fn an_unsigned_servicenow_call_is_not_trusted_the_record_is_re_read() {
+    let app = servicenow_app().await;
+    let mut target = Target::new().await;
+    let (granted, table) = target.role_with_grant("SELECT").await;
+    let ungranted = target.login_role().await;
+    // The API says the request was for `ungranted`; the body claims `granted`.
+    mock_api(&app, &ungranted, &table, 1).await;
+
+    let body = record(&granted, &table).to_string();
+    let wrong_token = app.post_raw("snow-token", &[], body.as_bytes()).await;
+    let response = app
+        .http
+        .post(format!("{}/hooks/snow-token/k8Vd0Qx7u2Lp", app.address))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!((wrong_token.status().as_u16(), response.status().as_u16()), (401, 202));
+    assert_eq!(settle(&app, "snow-token", "INC0010042").await, ["blocked"]);
+}
+
+#[tokio::test]
+async fn servicenow_forged_signatures_other_states_and_own_updates_decide_nothing() {
+    let app = servicenow_app().await;
+    mock_api(&app, "r", "t", 0).await;
+    let forged = app
+        .post_raw(
+            "snow",
+            &[("x-closegate-signature", "AAAA")],
+            record("r", "t").to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(forged.status().as_u16(), 401);
+    let mut on_hold = record("r", "t");
+    on_hold["state"] = json!("3");
+    on_hold["delivery_id"] = json!("d-hold");
+    let mut own = record("r", "t");
+    own["sys_updated_by"] = json!("closegate.integration");
+    own["delivery_id"] = json!("d-own");
+
+    post_signed(&app, &on_hold).await;
+    post_signed(&app, &own).await;
+    post_signed(&app, &record("r", "t")).await;
+    let again = post_signed(&app, &record("r", "t")).await;
+    app.decide_all().await;
+
+    assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
+    let stats = app.stats().await;
+    assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}

@@ -1,0 +1,151 @@
+//! `POST /v1/gate/check`: the synchronous gate for helpdesks that can stop a
+//! transition before it happens.
+
+use std::time::Duration;
+
+use closegate::signature::StandardWebhooksKey;
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+
+use crate::helpers::*;
+
+const TOKEN: &str = "forge-validator-token";
+
+async fn gate_app(deadline_ms: u64, options: Options) -> TestApp {
+    spawn_app_with(Options {
+        gate: Some(json!({ "deadline_ms": deadline_ms, "callers": {
+            "servicenow-br": { "secret": { "value": GENERIC_SECRET } },
+            "jira-forge": { "token": { "value": TOKEN }, "sources": ["generic"] } } })),
+        ..options
+    })
+    .await
+}
+
+fn request(role: &str, table: &str) -> Value {
+    json!({ "source": "generic", "ticket": "INC0042", "state": "resolved", "labels": ["access-request"],
+        "fields": { "Request type": "grant", "Database role": role, "Table": table, "Privileges": "SELECT" },
+        "actor": { "id": "beth.anglin", "kind": "human" } })
+}
+
+async fn check_with_token(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/gate/check", app.address))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_gate_allows_a_close_whose_grant_exists_and_denies_one_whose_grant_is_missing() {
+    let app = gate_app(5000, Options::default()).await;
+    let mut target = Target::new().await;
+    let (granted, table) = target.role_with_grant("SELECT").await;
+    let ungranted = target.login_role().await;
+
+    let allowed: Value = check_with_token(&app, TOKEN, &request(&granted, &table))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body = request(&ungranted, &table).to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let sig = StandardWebhooksKey::parse(GENERIC_SECRET)
+        .unwrap()
+        .sign("chk-1", ts, body.as_bytes());
+    let denied: Value = app
+        .http
+        .post(format!("{}/v1/gate/check", app.address))
+        .header("webhook-id", "chk-1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        denied["reasons"][0].as_str().unwrap().contains("missing SELECT"),
+        "{denied}"
+    );
+    let evidence = app.store.evidence_for_ticket("generic", "INC0042").await.unwrap();
+    assert_eq!(evidence.len(), 2);
+    assert_eq!(denied["evidence_id"], evidence[1].id.as_str());
+    assert_eq!(app.stats().await.outbox_pending, 0, "a synchronous check posts nothing");
+}
+
+#[tokio::test]
+async fn a_verifier_slower_than_the_deadline_is_never_an_allow() {
+    let slow = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "ok": true }))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&slow)
+        .await;
+    let policy = r#"
+match: { labels: [access-request] }
+checks:
+  - { name: slow api, system: slow, kind: json, params: { path: "/x" }, expect: present }
+"#;
+    let policies = policy_dir(&[("slow", policy)]);
+    let app = gate_app(
+        300,
+        Options {
+            policies: Some(policies.path().to_path_buf()),
+            systems: Some(json!({ "slow": { "type": "http", "base_url": slow.uri(), "timeout_ms": 5000 } })),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    let answer: Value = check_with_token(&app, TOKEN, &request("r", "t"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered within the deadline"
+    );
+    assert_eq!(answer["allowed"], false);
+    assert!(
+        answer["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("verification still running"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn the_gate_refuses_bad_tokens_bad_signatures_and_sources_a_caller_may_not_ask_about() {
+    let app = gate_app(5000, Options::default()).await;
+    let bad_token = check_with_token(&app, "nope", &request("r", "t")).await;
+    let unsigned = app
+        .http
+        .post(format!("{}/v1/gate/check", app.address))
+        .json(&request("r", "t"))
+        .send()
+        .await
+        .unwrap();
+    let mut other = request("r", "t");
+    other["source"] = json!("github");
+    let other_source = check_with_token(&app, TOKEN, &other).await;
+
+    assert_eq!(
+        [bad_token, unsigned, other_source].map(|r| r.status().as_u16()),
+        [401, 401, 401]
+    );
+    assert_eq!(app.stats().await.deliveries, 0);
+}

@@ -1,0 +1,143 @@
+use serde_json::{Value, json};
+
+use super::{mock, received, settle};
+use crate::helpers::*;
+
+const SECRET: &str = "zendesk-signing-secret";
+const TICKET: &str = "/api/v2/tickets/4812.json";
+
+async fn zendesk_app() -> TestApp {
+    spawn_app_with(Options {
+        sources: Some(
+            json!({ "zendesk": { "type": "zendesk", "secret": { "value": SECRET }, "api_url": "{helpdesk}",
+            "email": "closegate@acme.example", "token": { "value": "zd-token" }, "bot_user_id": "1111",
+            "fields": { "36012845117451": "Database role", "36012845121419": "Privileges",
+                        "36012845124235": "Request type", "36012845127051": "Table" } } }),
+        ),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn post(app: &TestApp, body: &str, at: chrono::DateTime<chrono::Utc>) -> reqwest::Response {
+    let ts = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sig = sign_b64(SECRET, &[ts.as_bytes(), body.as_bytes()]);
+    let headers = [
+        ("x-zendesk-webhook-signature", sig.as_str()),
+        ("x-zendesk-webhook-signature-timestamp", ts.as_str()),
+    ];
+    app.post_raw("zendesk", &headers, body.as_bytes()).await
+}
+
+/// The API's copy of the ticket, holding the test's role and table.
+async fn mock_ticket(app: &TestApp, role: &str, table: &str, puts: u64) {
+    let mut ticket: Value = serde_json::from_str(&fixture("zendesk/ticket_get.json", role, table)).unwrap();
+    ticket["ticket"]["custom_fields"][2]["value"] = json!("grant");
+    ticket["ticket"]["custom_fields"][3]["value"] = json!(table);
+    mock(app, "GET", TICKET, 200, ticket, None).await;
+    mock(
+        app,
+        "GET",
+        "/api/v2/tickets/4812/comments.json",
+        200,
+        json!({ "comments": [], "next_page": null }),
+        None,
+    )
+    .await;
+    mock(app, "PUT", TICKET, 200, json!({ "ticket": {} }), Some(puts)).await;
+}
+
+#[tokio::test]
+async fn a_solved_zendesk_ticket_without_the_grant_is_reopened_with_an_internal_note_in_one_update() {
+    let app = zendesk_app().await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock_ticket(&app, &role, &table, 1).await;
+
+    let response = post(
+        &app,
+        &fixture("zendesk/ticket_status_changed.json", &role, &table),
+        chrono::Utc::now(),
+    )
+    .await;
+
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(settle(&app, "zendesk", "4812").await, ["blocked"]);
+    let update = &received(&app, "PUT", TICKET).await[0]["ticket"];
+    assert_eq!(update["status"], "open");
+    assert_eq!(update["comment"]["public"], false);
+    let note = update["comment"]["body"].as_str().unwrap();
+    assert!(
+        note.starts_with("closegate: closure blocked") && note.contains("missing SELECT"),
+        "{note}"
+    );
+    assert!(
+        !note.contains("| ") && !note.contains("## "),
+        "a Zendesk note is plain text: {note}"
+    );
+}
+
+#[tokio::test]
+async fn a_solved_zendesk_ticket_with_the_grant_gets_a_note_and_stays_solved() {
+    let app = zendesk_app().await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_ticket(&app, &role, &table, 1).await;
+
+    post(
+        &app,
+        &fixture("zendesk/ticket_status_changed.json", &role, &table),
+        chrono::Utc::now(),
+    )
+    .await;
+
+    assert_eq!(settle(&app, "zendesk", "4812").await, ["allowed"]);
+    let update = &received(&app, "PUT", TICKET).await[0]["ticket"];
+    assert!(update.get("status").is_none(), "{update}");
+}
+
+#[tokio::test]
+async fn zendesk_signatures_outside_the_window_or_forged_are_rejected() {
+    let app = zendesk_app().await;
+    let body = fixture("zendesk/ticket_status_changed.json", "r", "t");
+    let stale = post(&app, &body, chrono::Utc::now() - chrono::Duration::minutes(10)).await;
+    let future = post(&app, &body, chrono::Utc::now() + chrono::Duration::minutes(10)).await;
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let forged = app
+        .post_raw(
+            "zendesk",
+            &[
+                ("x-zendesk-webhook-signature", "AAAA"),
+                ("x-zendesk-webhook-signature-timestamp", &ts),
+            ],
+            body.as_bytes(),
+        )
+        .await;
+    let missing = app.post_raw("zendesk", &[], body.as_bytes()).await;
+
+    let codes = [stale, future, forged, missing].map(|r| r.status().as_u16());
+    assert_eq!(codes, [401, 401, 401, 401]);
+    assert_eq!(app.stats().await.deliveries, 0);
+}
+
+#[tokio::test]
+async fn zendesk_other_events_redeliveries_and_own_updates_decide_nothing() {
+    let app = zendesk_app().await;
+    mock_ticket(&app, "r", "t", 0).await;
+    let solved = fixture("zendesk/ticket_status_changed.json", "r", "t");
+    let pending = solved
+        .replace("\"current\": \"SOLVED\"", "\"current\": \"PENDING\"")
+        .replace("3c9d6b1e", "4c9d6b1e");
+    let own = solved
+        .replace("\"actor_id\": \"9873411223307\"", "\"actor_id\": \"1111\"")
+        .replace("3c9d6b1e", "5c9d6b1e");
+    assert!(pending != solved && own != solved);
+
+    post(&app, &pending, chrono::Utc::now()).await;
+    post(&app, &own, chrono::Utc::now()).await;
+    post(&app, &solved, chrono::Utc::now()).await;
+    let again = post(&app, &solved, chrono::Utc::now()).await;
+    app.decide_all().await;
+
+    assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
+    let stats = app.stats().await;
+    assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}
