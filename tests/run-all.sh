@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh machine: installs and starts what the
-# tests need (PostgreSQL, MariaDB, Redis, OpenLDAP, a SCIM server), then runs
+# tests need (PostgreSQL, MariaDB, Redis, OpenLDAP, a SCIM server, a real
+# django-helpdesk), then runs
 # every test on SQLite and the API tests again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,5 +61,6 @@ ensure_mariadb
 ensure_redis
 bash tests/services/ldap.sh
 bash tests/services/scim.sh
+bash tests/services/django_helpdesk.sh
 cargo test --all-targets
 CLOSEGATE_TEST_BACKEND=postgres cargo test --test api
