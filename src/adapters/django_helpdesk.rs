@@ -9,12 +9,13 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_str};
+use super::{
+    Accepted, Adapter, Effect, EffectError, Inbound, InboundError, check_path_token, http, json_object, json_str,
+};
 use crate::{
     config::{DjangoHelpdeskSource, Secret},
     domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key},
     render::CommentFormat,
-    signature::{SignatureError, secret_matches},
 };
 
 pub struct DjangoHelpdeskAdapter {
@@ -114,12 +115,8 @@ impl Adapter for DjangoHelpdeskAdapter {
     }
 
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
-        let presented = inbound.path_token.ok_or(SignatureError::MissingHeader("path token"))?;
-        if !secret_matches(self.path_token.expose(), presented) {
-            return Err(SignatureError::Mismatch.into());
-        }
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        check_path_token(&self.path_token, inbound.path_token)?;
+        let payload = json_object(inbound.body)?;
         let ticket = payload.get("ticket").filter(|t| t.get("id").is_some_and(Value::is_i64));
         let ticket = ticket.ok_or_else(|| InboundError::Malformed("ticket.id is missing".into()))?;
         let followup = payload.get("followup_id").and_then(Value::as_i64);

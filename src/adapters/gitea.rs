@@ -3,11 +3,11 @@
 //! deduplicated on `X-Gitea-Delivery`. Out: REST comments and `PATCH state=open`.
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use super::{
     Accepted, Adapter, Effect, EffectError, Inbound, InboundError,
     forge::{Dialect, ForgeApi, parse_issues_event},
+    json_object,
 };
 use crate::{
     config::{GiteaSource, Secret},
@@ -65,11 +65,7 @@ impl Adapter for GiteaAdapter {
             .header("x-forgejo-event")
             .or_else(|| h.header("x-gitea-event"))
             .ok_or(SignatureError::MissingHeader("x-gitea-event"))?;
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
-        if !payload.is_object() {
-            return Err(InboundError::Malformed("the payload is not a JSON object".into()));
-        }
+        let payload = json_object(inbound.body)?;
         let event = parse_issues_event(&self.source, event_name, &payload, self.bot_login.as_deref())?;
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),

@@ -3,11 +3,11 @@
 //! `X-GitHub-Delivery`. Out: REST comments and `PATCH state=open`.
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use super::{
     Accepted, Adapter, Effect, EffectError, Inbound, InboundError,
     forge::{Dialect, ForgeApi, parse_issues_event},
+    json_object,
 };
 use crate::{
     config::{GithubSource, Secret},
@@ -55,11 +55,7 @@ impl Adapter for GithubAdapter {
         let event_name = h
             .header("x-github-event")
             .ok_or(SignatureError::MissingHeader("x-github-event"))?;
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
-        if !payload.is_object() {
-            return Err(InboundError::Malformed("the payload is not a JSON object".into()));
-        }
+        let payload = json_object(inbound.body)?;
         let event = parse_issues_event(&self.source, event_name, &payload, self.bot_login.as_deref())?;
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{
     Accepted, Adapter, Effect, EffectError, Inbound, InboundError,
     forge::{Dialect, ForgeApi, label_names},
-    issue_form, json_str,
+    issue_form, json_object, json_str,
 };
 use crate::{
     config::{GitlabSource, Secret},
@@ -148,11 +148,7 @@ impl Adapter for GitlabAdapter {
             .or_else(|| h.header("x-gitlab-event-uuid"))
             .filter(|d| !d.is_empty() && d.len() <= 128)
             .ok_or(SignatureError::MissingHeader("idempotency-key"))?;
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
-        if !payload.is_object() {
-            return Err(InboundError::Malformed("the payload is not a JSON object".into()));
-        }
+        let payload = json_object(inbound.body)?;
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),
             event: self.parse(&payload)?,

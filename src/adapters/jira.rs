@@ -12,19 +12,18 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_str};
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, SourceAuth, http, json_object, json_str};
 use crate::{
     config::{JiraFlavor, JiraSource, Secret},
     domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, Verdict, field_key},
     render::CommentFormat,
-    signature::{SignatureError, secret_matches, verify_hub_signature},
+    signature::verify_hub_signature,
 };
 
 pub struct JiraAdapter {
     source: String,
     flavor: JiraFlavor,
-    secret: Option<Secret>,
-    path_token: Option<Secret>,
+    inbound_auth: SourceAuth,
     api_url: String,
     email: Option<String>,
     token: Option<Secret>,
@@ -68,8 +67,7 @@ impl JiraAdapter {
         Ok(Self {
             source: source.to_string(),
             flavor: config.flavor,
-            secret,
-            path_token,
+            inbound_auth: SourceAuth::from_config(source, config.secret.as_ref(), config.path_token.as_ref())?,
             api_url: config.api_url.trim_end_matches('/').to_string(),
             email: config.email.clone(),
             token: config.token.as_ref().map(|t| t.resolve(&key("token"))).transpose()?,
@@ -248,26 +246,10 @@ impl Adapter for JiraAdapter {
 
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
         let h = inbound.headers;
-        match (&self.secret, &self.path_token) {
-            (Some(secret), _) => verify_hub_signature(
-                secret.expose().as_bytes(),
-                "x-hub-signature",
-                h.header("x-hub-signature"),
-                inbound.body,
-            )?,
-            (None, Some(token)) => {
-                let presented = inbound.path_token.ok_or(SignatureError::MissingHeader("path token"))?;
-                if !secret_matches(token.expose(), presented) {
-                    return Err(SignatureError::Mismatch.into());
-                }
-            }
-            (None, None) => return Err(SignatureError::Mismatch.into()),
-        }
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
-        if !payload.is_object() {
-            return Err(InboundError::Malformed("the payload is not a JSON object".into()));
-        }
+        self.inbound_auth.check(inbound, |secret| {
+            verify_hub_signature(secret, "x-hub-signature", h.header("x-hub-signature"), inbound.body)
+        })?;
+        let payload = json_object(inbound.body)?;
         let event = self.parse(&payload)?;
         // Data Center does not always send the identifier; the changelog id is unique per change.
         let delivery_id = h

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    Accepted, Adapter, Effect, EffectError, Inbound, InboundError, forge::label_names, http, issue_form, json_str,
+    Accepted, Adapter, Effect, EffectError, Inbound, InboundError, forge::label_names, http, issue_form, json_object,
+    json_str,
 };
 use crate::{
     config::{LinearSource, Secret},
@@ -82,8 +83,7 @@ impl Adapter for LinearAdapter {
             TagEncoding::Hex,
             &[inbound.body],
         )?;
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload = json_object(inbound.body)?;
         let sent = payload
             .get("webhookTimestamp")
             .and_then(Value::as_i64)

@@ -135,6 +135,69 @@ impl SourceRegistry {
     }
 }
 
+/// How a source that may lack a signing secret is authenticated: by its
+/// signature when it has a secret, else by the `/hooks/{source}/{token}` path.
+pub(crate) enum SourceAuth {
+    Signed(crate::config::Secret),
+    PathToken(crate::config::Secret),
+}
+
+impl SourceAuth {
+    pub fn from_config(
+        source: &str,
+        secret: Option<&crate::config::SecretRef>,
+        path_token: Option<&crate::config::SecretRef>,
+    ) -> Result<Self, String> {
+        match (secret, path_token) {
+            (Some(s), _) => Ok(SourceAuth::Signed(s.resolve(&format!("sources.{source}.secret"))?)),
+            (None, Some(t)) => Ok(SourceAuth::PathToken(
+                t.resolve(&format!("sources.{source}.path_token"))?,
+            )),
+            (None, None) => Err(format!("sources.{source}: set secret (preferred) or path_token")),
+        }
+    }
+
+    /// Checks the request: `verify` with the secret, or the path token.
+    pub fn check(
+        &self,
+        inbound: &Inbound<'_>,
+        verify: impl FnOnce(&[u8]) -> Result<(), SignatureError>,
+    ) -> Result<(), SignatureError> {
+        match self {
+            SourceAuth::Signed(secret) => verify(secret.expose().as_bytes()),
+            SourceAuth::PathToken(token) => check_path_token(token, inbound.path_token),
+        }
+    }
+
+    pub fn is_signed(&self) -> bool {
+        matches!(self, SourceAuth::Signed(_))
+    }
+}
+
+/// Compares the path token presented with the configured one, in constant time.
+pub(crate) fn check_path_token(
+    expected: &crate::config::Secret,
+    presented: Option<&str>,
+) -> Result<(), SignatureError> {
+    let presented = presented.ok_or(SignatureError::MissingHeader("path token"))?;
+    if crate::signature::secret_matches(expected.expose(), presented) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// Parses a body that must be a JSON object.
+pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Value, InboundError> {
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+    if payload.is_object() {
+        Ok(payload)
+    } else {
+        Err(InboundError::Malformed("the payload is not a JSON object".into()))
+    }
+}
+
 /// Reads a string at a JSON pointer.
 pub(crate) fn json_str<'a>(value: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(serde_json::Value::as_str)

@@ -8,18 +8,17 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_str};
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, SourceAuth, http, json_object, json_str};
 use crate::{
     config::{Secret, ServicenowSource},
     domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key},
     render::CommentFormat,
-    signature::{SignatureError, TagEncoding, secret_matches, verify_body_hmac},
+    signature::{TagEncoding, verify_body_hmac},
 };
 
 pub struct ServicenowAdapter {
     source: String,
-    secret: Option<Secret>,
-    path_token: Option<Secret>,
+    inbound_auth: SourceAuth,
     api_url: String,
     table: String,
     auth: Option<(String, Secret)>,
@@ -61,8 +60,7 @@ impl ServicenowAdapter {
         }
         Ok(Self {
             source: source.to_string(),
-            secret,
-            path_token,
+            inbound_auth: SourceAuth::from_config(source, config.secret.as_ref(), config.path_token.as_ref())?,
             api_url: config.api_url.trim_end_matches('/').to_string(),
             table: config.table.clone(),
             auth,
@@ -174,25 +172,18 @@ impl Adapter for ServicenowAdapter {
 
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
         let h = inbound.headers;
-        match (&self.secret, &self.path_token) {
-            (Some(secret), _) => verify_body_hmac(
-                secret.expose().as_bytes(),
+        self.inbound_auth.check(inbound, |secret| {
+            let header = h.header("x-closegate-signature");
+            verify_body_hmac(
+                secret,
                 "x-closegate-signature",
-                h.header("x-closegate-signature"),
+                header,
                 "",
                 TagEncoding::Base64,
                 &[inbound.body],
-            )?,
-            (None, Some(token)) => {
-                let presented = inbound.path_token.ok_or(SignatureError::MissingHeader("path token"))?;
-                if !secret_matches(token.expose(), presented) {
-                    return Err(SignatureError::Mismatch.into());
-                }
-            }
-            (None, None) => return Err(SignatureError::Mismatch.into()),
-        }
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+            )
+        })?;
+        let payload = json_object(inbound.body)?;
         let delivery_id = json_str(&payload, "/delivery_id")
             .filter(|d| !d.is_empty() && d.len() <= 128)
             .ok_or_else(|| InboundError::Malformed("delivery_id is missing".into()))?;
@@ -216,7 +207,7 @@ impl Adapter for ServicenowAdapter {
 
     /// Without a signature, nothing in the body is trusted: the record is re-read.
     async fn refresh(&self, event: TicketEvent) -> Result<TicketEvent, EffectError> {
-        if self.secret.is_some() && !event.fields.is_empty() {
+        if self.inbound_auth.is_signed() && !event.fields.is_empty() {
             return Ok(event);
         }
         if self.auth.is_none() {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_str};
+use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_object, json_str};
 use crate::{
     config::{Secret, ZendeskSource},
     domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
@@ -137,8 +137,7 @@ impl Adapter for ZendeskAdapter {
         if sent > inbound.now + self.tolerance {
             return Err(SignatureError::InTheFuture.into());
         }
-        let payload: Value =
-            serde_json::from_slice(inbound.body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let payload = json_object(inbound.body)?;
         let delivery_id = json_str(&payload, "/id")
             .filter(|d| !d.is_empty() && d.len() <= 128)
             .ok_or_else(|| InboundError::Malformed("the event has no id".into()))?;

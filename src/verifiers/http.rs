@@ -119,14 +119,19 @@ impl HttpVerifier {
         Ok(url)
     }
 
-    async fn fetch(&self, url: Url, query: &[(&str, &str)]) -> Result<(u16, Option<Value>), VerifyError> {
-        let mut request = self.client.request(self.method.clone(), url).query(query);
+    /// Adds the configured headers and token.
+    fn authorized(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         for (name, value) in &self.headers {
             request = request.header(name, value.expose());
         }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
         }
+    }
+
+    async fn fetch(&self, url: Url, query: &[(&str, &str)]) -> Result<(u16, Option<Value>), VerifyError> {
+        let request = self.authorized(self.client.request(self.method.clone(), url).query(query));
         let response = request.send().await.map_err(|e| VerifyError::Unreachable {
             system: self.system.clone(),
             message: e.without_url().to_string(),
@@ -184,17 +189,14 @@ impl Verifier for HttpVerifier {
     }
 
     async fn healthcheck(&self) -> Result<String, VerifyError> {
-        let mut request = self.client.head(self.base.clone());
-        for (name, value) in &self.headers {
-            request = request.header(name, value.expose());
-        }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
-        }
-        let response = request.send().await.map_err(|e| VerifyError::Unreachable {
-            system: self.system.clone(),
-            message: e.without_url().to_string(),
-        })?;
+        let response = self
+            .authorized(self.client.head(self.base.clone()))
+            .send()
+            .await
+            .map_err(|e| VerifyError::Unreachable {
+                system: self.system.clone(),
+                message: e.without_url().to_string(),
+            })?;
         Ok(format!("{} answers HTTP {}", self.base, response.status().as_u16()))
     }
 }

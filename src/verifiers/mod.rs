@@ -168,3 +168,19 @@ pub(crate) fn secret(
 ) -> Result<crate::config::Secret, String> {
     value.resolve(&format!("systems.{system}.{key}"))
 }
+
+/// Maps a SQL driver error: connection trouble is "unreachable", the rest a failed query.
+pub(crate) fn sql_error(system: &str, e: sqlx::Error) -> VerifyError {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+            VerifyError::Unreachable {
+                system: system.to_string(),
+                message: e.to_string(),
+            }
+        }
+        other => VerifyError::Query {
+            system: system.to_string(),
+            message: other.to_string(),
+        },
+    }
+}

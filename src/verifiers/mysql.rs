@@ -14,7 +14,7 @@ use sqlx::{
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
 };
 
-use super::{Verifier, VerifyError, observed, param, secret};
+use super::{Verifier, VerifyError, observed, param, secret, sql_error};
 use crate::{
     config::SqlSystem,
     domain::{CheckSpec, Observation},
@@ -70,18 +70,7 @@ impl MysqlVerifier {
     }
 
     fn error(&self, e: sqlx::Error) -> VerifyError {
-        match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                VerifyError::Unreachable {
-                    system: self.system.clone(),
-                    message: e.to_string(),
-                }
-            }
-            other => VerifyError::Query {
-                system: self.system.clone(),
-                message: other.to_string(),
-            },
-        }
+        sql_error(&self.system, e)
     }
 
     async fn strings(&self, sql: &str, binds: &[&str]) -> Result<BTreeSet<String>, VerifyError> {

@@ -12,7 +12,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use super::{Verifier, VerifyError, observed, param, secret};
+use super::{Verifier, VerifyError, observed, param, secret, sql_error};
 use crate::{
     config::SqlSystem,
     domain::{CheckSpec, Observation},
@@ -70,18 +70,7 @@ impl PostgresVerifier {
     }
 
     fn error(&self, e: sqlx::Error) -> VerifyError {
-        match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                VerifyError::Unreachable {
-                    system: self.system.clone(),
-                    message: e.to_string(),
-                }
-            }
-            other => VerifyError::Query {
-                system: self.system.clone(),
-                message: other.to_string(),
-            },
-        }
+        sql_error(&self.system, e)
     }
 
     fn observation(&self, subject: &str, object: String, exists: bool, held: BTreeSet<String>) -> Observation {
