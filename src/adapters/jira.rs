@@ -54,15 +54,6 @@ fn field_text(value: &Value) -> Option<String> {
 impl JiraAdapter {
     pub fn build(source: &str, config: &JiraSource) -> Result<Self, String> {
         let key = |k: &str| format!("sources.{source}.{k}");
-        let secret = config.secret.as_ref().map(|s| s.resolve(&key("secret"))).transpose()?;
-        let path_token = config
-            .path_token
-            .as_ref()
-            .map(|s| s.resolve(&key("path_token")))
-            .transpose()?;
-        if secret.is_none() && path_token.is_none() {
-            return Err(format!("sources.{source}: set secret (preferred) or path_token"));
-        }
         let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
         Ok(Self {
             source: source.to_string(),

@@ -41,15 +41,6 @@ fn text(value: &Value) -> Option<String> {
 impl ServicenowAdapter {
     pub fn build(source: &str, config: &ServicenowSource) -> Result<Self, String> {
         let key = |k: &str| format!("sources.{source}.{k}");
-        let secret = config.secret.as_ref().map(|s| s.resolve(&key("secret"))).transpose()?;
-        let path_token = config
-            .path_token
-            .as_ref()
-            .map(|s| s.resolve(&key("path_token")))
-            .transpose()?;
-        if secret.is_none() && path_token.is_none() {
-            return Err(format!("sources.{source}: set secret (preferred) or path_token"));
-        }
         let auth = match (&config.user, &config.password) {
             (Some(user), Some(pw)) => Some((user.clone(), pw.resolve(&key("password"))?)),
             (None, None) => None,

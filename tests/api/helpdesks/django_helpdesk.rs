@@ -125,3 +125,38 @@ async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done()
         "closegate's own follow-ups decided nothing"
     );
 }
+
+#[tokio::test]
+async fn a_django_helpdesk_call_without_the_path_token_is_refused_and_changes_nothing() {
+    let app = spawn_app_with(Options {
+        sources: Some(
+            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
+            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let body = std::fs::read(format!(
+        "{}/tests/fixtures/django_helpdesk/followup_closed.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+
+    let without = app
+        .http
+        .post(format!("{}/hooks/dh", app.address))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let wrong = app
+        .http
+        .post(format!("{}/hooks/dh/not-the-token", app.address))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!([without.status().as_u16(), wrong.status().as_u16()], [401, 401]);
+    assert_eq!(app.stats().await.deliveries, 0);
+}

@@ -141,3 +141,21 @@ async fn servicenow_forged_signatures_other_states_and_own_updates_decide_nothin
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (3, 1));
 }
+
+#[tokio::test]
+async fn a_resolved_incident_with_the_grant_gets_a_work_note_and_stays_resolved() {
+    let app = servicenow_app().await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_api(&app, &role, &table, 1).await;
+
+    post_signed(&app, &record(&role, &table)).await;
+
+    assert_eq!(settle(&app, "snow", "INC0010042").await, ["allowed"]);
+    let patch = &received(&app, "PATCH", &format!("/api/now/table/incident/{SYS_ID}")).await[0];
+    assert!(patch.get("state").is_none(), "{patch}");
+    let note = patch["work_notes"].as_str().unwrap();
+    assert!(
+        note.starts_with("closegate: closure verified") && note.contains("[closegate:cg-"),
+        "{note}"
+    );
+}
