@@ -136,6 +136,28 @@ async fn story(url: &str) {
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 2));
 
+    // Last-known ticket state: a retried delivery sees what it saw the first time.
+    assert_eq!(
+        store
+            .swap_ticket_state("dh", "7", "d-a", "1", false, now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.swap_ticket_state("dh", "7", "d-b", "4", true, now).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store.swap_ticket_state("dh", "7", "d-b", "4", true, now).await.unwrap(),
+        Some(false),
+        "a retry"
+    );
+    assert_eq!(
+        store.swap_ticket_state("dh", "7", "d-c", "4", true, now).await.unwrap(),
+        Some(true)
+    );
+
     // Reopening the store keeps everything.
     drop(store);
     let reopened = Store::connect(url).await.unwrap();

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::{Context, ExecutionOutcome, outbox::retry_delay_ms};
 use crate::{
@@ -24,9 +25,8 @@ pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<Executio
     };
     let span = tracing::info_span!("decision", delivery = %claimed.id, source = %claimed.source,
         delivery_id = %claimed.delivery_id);
-    let _enter = span.enter();
-    if let Err(e) = decide(ctx, &claimed).await {
-        tracing::error!(error.cause_chain = ?e, error.message = %e, "decision failed; will retry");
+    if let Err(e) = decide(ctx, &claimed).instrument(span.clone()).await {
+        span.in_scope(|| tracing::error!(error.cause_chain = ?e, error.message = %e, "decision failed; will retry"));
         let retry_at = super::now_ms() + retry_delay_ms(claimed.attempts, &ctx.settings);
         ctx.store
             .release_delivery(&claimed.id, &format!("{e:#}"), retry_at)
@@ -38,7 +38,7 @@ pub async fn try_decide_next(ctx: &Context, now: i64) -> anyhow::Result<Executio
 
 async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
     let mut event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
-    track_state(ctx, &mut event).await?;
+    track_state(ctx, &claimed.id, &mut event).await?;
     let not_gated = match (event.caused_by_gate, event.kind) {
         (true, _) => Some(DeliveryOutcome::OwnEcho),
         (false, EventKind::Closed | EventKind::ReadyToClose) => None,
@@ -69,13 +69,20 @@ async fn decide(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> 
 
 /// For helpdesks that send only the new state: remembers each ticket's state,
 /// and a "close" of a ticket that was already closed is not a close.
-async fn track_state(ctx: &Context, event: &mut TicketEvent) -> anyhow::Result<()> {
+async fn track_state(ctx: &Context, delivery: &str, event: &mut TicketEvent) -> anyhow::Result<()> {
     let (Some(closed), Some(state)) = (event.state_closed, event.new_state.as_deref()) else {
         return Ok(());
     };
     let was_closed = ctx
         .store
-        .swap_ticket_state(&event.ticket.source, &event.ticket.key, state, closed, super::now_ms())
+        .swap_ticket_state(
+            &event.ticket.source,
+            &event.ticket.key,
+            delivery,
+            state,
+            closed,
+            super::now_ms(),
+        )
         .await
         .context("Failed to record the ticket state")?;
     if event.kind == EventKind::Closed && event.old_state.is_none() && was_closed == Some(true) {

@@ -3,9 +3,14 @@
 
 use anyhow::Context as _;
 use rand::Rng;
+use tracing::Instrument as _;
 
 use super::{Context, ExecutionOutcome};
-use crate::{adapters::Effect, config::WorkerSettings};
+use crate::{
+    adapters::{Effect, EffectError},
+    config::WorkerSettings,
+    store::ClaimedEffect,
+};
 
 /// Backoff before retry number `attempts`: doubling from `retry_base_ms`, capped
 /// at `retry_max_ms`, with "equal jitter" (half fixed, half random).
@@ -32,15 +37,18 @@ pub async fn try_deliver_next(ctx: &Context, now: i64) -> anyhow::Result<Executi
     };
     let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
         attempt = msg.attempts);
-    let _enter = span.enter();
+    deliver(ctx, &msg).instrument(span).await?;
+    Ok(ExecutionOutcome::TaskCompleted)
+}
+
+/// Carries one claimed message out and records the result.
+async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<()> {
     let result = match (
         serde_json::from_str::<Effect>(&msg.payload),
         ctx.sources.get(&msg.source),
     ) {
-        (Err(e), _) => Err(crate::adapters::EffectError::permanent(format!(
-            "unreadable message: {e}"
-        ))),
-        (_, None) => Err(crate::adapters::EffectError::retryable(format!(
+        (Err(e), _) => Err(EffectError::permanent(format!("unreadable message: {e}"))),
+        (_, None) => Err(EffectError::retryable(format!(
             "source {} is not configured",
             msg.source
         ))),
@@ -69,7 +77,7 @@ pub async fn try_deliver_next(ctx: &Context, now: i64) -> anyhow::Result<Executi
                 .context("Failed to record an outbox failure")?;
         }
     }
-    Ok(ExecutionOutcome::TaskCompleted)
+    Ok(())
 }
 
 #[cfg(test)]
