@@ -2,10 +2,14 @@
 //! repository, Markdown comments, a reopen that is a state change. One REST
 //! client carries decisions back to any of them; only paths and headers differ.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Effect, EffectError, http, json_str};
-use crate::config::Secret;
+use super::{Effect, EffectError, InboundError, http, json_str};
+use crate::{
+    config::Secret,
+    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -161,49 +165,92 @@ pub fn label_names(list: Option<&Value>, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Parses a GitHub-shaped `issues` event (GitHub, Gitea and Forgejo send the same shape).
-pub fn parse_issues_event(
-    source: &str,
-    event_name: &str,
-    payload: &Value,
-    bot_login: Option<&str>,
-) -> Result<crate::domain::TicketEvent, super::InboundError> {
-    use crate::domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef};
-    let actor = |value: Option<&Value>| {
-        let login = value.and_then(|v| json_str(v, "/login")).unwrap_or_default();
-        let kind = match value.and_then(|v| json_str(v, "/type")) {
+/// The parts of a GitHub-shaped `issues` payload closegate reads. Typed, so that
+/// the ack path skips everything else without building a JSON tree.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IssuesPayload {
+    action: Option<String>,
+    repository: Option<Repository>,
+    sender: Option<User>,
+    issue: Option<Issue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Repository {
+    full_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct User {
+    login: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Issue {
+    number: Option<u64>,
+    title: Option<String>,
+    body: Option<String>,
+    state: Option<String>,
+    closed_at: Option<String>,
+    html_url: Option<String>,
+    labels: Vec<Label>,
+    user: Option<User>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Label {
+    name: Option<String>,
+}
+
+impl User {
+    fn actor(&self) -> Actor {
+        let login = self.login.clone().unwrap_or_default();
+        let kind = match self.kind.as_deref() {
             Some("Bot") => ActorKind::Service,
             _ if login.ends_with("[bot]") => ActorKind::Service,
             Some("User") => ActorKind::Human,
             _ => ActorKind::Unknown,
         };
-        Actor {
-            id: login.to_string(),
-            kind,
-        }
-    };
-    let action = json_str(payload, "/action").unwrap_or_default();
-    let repo = json_str(payload, "/repository/full_name").unwrap_or_default();
-    let issue = payload.get("issue").cloned().unwrap_or(Value::Null);
-    let number = issue.get("number").and_then(Value::as_u64);
-    if event_name == "issues" && (number.is_none() || repo.is_empty()) {
-        return Err(super::InboundError::Malformed(
+        Actor { id: login, kind }
+    }
+}
+
+/// Parses a GitHub-shaped `issues` event (GitHub, Gitea and Forgejo send the same shape).
+pub fn parse_issues_event(
+    source: &str,
+    event_name: &str,
+    body: &[u8],
+    bot_login: Option<&str>,
+) -> Result<TicketEvent, InboundError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(InboundError::Malformed("the payload is not a JSON object".into()));
+    }
+    let payload: IssuesPayload = serde_json::from_slice(body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+    let action = payload.action.unwrap_or_default();
+    let repo = payload.repository.and_then(|r| r.full_name).unwrap_or_default();
+    let issue = payload.issue.unwrap_or_default();
+    if event_name == "issues" && (issue.number.is_none() || repo.is_empty()) {
+        return Err(InboundError::Malformed(
             "an issues event needs issue.number and repository.full_name".into(),
         ));
     }
-    let kind = match (event_name, action) {
+    let kind = match (event_name, action.as_str()) {
         ("issues", "closed") => EventKind::Closed,
         ("issues", "reopened") => EventKind::Reopened,
         _ => EventKind::Other,
     };
-    let sender = actor(payload.get("sender"));
-    let state = json_str(&issue, "/state").map(String::from);
+    let sender = payload.sender.unwrap_or_default().actor();
     Ok(TicketEvent {
         ticket: TicketRef {
             source: source.to_string(),
-            key: number
-                .map(|n| format!("{repo}#{n}"))
-                .unwrap_or_else(|| repo.to_string()),
+            key: issue.number.map(|n| format!("{repo}#{n}")).unwrap_or(repo),
         },
         kind,
         event: if action.is_empty() {
@@ -214,19 +261,17 @@ pub fn parse_issues_event(
         old_state: match kind {
             EventKind::Closed => Some("open".into()),
             EventKind::Reopened => Some("closed".into()),
-            _ => state.clone(),
+            _ => issue.state.clone(),
         },
-        new_state: state,
+        new_state: issue.state,
         caused_by_gate: bot_login.is_some_and(|bot| bot.eq_ignore_ascii_case(&sender.id)),
         actor: sender,
-        requester: issue.get("user").map(|u| actor(Some(u))),
-        title: json_str(&issue, "/title").unwrap_or_default().to_string(),
-        labels: label_names(issue.get("labels"), "name"),
-        fields: super::issue_form::parse_fields(json_str(&issue, "/body").unwrap_or_default()),
-        url: json_str(&issue, "/html_url").map(String::from),
-        occurred_at: json_str(&issue, "/closed_at")
-            .filter(|_| kind == EventKind::Closed)
-            .map(String::from),
+        requester: issue.user.map(|u| u.actor()),
+        title: issue.title.unwrap_or_default(),
+        labels: issue.labels.into_iter().filter_map(|l| l.name).collect(),
+        fields: super::issue_form::parse_fields(issue.body.as_deref().unwrap_or_default()),
+        url: issue.html_url,
+        occurred_at: issue.closed_at.filter(|_| kind == EventKind::Closed),
         state_closed: None,
         synchronous: false,
     })

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use super::{
     Accepted, Adapter, Effect, EffectError, Inbound, InboundError,
     forge::{Dialect, ForgeApi, parse_issues_event},
-    json_object,
 };
 use crate::{
     config::{GiteaSource, Secret},
@@ -65,8 +64,7 @@ impl Adapter for GiteaAdapter {
             .header("x-forgejo-event")
             .or_else(|| h.header("x-gitea-event"))
             .ok_or(SignatureError::MissingHeader("x-gitea-event"))?;
-        let payload = json_object(inbound.body)?;
-        let event = parse_issues_event(&self.source, event_name, &payload, self.bot_login.as_deref())?;
+        let event = parse_issues_event(&self.source, event_name, inbound.body, self.bot_login.as_deref())?;
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),
             event,

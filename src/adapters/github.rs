@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use super::{
     Accepted, Adapter, Effect, EffectError, Inbound, InboundError,
     forge::{Dialect, ForgeApi, parse_issues_event},
-    json_object,
 };
 use crate::{
     config::{GithubSource, Secret},
@@ -55,8 +54,7 @@ impl Adapter for GithubAdapter {
         let event_name = h
             .header("x-github-event")
             .ok_or(SignatureError::MissingHeader("x-github-event"))?;
-        let payload = json_object(inbound.body)?;
-        let event = parse_issues_event(&self.source, event_name, &payload, self.bot_login.as_deref())?;
+        let event = parse_issues_event(&self.source, event_name, inbound.body, self.bot_login.as_deref())?;
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),
             event,
