@@ -140,6 +140,10 @@ impl Adapter for GenericAdapter {
         self.callback.is_some()
     }
 
+    fn signs_delivery_id(&self) -> bool {
+        true
+    }
+
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
         let Some((url, key)) = &self.callback else {
             return Ok(());

@@ -84,6 +84,13 @@ pub trait Adapter: Send + Sync {
     /// Whether decisions can be carried back to this helpdesk.
     fn delivers_effects(&self) -> bool;
 
+    /// Whether the delivery id is covered by the signature. When it is not
+    /// (GitHub, for one), a replay could change it, so the same body under a
+    /// new id is a duplicate too; when it is, only the id identifies a delivery.
+    fn signs_delivery_id(&self) -> bool {
+        false
+    }
+
     /// The markup its comments take.
     fn comment_format(&self) -> crate::render::CommentFormat {
         crate::render::CommentFormat::Markdown
@@ -196,6 +203,19 @@ pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Value, InboundError
     } else {
         Err(InboundError::Malformed("the payload is not a JSON object".into()))
     }
+}
+
+/// The content key a delivery is deduplicated on besides its id: the body's
+/// hash, bound to the id when the id itself is trustworthy.
+pub fn content_key(delivery_id: &str, body: &[u8], id_is_signed: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    if id_is_signed {
+        h.update(delivery_id.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(body);
+    hex::encode(h.finalize())
 }
 
 /// Reads a string at a JSON pointer.

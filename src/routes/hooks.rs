@@ -4,9 +4,13 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use crate::{adapters::Inbound, error::ApiError, startup::AppState, store::NewDelivery};
+use crate::{
+    adapters::{Inbound, content_key},
+    error::ApiError,
+    startup::AppState,
+    store::NewDelivery,
+};
 
 /// `POST /hooks/{source}`.
 pub async fn receive(
@@ -60,12 +64,13 @@ async fn accept(
     let body_text =
         String::from_utf8(body.to_vec()).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
     let event = serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let key = content_key(&accepted.delivery_id, &body, adapter.signs_delivery_id());
     let outcome = state
         .store
         .ingest(NewDelivery {
             source,
             delivery_id: accepted.delivery_id,
-            body_sha256: hex::encode(Sha256::digest(&body)),
+            body_sha256: key,
             received_at: now.timestamp_millis(),
             event,
             body: body_text,

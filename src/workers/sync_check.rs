@@ -6,10 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{Context, decisions::record_decision};
 use crate::{
+    adapters::content_key,
     domain::{Mode, TicketEvent, Verdict},
     store::NewDelivery,
 };
@@ -61,12 +61,15 @@ pub async fn check_synchronously(
     deadline: Duration,
 ) -> anyhow::Result<SyncAnswer> {
     let now = super::now_ms();
+    // A check is identified by its request id alone: the same question asked
+    // again (after the grant was fixed) must be answered afresh.
+    let key = content_key(&request_id, body.as_bytes(), true);
     let stored = ctx
         .store
         .ingest(NewDelivery {
             source: event.ticket.source.clone(),
             delivery_id: request_id,
-            body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+            body_sha256: key,
             received_at: now,
             event: serde_json::to_string(&event)?,
             body,

@@ -100,3 +100,25 @@ async fn generic_events_from_the_gate_identity_are_ignored() {
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (1, 0));
 }
+
+#[tokio::test]
+async fn a_generic_source_with_signed_ids_tells_two_identical_closes_apart_by_id() {
+    // The webhook-id is signed, so a ticket closed, reopened and closed again with
+    // the same body is two closes; the same id twice is one.
+    let app = spawn_app().await;
+    let body = closed("ACC-9", "nobody_here", "bob");
+    let now = chrono::Utc::now().timestamp();
+
+    let first = app.post_generic("msg_1", now, &body).await;
+    let same_id = app.post_generic("msg_1", now, &body).await;
+    let new_id = app.post_generic("msg_2", now, &body).await;
+    app.decide_all().await;
+
+    assert!(first.headers().get("closegate-duplicate").is_none());
+    assert_eq!(same_id.headers().get("closegate-duplicate").unwrap(), "true");
+    assert!(new_id.headers().get("closegate-duplicate").is_none());
+    assert_eq!(
+        app.store.evidence_for_ticket("generic", "ACC-9").await.unwrap().len(),
+        2
+    );
+}

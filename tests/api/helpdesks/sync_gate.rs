@@ -149,3 +149,22 @@ async fn the_gate_refuses_bad_tokens_bad_signatures_and_sources_a_caller_may_not
     );
     assert_eq!(app.stats().await.deliveries, 0);
 }
+
+#[tokio::test]
+async fn the_same_question_asked_again_after_the_grant_is_fixed_is_answered_afresh() {
+    let app = gate_app(5000, Options::default()).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("").await;
+    let body = request(&role, &table);
+
+    let before: Value = check_with_token(&app, TOKEN, &body).await.json().await.unwrap();
+    target.exec(&format!("GRANT SELECT ON {table} TO {role}")).await;
+    let after: Value = check_with_token(&app, TOKEN, &body).await.json().await.unwrap();
+
+    assert_eq!(
+        (before["allowed"].as_bool(), after["allowed"].as_bool()),
+        (Some(false), Some(true)),
+        "{after}"
+    );
+    assert_ne!(before["evidence_id"], after["evidence_id"]);
+}
