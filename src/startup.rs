@@ -80,10 +80,8 @@ impl Application {
             sources,
             max_body_bytes: settings.max_body_bytes,
         });
-        let payload_limit = settings.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(web::PayloadConfig::new(payload_limit))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .configure(routes::configure)

@@ -100,12 +100,10 @@ struct CheckRequest {
 #[tracing::instrument(name = "gate_check", skip_all, fields(caller, ticket))]
 pub async fn check(
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.len() > state.max_body_bytes {
-        return Err(ApiError::TooLarge(state.max_body_bytes));
-    }
+    let body = super::hooks::read_body(payload, &request, state.max_body_bytes).await?;
     let now = chrono::Utc::now().timestamp();
     let caller = state.gate.authenticate(request.headers(), &body, now).ok_or_else(|| {
         tracing::warn!("gate check refused: no caller matches");

@@ -86,7 +86,12 @@ async fn accept(
     Ok(response.json(json!({ "status": "accepted", "delivery": outcome.id })))
 }
 
-async fn read_body(mut payload: web::Payload, request: &HttpRequest, limit: usize) -> Result<web::Bytes, ApiError> {
+/// Reads a request body, refusing (413) anything over `limit` before reading it all.
+pub(super) async fn read_body(
+    mut payload: web::Payload,
+    request: &HttpRequest,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let declared = request
         .headers()
         .get("content-length")

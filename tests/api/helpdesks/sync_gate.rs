@@ -168,3 +168,17 @@ async fn the_same_question_asked_again_after_the_grant_is_fixed_is_answered_afre
     );
     assert_ne!(before["evidence_id"], after["evidence_id"]);
 }
+
+#[tokio::test]
+async fn an_oversized_gate_check_gets_a_json_413_and_records_nothing() {
+    let app = gate_app(5000, Options::default()).await;
+    let mut body = request("r", "t");
+    body["title"] = json!("x".repeat(70 * 1024));
+
+    let response = check_with_token(&app, TOKEN, &body).await;
+
+    assert_eq!(response.status().as_u16(), 413);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "payload_too_large");
+    assert_eq!(app.stats().await.deliveries, 0);
+}
