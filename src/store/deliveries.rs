@@ -47,27 +47,18 @@ pub enum Finish {
     AlreadyFinished,
 }
 
-const CLAIM_SQLITE: &str = "UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
+const CLAIM: &str = "UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
     WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
-        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT 1) \
-    AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, source, delivery_id, event, attempts, received_at";
-const CLAIM_POSTGRES: &str = "UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
-    WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
-        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT 1 \
-        FOR UPDATE SKIP LOCKED) \
+        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT 1 {lock}) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
     RETURNING id, source, delivery_id, event, attempts, received_at";
 
 impl Store {
     /// Claims the oldest undecided delivery for `lease_ms`.
     pub async fn claim_delivery(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedDelivery>> {
-        let sql = match self.db {
-            super::Db::Sqlite { .. } => CLAIM_SQLITE,
-            super::Db::Postgres(_) => CLAIM_POSTGRES,
-        };
+        let sql = self.with_claim_lock(CLAIM);
         Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query_as(sql)
+            sqlx::query_as(&sql)
                 .bind(now + lease_ms)
                 .bind(now)
                 .fetch_optional(pool)

@@ -152,6 +152,16 @@ impl Store {
         }
     }
 
+    /// Fills a claim query's `{lock}`: PostgreSQL skips rows another replica is
+    /// claiming; SQLite has a single writer and needs nothing.
+    pub(crate) fn with_claim_lock(&self, sql: &str) -> String {
+        let lock = match self.db {
+            Db::Sqlite { .. } => "",
+            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        };
+        sql.replace("{lock}", lock)
+    }
+
     /// Resolves when a new delivery has been stored (a wake-up for workers).
     pub async fn delivery_stored(&self) {
         self.new_deliveries.notified().await

@@ -2,7 +2,7 @@
 //! lease, retried with backoff, parked as `dead` after too many failures and
 //! never deleted.
 
-use super::{Db, Store, StoreResult, with_pool};
+use super::{Store, StoreResult, with_pool};
 
 /// A message to enqueue with a decision.
 #[derive(Debug, Clone)]
@@ -37,10 +37,7 @@ const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1
 impl Store {
     /// Claims the message due soonest, if any is due at `now`.
     pub async fn claim_effect(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedEffect>> {
-        let sql = match self.db {
-            Db::Sqlite { .. } => CLAIM.replace("{lock}", ""),
-            Db::Postgres(_) => CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
-        };
+        let sql = self.with_claim_lock(CLAIM);
         Ok(with_pool!(&self.db, write, |pool| {
             sqlx::query_as(&sql)
                 .bind(now + lease_ms)
