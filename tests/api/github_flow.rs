@@ -14,14 +14,9 @@ async fn closing_a_grant_ticket_whose_exact_grant_exists_posts_evidence_and_keep
     mock_github(&app, 1, 0).await;
 
     // Act
-    let response = app
-        .post_github("issues", "d-1", &grant_event(&role, &table, "select"))
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &grant_event(&role, &table, "select")).await;
 
-    // Assert
-    assert_eq!(response.status().as_u16(), 202);
+    // Assert (close_on_github asserts the 202)
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence.len(), 1);
     assert_eq!(evidence[0].verdict, "allowed");
@@ -58,10 +53,7 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
     mock_github(&app, 1, 1).await;
 
     // Act
-    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &grant_event(&role, &table, "SELECT")).await;
 
     // Assert
     let evidence = app.evidence(REPO_ISSUE).await;
@@ -92,10 +84,7 @@ async fn a_grant_broader_than_requested_is_blocked_under_exact() {
     let (role, table) = target.role_with_grant("SELECT, INSERT").await;
     mock_github(&app, 1, 1).await;
 
-    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &grant_event(&role, &table, "SELECT")).await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence[0].verdict, "blocked");
@@ -116,17 +105,12 @@ async fn a_revocation_with_the_role_still_present_is_blocked_and_one_with_it_gon
     mock_github(&app, 2, 1).await;
 
     // Still present: blocked.
-    app.post_github("issues", "d-1", &revoke_event(&role)).await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &revoke_event(&role)).await;
     // Dropped, and the ticket closed again: allowed.
     target.exec(&format!("DROP ROLE {role}")).await;
     let mut again: Value = serde_json::from_slice(&revoke_event(&role)).unwrap();
     again["issue"]["updated_at"] = "2026-11-22T11:00:00Z".into();
-    app.post_github("issues", "d-2", &serde_json::to_vec(&again).unwrap())
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-2", &serde_json::to_vec(&again).unwrap()).await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     let verdicts: Vec<&str> = evidence.iter().map(|e| e.verdict.as_str()).collect();
@@ -146,10 +130,8 @@ async fn an_unreachable_target_database_blocks_as_could_not_verify() {
     .await;
     mock_github(&app, 1, 1).await;
 
-    app.post_github("issues", "d-1", &grant_event("someone", "public.orders", "SELECT"))
+    app.close_on_github("d-1", &grant_event("someone", "public.orders", "SELECT"))
         .await;
-    app.decide_all().await;
-    app.deliver_all().await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence[0].verdict, "blocked");
@@ -173,10 +155,7 @@ async fn a_gated_ticket_missing_required_fields_is_blocked_naming_them() {
         &["access-request"],
     );
 
-    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap())
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &serde_json::to_vec(&event).unwrap()).await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence[0].verdict, "blocked");
@@ -193,10 +172,7 @@ async fn a_close_no_policy_governs_passes_and_is_recorded_as_ungated() {
     mock_github(&app, 0, 0).await;
     let event = github_issue_event("closed", &[("Topic", "printer broken")], &["it-support"]);
 
-    app.post_github("issues", "d-1", &serde_json::to_vec(&event).unwrap())
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &serde_json::to_vec(&event).unwrap()).await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence.len(), 1);
@@ -262,10 +238,7 @@ async fn a_reopen_is_skipped_when_the_issue_has_moved_on_but_the_rejection_is_st
         .await;
     mock_github(&app, 1, 0).await;
 
-    app.post_github("issues", "d-1", &grant_event(&role, &table, "SELECT"))
-        .await;
-    app.decide_all().await;
-    app.deliver_all().await;
+    app.close_on_github("d-1", &grant_event(&role, &table, "SELECT")).await;
 
     assert_eq!(app.evidence(REPO_ISSUE).await[0].verdict, "blocked");
 }

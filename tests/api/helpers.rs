@@ -225,6 +225,32 @@ impl TestApp {
         self.deliver_due(workers::now_ms()).await
     }
 
+    /// Sends a signed GitHub `issues` event, then decides and delivers everything:
+    /// what a running instance does in the background.
+    pub async fn close_on_github(&self, delivery: &str, body: &[u8]) {
+        let response = self.post_github("issues", delivery, body).await;
+        assert_eq!(response.status().as_u16(), 202);
+        self.settle_all().await;
+    }
+
+    /// Decides and delivers everything pending now.
+    pub async fn settle_all(&self) {
+        self.decide_all().await;
+        self.deliver_all().await;
+    }
+
+    /// Settles everything and returns the verdicts recorded for one ticket.
+    pub async fn settle(&self, source: &str, ticket: &str) -> Vec<String> {
+        self.settle_all().await;
+        self.store
+            .evidence_for_ticket(source, ticket)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.verdict)
+            .collect()
+    }
+
     pub async fn stats(&self) -> StoreStats {
         self.store.stats().await.unwrap()
     }

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use super::{mock, received, settle};
+use super::{mock, received};
 use crate::helpers::*;
 
 const SECRET: &str = "gitea-hook-secret";
@@ -59,7 +59,7 @@ async fn a_gitea_close_with_the_grant_in_place_gets_a_markdown_evidence_comment(
     let response = post(&app, "d-1", &fixture("gitea/issue_closed.json", &role, &table), None).await;
 
     assert_eq!(response.status().as_u16(), 202);
-    assert_eq!(settle(&app, "gitea", "acme/access-requests#42").await, ["allowed"]);
+    assert_eq!(app.settle("gitea", "acme/access-requests#42").await, ["allowed"]);
     let comment = received(&app, "POST", &format!("{ISSUE}/comments")).await[0]["body"]
         .as_str()
         .unwrap()
@@ -78,7 +78,7 @@ async fn a_gitea_close_without_the_grant_is_reopened_with_a_rejection() {
 
     post(&app, "d-1", &fixture("gitea/issue_closed.json", &role, &table), None).await;
 
-    assert_eq!(settle(&app, "gitea", "acme/access-requests#42").await, ["blocked"]);
+    assert_eq!(app.settle("gitea", "acme/access-requests#42").await, ["blocked"]);
     assert_eq!(received(&app, "PATCH", ISSUE).await[0], json!({ "state": "open" }));
     let comment = received(&app, "POST", &format!("{ISSUE}/comments")).await[0]["body"]
         .as_str()

@@ -1,7 +1,7 @@
 use closegate::signature::StandardWebhooksKey;
 use serde_json::json;
 
-use super::{mock, received, settle};
+use super::{mock, received};
 use crate::helpers::*;
 
 const TOKEN: &str = "gl-hook-token";
@@ -61,7 +61,7 @@ async fn a_gitlab_close_without_the_grant_is_reopened_with_a_note() {
     let response = post(&app, "k-1", TOKEN, &fixture("gitlab/issue_close.json", &role, &table)).await;
 
     assert_eq!(response.status().as_u16(), 202);
-    assert_eq!(settle(&app, "gitlab", "acme/access-requests#42").await, ["blocked"]);
+    assert_eq!(app.settle("gitlab", "acme/access-requests#42").await, ["blocked"]);
     assert_eq!(
         received(&app, "PUT", ISSUE).await[0],
         json!({ "state_event": "reopen" })
@@ -84,7 +84,7 @@ async fn a_gitlab_close_with_the_grant_gets_an_evidence_note_and_stays_closed() 
 
     post(&app, "k-1", TOKEN, &fixture("gitlab/issue_close.json", &role, &table)).await;
 
-    assert_eq!(settle(&app, "gitlab", "acme/access-requests#42").await, ["allowed"]);
+    assert_eq!(app.settle("gitlab", "acme/access-requests#42").await, ["allowed"]);
 }
 
 #[tokio::test]

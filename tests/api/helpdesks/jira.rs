@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use super::{mock, received, settle};
+use super::{mock, received};
 use crate::helpers::*;
 
 const SECRET: &str = "jira-webhook-secret";
@@ -89,7 +89,7 @@ async fn a_jira_cloud_close_without_the_grant_is_transitioned_back_with_an_adf_c
     let response = post(&app, "wh-1", &event("jira/issue_updated_done.json", &role, &table)).await;
 
     assert_eq!(response.status().as_u16(), 202);
-    assert_eq!(settle(&app, "jira", "ACC-42").await, ["blocked"]);
+    assert_eq!(app.settle("jira", "ACC-42").await, ["blocked"]);
     let transition = &received(&app, "POST", "/rest/api/3/issue/ACC-42/transitions").await[0];
     assert_eq!(
         transition,
@@ -130,7 +130,7 @@ async fn a_jira_data_center_close_with_the_grant_gets_a_wiki_markup_comment() {
 
     post(&app, "wh-1", &event("jira_dc/issue_updated_done.json", &role, &table)).await;
 
-    assert_eq!(settle(&app, "jira", "ACC-42").await, ["allowed"]);
+    assert_eq!(app.settle("jira", "ACC-42").await, ["allowed"]);
     let body = received(&app, "POST", "/rest/api/2/issue/ACC-42/comment").await[0]["body"]
         .as_str()
         .unwrap()
@@ -165,7 +165,7 @@ async fn entering_ready_to_close_writes_the_result_to_the_issue_property_for_a_v
 
     post(&app, "wh-1", &ready).await;
 
-    assert_eq!(settle(&app, "jira", "ACC-42").await, ["blocked"]);
+    assert_eq!(app.settle("jira", "ACC-42").await, ["blocked"]);
     let property = &received(&app, "PUT", "/rest/api/3/issue/ACC-42/properties/closegate").await[0];
     assert_eq!(property["allowed"], false);
     assert!(

@@ -4,7 +4,6 @@ use wiremock::{
     matchers::{body_string_contains, method, path},
 };
 
-use super::settle;
 use crate::helpers::*;
 
 const SECRET: &str = "lin_wh_secret";
@@ -86,7 +85,7 @@ async fn a_completed_linear_issue_without_the_grant_moves_back_to_in_progress_wi
     let response = post(&app, "ld-1", &event(&role, &table, 0)).await;
 
     assert_eq!(response.status().as_u16(), 202);
-    assert_eq!(settle(&app, "linear", "ACC-42").await, ["blocked"]);
+    assert_eq!(app.settle("linear", "ACC-42").await, ["blocked"]);
     let moved = &graphql_calls(&app, "issueUpdate").await[0]["variables"];
     assert_eq!(
         moved["stateId"], "a3f1c6d8-2e4b-4c7a-9f0e-5b6d7c8e9f01",
@@ -110,7 +109,7 @@ async fn a_completed_linear_issue_with_the_grant_only_gets_a_comment() {
 
     post(&app, "ld-1", &event(&role, &table, 0)).await;
 
-    assert_eq!(settle(&app, "linear", "ACC-42").await, ["allowed"]);
+    assert_eq!(app.settle("linear", "ACC-42").await, ["allowed"]);
 }
 
 #[tokio::test]

@@ -41,16 +41,3 @@ pub async fn received(app: &TestApp, verb: &str, at: &str) -> Vec<Value> {
         .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
         .collect()
 }
-
-/// Decides and delivers everything, then returns the verdicts recorded for `ticket` of `source`.
-pub async fn settle(app: &TestApp, source: &str, ticket: &str) -> Vec<String> {
-    app.decide_all().await;
-    app.deliver_all().await;
-    app.store
-        .evidence_for_ticket(source, ticket)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.verdict)
-        .collect()
-}

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use super::{mock, received, settle};
+use super::{mock, received};
 use crate::helpers::*;
 
 const SECRET: &str = "snow-hmac-secret";
@@ -80,7 +80,7 @@ async fn a_resolved_incident_without_the_grant_goes_back_to_in_progress_with_a_w
     let response = post_signed(&app, &record(&role, &table)).await;
 
     assert_eq!(response.status().as_u16(), 202);
-    assert_eq!(settle(&app, "snow", "INC0010042").await, ["blocked"]);
+    assert_eq!(app.settle("snow", "INC0010042").await, ["blocked"]);
     let patch = &received(&app, "PATCH", &format!("/api/now/table/incident/{SYS_ID}")).await[0];
     assert_eq!(patch["state"], "2");
     assert!(
@@ -109,7 +109,7 @@ async fn an_unsigned_servicenow_call_is_not_trusted_the_record_is_re_read() {
         .unwrap();
 
     assert_eq!((wrong_token.status().as_u16(), response.status().as_u16()), (401, 202));
-    assert_eq!(settle(&app, "snow-token", "INC0010042").await, ["blocked"]);
+    assert_eq!(app.settle("snow-token", "INC0010042").await, ["blocked"]);
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn a_resolved_incident_with_the_grant_gets_a_work_note_and_stays_resolved(
 
     post_signed(&app, &record(&role, &table)).await;
 
-    assert_eq!(settle(&app, "snow", "INC0010042").await, ["allowed"]);
+    assert_eq!(app.settle("snow", "INC0010042").await, ["allowed"]);
     let patch = &received(&app, "PATCH", &format!("/api/now/table/incident/{SYS_ID}")).await[0];
     assert!(patch.get("state").is_none(), "{patch}");
     let note = patch["work_notes"].as_str().unwrap();

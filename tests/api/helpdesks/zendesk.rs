@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use super::{mock, received, settle};
+use super::{mock, received};
 use crate::helpers::*;
 
 const SECRET: &str = "zendesk-signing-secret";
@@ -61,7 +61,7 @@ async fn a_solved_zendesk_ticket_without_the_grant_is_reopened_with_an_internal_
     .await;
 
     assert_eq!(response.status().as_u16(), 202);
-    assert_eq!(settle(&app, "zendesk", "4812").await, ["blocked"]);
+    assert_eq!(app.settle("zendesk", "4812").await, ["blocked"]);
     let update = &received(&app, "PUT", TICKET).await[0]["ticket"];
     assert_eq!(update["status"], "open");
     assert_eq!(update["comment"]["public"], false);
@@ -89,7 +89,7 @@ async fn a_solved_zendesk_ticket_with_the_grant_gets_a_note_and_stays_solved() {
     )
     .await;
 
-    assert_eq!(settle(&app, "zendesk", "4812").await, ["allowed"]);
+    assert_eq!(app.settle("zendesk", "4812").await, ["allowed"]);
     let update = &received(&app, "PUT", TICKET).await[0]["ticket"];
     assert!(update.get("status").is_none(), "{update}");
 }
