@@ -19,6 +19,8 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     Malformed(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the body is larger than the {0}-byte limit")]
     TooLarge(usize),
     #[error("the delivery could not be stored; retry later")]
@@ -60,6 +62,7 @@ impl ApiError {
             ApiError::UnknownSource(_) => "unknown_source",
             ApiError::Unauthenticated(_) => "invalid_signature",
             ApiError::Malformed(_) => "malformed_payload",
+            ApiError::Conflict(_) => "request_id_conflict",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::Unexpected(_) => "internal",
@@ -73,6 +76,7 @@ impl ResponseError for ApiError {
             ApiError::UnknownSource(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,9 +2,13 @@
 //! closegate: a ticket closes only when the target system really matches it.
 
 pub mod adapters;
+pub mod clock;
 pub mod config;
+pub mod context;
+pub mod decide;
 pub mod domain;
 pub mod error;
+pub mod evidence;
 pub mod gate;
 pub mod outbound;
 pub mod policy;

@@ -4,7 +4,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use closegate::{
     config::{LogFormat, Settings},
-    domain::{Decision, TicketEvent},
     policy,
     render::{CommentFormat, Renderer},
     startup::Application,
@@ -177,68 +176,55 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
                 return Ok(1);
             }
             for r in records {
-                let content = r.content();
                 let when = chrono::DateTime::from_timestamp_millis(r.created_at).unwrap_or_default();
                 println!(
-                    "#{} {} {} policy={} mode={} at {}",
+                    "#{} {} {} policy={} mode={} trigger={} at {}",
                     r.seq,
                     r.id,
-                    r.verdict.to_uppercase(),
+                    r.verdict.as_str().to_uppercase(),
                     r.policy.as_deref().unwrap_or("-"),
                     r.mode,
+                    r.trigger,
                     when.to_rfc3339()
                 );
-                for reason in content
-                    .pointer("/decision/reasons")
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    println!("    reason: {}", reason.as_str().unwrap_or_default());
+                let content = match r.content() {
+                    Ok(content) => content,
+                    Err(e) => {
+                        println!("    the record does not parse: {e}");
+                        continue;
+                    }
+                };
+                for reason in &content.decision.reasons {
+                    println!("    reason: {reason}");
                 }
-                for check in content
-                    .pointer("/decision/checks")
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                {
+                for check in &content.decision.checks {
+                    let requested: Vec<&str> = check.spec.requested.iter().map(String::as_str).collect();
+                    let observed = match &check.observation {
+                        Some(o) => format!("{:?}", o.held.iter().collect::<Vec<_>>()),
+                        None => "nothing (not verified)".into(),
+                    };
                     println!(
-                        "    check {:?} on {}: expect {} {}, observed {}, {}",
-                        check.pointer("/spec/name").and_then(|v| v.as_str()).unwrap_or_default(),
-                        check
-                            .pointer("/spec/system")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default(),
-                        check
-                            .pointer("/spec/expect")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default(),
-                        check
-                            .pointer("/spec/requested")
-                            .map(|v| v.to_string())
-                            .unwrap_or_default(),
-                        check
-                            .pointer("/observation/held")
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "nothing (not verified)".into()),
-                        check
-                            .pointer("/outcome/status")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default(),
+                        "    check {:?} on {}: expect {} {:?}, observed {observed}, {}",
+                        check.spec.name,
+                        check.spec.system,
+                        check.spec.expect,
+                        requested,
+                        check.outcome.status(),
                     );
                 }
                 println!("    hash {} (prev {})", r.hash, r.prev_hash);
-                let event = serde_json::from_value::<TicketEvent>(content["event"].clone());
-                let decision = serde_json::from_value::<Decision>(content["decision"].clone());
-                if let (Ok(event), Ok(decision)) = (event, decision) {
-                    let at = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    if let Ok(comment) =
-                        renderer.decision(CommentFormat::Markdown, &event, &decision, &at, &r.id, &r.hash)
-                    {
-                        println!("    comment:");
-                        for line in comment.lines() {
-                            println!("    | {line}");
-                        }
+                let at = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                if let Ok(comment) = renderer.decision(
+                    CommentFormat::Markdown,
+                    &content.event,
+                    &content.decision,
+                    &at,
+                    &r.id,
+                    &r.hash,
+                ) {
+                    println!("    comment:");
+                    for line in comment.lines() {
+                        println!("    | {line}");
                     }
                 }
             }
@@ -264,11 +250,12 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
                 let Some(last) = page.last() else { break };
                 after = last.seq;
                 for r in &page {
+                    // The record is the exact hashed text, so each line can be
+                    // checked on its own: hash = SHA-256(prev_hash || record).
                     println!(
                         "{}",
                         serde_json::json!({
-                            "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash,
-                            "record": serde_json::from_str::<serde_json::Value>(&r.record).unwrap_or_default(),
+                            "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash, "record": r.record,
                         })
                     );
                 }

@@ -9,26 +9,18 @@ use tracing_actix_web::TracingLogger;
 
 use crate::{
     adapters::SourceRegistry,
+    clock::{SharedClock, SystemClock},
     config::Settings,
+    context::Context,
     gate::Gate,
     policy,
     render::Renderer,
-    routes,
+    routes::{self, AppState},
     store::Store,
     telemetry::RequestSpan,
     verifiers::{self, VerifierRegistry},
-    workers::{self, Context},
+    workers,
 };
-
-/// What request handlers share.
-pub struct AppState {
-    pub context: Arc<Context>,
-    pub gate: routes::GateAccess,
-    pub store: Store,
-    pub verifiers: VerifierRegistry,
-    pub sources: SourceRegistry,
-    pub max_body_bytes: usize,
-}
 
 pub struct Application {
     port: u16,
@@ -48,8 +40,14 @@ impl Application {
         Self::build_with_store(settings, store).await
     }
 
-    /// Builds on an open store; binds the listener (port 0 picks a free port).
+    /// Builds on an open store with the system clock.
     pub async fn build_with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
+        Self::build_with(settings, store, Arc::new(SystemClock)).await
+    }
+
+    /// Builds on an open store and a clock; binds the listener (port 0 picks a
+    /// free port).
+    pub async fn build_with(settings: Settings, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
         let catalog = verifiers::catalog(&settings);
         let policies = policy::load_dir(&settings.policies_dir, &catalog).map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -61,10 +59,11 @@ impl Application {
         let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
         let context = Arc::new(Context {
             store: store.clone(),
-            gate: Gate::new(Arc::new(policies), verifiers.clone()),
+            gate: Gate::new(Arc::new(policies), verifiers.clone(), clock.clone()),
             sources: sources.clone(),
             renderer,
             settings: settings.worker.clone(),
+            clock,
             effects_enqueued: Default::default(),
         });
 

@@ -1,6 +1,10 @@
 //! One story, run against both backends: SQLite and PostgreSQL must behave the same.
 
-use closegate::store::{DeliveryOutcome, Finish, NewDelivery, NewEffect, NewEvidence, Store};
+use closegate::{
+    domain::{Mode, TicketRef, Trigger, TriggerKind, Verdict},
+    evidence::EvidenceContent,
+    store::{DeliveryOutcome, Finish, GateCheckClaim, NewDelivery, NewEffect, NewEvidence, Recording, Store},
+};
 #[path = "support/pg.rs"]
 mod pg;
 
@@ -16,16 +20,39 @@ fn delivery(n: usize, body: &str) -> NewDelivery {
     }
 }
 
-fn evidence(delivery: &str, ticket: &str) -> NewEvidence {
+fn evidence(trigger: Trigger, ticket: &str) -> NewEvidence {
+    let content: EvidenceContent = serde_json::from_value(serde_json::json!({
+        "event": { "ticket": { "source": "github", "key": ticket }, "kind": "closed", "event": "issues.closed",
+                   "old_state": null, "new_state": "closed", "actor": { "id": "bob" }, "requester": null,
+                   "title": "", "labels": [], "fields": {}, "url": null, "occurred_at": null },
+        "decision": { "verdict": "blocked", "policy": "db-table-grant", "policy_hash": null, "mode": "enforce",
+                      "reasons": ["missing SELECT"], "checks": [] }
+    }))
+    .unwrap();
     NewEvidence {
         id: uuid::Uuid::now_v7().to_string(),
-        delivery: delivery.into(),
-        source: "github".into(),
-        ticket: ticket.into(),
-        verdict: "blocked".into(),
+        trigger,
+        ticket: TicketRef {
+            source: "github".into(),
+            key: ticket.into(),
+        },
+        verdict: Verdict::Blocked,
         policy: Some("db-table-grant".into()),
-        mode: "enforce".into(),
-        content: serde_json::json!({ "reasons": ["missing SELECT"] }),
+        mode: Mode::Enforce,
+        content,
+    }
+}
+
+fn webhook(delivery: &str) -> Trigger {
+    Trigger::new(TriggerKind::Webhook, delivery)
+}
+
+/// Finishes a delivery with a decision and the given outbox messages.
+fn decided(delivery: &str, ticket: &str, effects: Vec<NewEffect>) -> Recording {
+    Recording {
+        delivery: Some((delivery.to_string(), DeliveryOutcome::Decided)),
+        evidence: Some(evidence(webhook(delivery), ticket)),
+        effects,
     }
 }
 
@@ -65,62 +92,72 @@ async fn story(url: &str) {
     assert_eq!((a_again.id.as_str(), a_again.attempts), (a.id.as_str(), 2));
 
     // Finish with evidence and an effect, atomically; finishing twice writes nothing.
-    let finished = store
-        .finish_delivery(
-            &a.id,
-            DeliveryOutcome::Decided,
-            Some(evidence(&a.id, "acme/x#1")),
-            now,
-            |rec| {
-                vec![NewEffect {
-                    idempotency_key: format!("cg-{}", rec.id),
-                    payload: "{}".into(),
-                }]
-            },
-        )
-        .await
-        .unwrap();
-    let Finish::Finished(Some(rec)) = finished else {
-        panic!("expected a record")
+    let effect = NewEffect {
+        idempotency_key: "cg-first".into(),
+        payload: "{}".into(),
     };
-    assert_eq!((rec.seq, rec.prev_hash.as_str()), (1, "0".repeat(64).as_str()));
-    let twice = store
-        .finish_delivery(
-            &a.id,
-            DeliveryOutcome::Decided,
-            Some(evidence(&a.id, "acme/x#1")),
-            now,
-            |_| Vec::new(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(twice, Finish::AlreadyFinished));
-    store
-        .finish_delivery(&b.id, DeliveryOutcome::NotGated, None, now, |_| Vec::new())
-        .await
-        .unwrap();
-    let c = store.claim_delivery(now, 1_000).await.unwrap().unwrap();
-    let Finish::Finished(Some(rec2)) = store
-        .finish_delivery(
-            &c.id,
-            DeliveryOutcome::Decided,
-            Some(evidence(&c.id, "acme/x#1")),
-            now,
-            |_| Vec::new(),
-        )
+    let Finish::Finished(Some(rec)) = store
+        .record(decided(&a.id, "acme/x#1", vec![effect]), now)
         .await
         .unwrap()
     else {
         panic!("expected a record")
     };
+    assert_eq!((rec.seq, rec.prev_hash.as_str()), (1, "0".repeat(64).as_str()));
+    assert_eq!(rec.trigger, webhook(&a.id));
+    let twice = store.record(decided(&a.id, "acme/x#1", Vec::new()), now).await.unwrap();
+    assert!(matches!(twice, Finish::AlreadyFinished));
+    store
+        .finish_delivery(&b.id, DeliveryOutcome::NotGated, now)
+        .await
+        .unwrap();
+    let c = store.claim_delivery(now, 1_000).await.unwrap().unwrap();
+    let Finish::Finished(Some(rec2)) = store.record(decided(&c.id, "acme/x#1", Vec::new()), now).await.unwrap() else {
+        panic!("expected a record")
+    };
     assert_eq!((rec2.seq, rec2.prev_hash.as_str()), (2, rec.hash.as_str()));
     assert_eq!(store.evidence_for_ticket("github", "acme/x#1").await.unwrap().len(), 2);
+    assert_eq!(
+        store.evidence_for_trigger(&webhook(&c.id)).await.unwrap(),
+        Some(rec2.clone())
+    );
+
+    // A decision without a delivery (an expiry, a gate check) names its trigger.
+    let expiry = Trigger::new(TriggerKind::Expiry, "claim-1");
+    let recording = Recording {
+        delivery: None,
+        evidence: Some(evidence(expiry.clone(), "acme/x#2")),
+        effects: Vec::new(),
+    };
+    let Finish::Finished(Some(rec3)) = store.record(recording, now).await.unwrap() else {
+        panic!("expected a record")
+    };
+    assert_eq!((rec3.seq, rec3.prev_hash.as_str()), (3, rec2.hash.as_str()));
+    assert_eq!(store.evidence_by_id(&rec3.id).await.unwrap().unwrap().trigger, expiry);
     let report = store.verify_chain().await.unwrap();
-    assert_eq!((report.records, report.broken), (2, None));
+    assert_eq!((report.records, report.broken), (3, None));
+
+    // Gate-check ids: per caller, bound to their question.
+    assert_eq!(
+        store.claim_gate_check("snow", "r-1", "q1", now).await.unwrap(),
+        GateCheckClaim::New
+    );
+    assert_eq!(
+        store.claim_gate_check("snow", "r-1", "q1", now).await.unwrap(),
+        GateCheckClaim::Repeat
+    );
+    assert_eq!(
+        store.claim_gate_check("snow", "r-1", "q2", now).await.unwrap(),
+        GateCheckClaim::Conflict
+    );
+    assert_eq!(
+        store.claim_gate_check("jira", "r-1", "q2", now).await.unwrap(),
+        GateCheckClaim::New
+    );
 
     // Outbox: due now, retried later, then done.
     let msg = store.claim_effect(now, 1_000).await.unwrap().unwrap();
-    assert_eq!(msg.idempotency_key, format!("cg-{}", rec.id));
+    assert_eq!(msg.idempotency_key, "cg-first");
     assert!(store.claim_effect(now, 1_000).await.unwrap().is_none(), "leased");
     store
         .fail_effect(&msg.id, "HTTP 500", Some(now + 60_000))
@@ -134,7 +171,7 @@ async fn story(url: &str) {
     assert_eq!(retry.attempts, 2);
     store.complete_effect(&retry.id, now + 60_001).await.unwrap();
     let stats = store.stats().await.unwrap();
-    assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 2));
+    assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 3));
 
     // Last-known ticket state: a retried delivery sees what it saw the first time.
     assert_eq!(
@@ -161,7 +198,7 @@ async fn story(url: &str) {
     // Reopening the store keeps everything.
     drop(store);
     let reopened = Store::connect(url).await.unwrap();
-    assert_eq!(reopened.stats().await.unwrap().evidence, 2);
+    assert_eq!(reopened.stats().await.unwrap().evidence, 3);
     assert_eq!(reopened.verify_chain().await.unwrap().broken, None);
 }
 
@@ -174,4 +211,91 @@ async fn the_store_story_holds_on_sqlite() {
 #[tokio::test]
 async fn the_store_story_holds_on_postgres() {
     story(&pg::fresh_database().await).await;
+}
+
+/// A store at the schema before triggers, holding one decided delivery, its
+/// evidence record and its outbox message; then opened by this version.
+async fn upgrade_story(url: &str) {
+    let old = sqlx::migrate!("./migrations/sqlite");
+    let pg_old = sqlx::migrate!("./migrations/postgres");
+    let pick = |m: &sqlx::migrate::Migrator| sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(m.migrations[..2].to_vec()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let record = serde_json::json!({
+        "id": "ev-old", "seq": 1, "created_at": 5, "prev_hash": "0".repeat(64), "delivery": "del-old",
+        "source": "github", "ticket": "acme/x#9", "verdict": "blocked", "policy": "p", "mode": "enforce",
+        "content": evidence(webhook("del-old"), "acme/x#9").content,
+    })
+    .to_string();
+    let hash = closegate::evidence::chain_hash(&"0".repeat(64), &record);
+    let statements = [
+        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, event, body, state) \
+         VALUES ('del-old', 'github', 'd-9', 'h', 1, '{}', '{}', 'done')"
+            .to_string(),
+        format!(
+            "INSERT INTO evidence (id, seq, delivery, source, ticket, verdict, policy, mode, record, created_at, \
+             prev_hash, hash) VALUES ('ev-old', 1, 'del-old', 'github', 'acme/x#9', 'blocked', 'p', 'enforce', \
+             '{}', 5, '{}', '{hash}')",
+            record.replace('\'', "''"),
+            "0".repeat(64)
+        ),
+        format!("UPDATE chain_head SET seq = 1, hash = '{hash}'"),
+        "INSERT INTO outbox (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at) \
+         VALUES ('m-old', 'cg-ev-old', 'github', 'acme/x#9', 'ev-old', '{}', 0, 0)"
+            .to_string(),
+    ];
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        pick(&old).run(&pool).await.unwrap();
+        for sql in &statements {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        pick(&pg_old).run(&pool).await.unwrap();
+        for sql in &statements {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+
+    let store = Store::connect(url).await.expect("the upgrade applies");
+
+    let records = store.evidence_for_ticket("github", "acme/x#9").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].trigger,
+        webhook("del-old"),
+        "the delivery becomes the trigger id"
+    );
+    assert_eq!(records[0].document().unwrap().trigger(), Some(webhook("del-old")));
+    assert_eq!(store.verify_chain().await.unwrap().broken, None);
+    let msg = store
+        .claim_effect(1, 1_000)
+        .await
+        .unwrap()
+        .expect("the outbox message survives");
+    assert_eq!(msg.idempotency_key, "cg-ev-old");
+    let next = Recording {
+        delivery: None,
+        evidence: Some(evidence(Trigger::new(TriggerKind::Manual, "op"), "acme/x#9")),
+        effects: Vec::new(),
+    };
+    let Finish::Finished(Some(rec)) = store.record(next, 10).await.unwrap() else {
+        panic!("expected a record")
+    };
+    assert_eq!((rec.seq, rec.prev_hash), (2, hash));
+}
+
+#[tokio::test]
+async fn records_written_before_triggers_survive_the_upgrade_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    upgrade_story(&format!("sqlite://{}", dir.path().join("old.db").display())).await;
+}
+
+#[tokio::test]
+async fn records_written_before_triggers_survive_the_upgrade_on_postgres() {
+    upgrade_story(&pg::fresh_database().await).await;
 }

@@ -70,6 +70,17 @@ pub enum CheckOutcome {
     },
 }
 
+impl CheckOutcome {
+    /// `holds`, `mismatch` or `could_not_verify`, as stored.
+    pub fn status(&self) -> &'static str {
+        match self {
+            CheckOutcome::Holds => "holds",
+            CheckOutcome::Mismatch { .. } => "mismatch",
+            CheckOutcome::CouldNotVerify { .. } => "could_not_verify",
+        }
+    }
+}
+
 /// A check with what was observed and the verdict: what the evidence records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::CheckResult;
+use super::{CheckResult, trigger::UnknownName};
 
 /// How hard a policy bites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -25,6 +25,17 @@ impl Mode {
     }
 }
 
+impl std::str::FromStr for Mode {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Mode::Enforce, Mode::Warn, Mode::DryRun]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_string()))
+    }
+}
+
 /// The gate's answer for one closure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +55,29 @@ impl Verdict {
             Verdict::Blocked => "blocked",
             Verdict::Ungated => "ungated",
         }
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Verdict::Allowed, Verdict::Blocked, Verdict::Ungated]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

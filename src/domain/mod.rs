@@ -4,7 +4,9 @@
 mod check;
 mod decision;
 mod ticket;
+mod trigger;
 
 pub use check::{CheckOutcome, CheckResult, CheckSpec, Expect, Observation};
 pub use decision::{Decision, Mode, Verdict};
 pub use ticket::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key};
+pub use trigger::{Trigger, TriggerKind, UnknownName};

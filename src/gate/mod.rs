@@ -9,6 +9,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use futures_util::future::join_all;
 
 use crate::{
+    clock::SharedClock,
     domain::{CheckResult, CheckSpec, Decision, Mode, Observation, TicketEvent, Verdict},
     policy::{PolicySet, Rendered, render_checks},
     verifiers::{VerifierRegistry, VerifyError},
@@ -18,11 +19,16 @@ use crate::{
 pub struct Gate {
     policies: Arc<PolicySet>,
     verifiers: VerifierRegistry,
+    clock: SharedClock,
 }
 
 impl Gate {
-    pub fn new(policies: Arc<PolicySet>, verifiers: VerifierRegistry) -> Self {
-        Self { policies, verifiers }
+    pub fn new(policies: Arc<PolicySet>, verifiers: VerifierRegistry, clock: SharedClock) -> Self {
+        Self {
+            policies,
+            verifiers,
+            clock,
+        }
     }
 
     pub fn policies(&self) -> &PolicySet {
@@ -97,7 +103,7 @@ impl Gate {
     }
 
     async fn run_batch(&self, system: String, mut specs: Vec<CheckSpec>) -> Vec<CheckResult> {
-        let checked_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let checked_at = self.clock.rfc3339(chrono::SecondsFormat::Millis);
         let observed: Vec<Result<Observation, String>> = match self.verifiers.get(&system) {
             None => vec![Err(format!("system {system} is not configured")); specs.len()],
             Some(verifier) => {

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use crate::{
     adapters::HeaderLookup,
     config::{GateSettings, Secret},
+    decide::{SyncCheckError, check_synchronously},
     domain::{Actor, EventKind, TicketEvent, TicketRef, field_key},
     error::ApiError,
+    routes::AppState,
     signature::{StandardWebhooksKey, secret_matches},
-    startup::AppState,
-    workers::check_synchronously,
 };
 
 /// One configured caller, with its credentials resolved.
@@ -150,7 +150,18 @@ pub async fn check(
         .header("webhook-id")
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let body_text = String::from_utf8_lossy(&body).into_owned();
-    let answer = check_synchronously(state.context.clone(), event, request_id, body_text, state.gate.deadline).await?;
+    let answer = check_synchronously(
+        state.context.clone(),
+        &caller.name,
+        &request_id,
+        &body,
+        event,
+        state.gate.deadline,
+    )
+    .await
+    .map_err(|e| match e {
+        SyncCheckError::IdReused(_) => ApiError::Conflict(e.to_string()),
+        other => ApiError::Unexpected(other.into()),
+    })?;
     Ok(HttpResponse::Ok().json(answer))
 }

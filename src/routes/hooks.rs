@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::{
     adapters::{Inbound, content_key},
     error::ApiError,
-    startup::AppState,
+    routes::AppState,
     store::NewDelivery,
 };
 

@@ -4,9 +4,22 @@ mod gate_check;
 mod health;
 mod hooks;
 
-pub use gate_check::GateAccess;
+use std::sync::Arc;
 
 use actix_web::web;
+pub use gate_check::GateAccess;
+
+use crate::{adapters::SourceRegistry, context::Context, store::Store, verifiers::VerifierRegistry};
+
+/// What request handlers share.
+pub struct AppState {
+    pub context: Arc<Context>,
+    pub gate: GateAccess,
+    pub store: Store,
+    pub verifiers: VerifierRegistry,
+    pub sources: SourceRegistry,
+    pub max_body_bytes: usize,
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))

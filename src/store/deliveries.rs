@@ -1,10 +1,7 @@
 //! Stored deliveries waiting for a decision: claimed under a lease, finished
 //! in one transaction with the evidence and outbox messages they cause.
 
-use super::{
-    EvidenceRecord, NewEffect, NewEvidence, Store, StoreResult, evidence::append_evidence_sql, outbox::ENQUEUE,
-    with_pool,
-};
+use super::{EvidenceRecord, Store, StoreResult, with_pool};
 
 /// A delivery claimed by this replica until its lease runs out.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -29,7 +26,7 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             DeliveryOutcome::NotGated => "not_gated",
             DeliveryOutcome::OwnEcho => "own_echo",
@@ -66,74 +63,18 @@ impl Store {
         }))
     }
 
-    /// Marks a claimed delivery done and, in the same transaction, appends its
-    /// evidence record and enqueues the effects `effects` builds from it.
-    /// Nothing is written when another replica finished it first.
-    pub async fn finish_delivery<F>(
-        &self,
-        delivery: &str,
-        outcome: DeliveryOutcome,
-        evidence: Option<NewEvidence>,
-        now: i64,
-        effects: F,
-    ) -> StoreResult<Finish>
-    where
-        F: FnOnce(&EvidenceRecord) -> Vec<NewEffect>,
-    {
-        const DONE: &str = "UPDATE deliveries SET state = 'done', outcome = $1, evidence_id = $2, \
-            decided_at = $3, lease_until = NULL WHERE id = $4 AND state = 'pending'";
-        let evidence_id = evidence.as_ref().map(|e| e.id.clone());
-        with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
-            let updated = sqlx::query(DONE)
-                .bind(outcome.as_str())
-                .bind(&evidence_id)
-                .bind(now)
-                .bind(delivery)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if updated == 0 {
-                return Ok(Finish::AlreadyFinished);
-            }
-            let mut record = None;
-            if let Some(new) = evidence {
-                let sql = append_evidence_sql();
-                let head: (i64, String) = sqlx::query_as(sql.bump_head).fetch_one(&mut *tx).await?;
-                let rec = EvidenceRecord::seal(new, head.0, head.1, now)?;
-                sqlx::query(sql.insert)
-                    .bind(&rec.id)
-                    .bind(rec.seq)
-                    .bind(&rec.delivery)
-                    .bind(&rec.source)
-                    .bind(&rec.ticket)
-                    .bind(&rec.verdict)
-                    .bind(&rec.policy)
-                    .bind(&rec.mode)
-                    .bind(&rec.record)
-                    .bind(rec.created_at)
-                    .bind(&rec.prev_hash)
-                    .bind(&rec.hash)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(sql.set_head_hash).bind(&rec.hash).execute(&mut *tx).await?;
-                for effect in effects(&rec) {
-                    sqlx::query(ENQUEUE)
-                        .bind(uuid::Uuid::now_v7().to_string())
-                        .bind(&effect.idempotency_key)
-                        .bind(&rec.source)
-                        .bind(&rec.ticket)
-                        .bind(&rec.id)
-                        .bind(&effect.payload)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                record = Some(rec);
-            }
-            tx.commit().await?;
-            Ok(Finish::Finished(record))
-        })
+    /// Marks a claimed delivery done without a decision (not a close, or
+    /// closegate's own echo). Nothing happens when another replica finished it.
+    pub async fn finish_delivery(&self, delivery: &str, outcome: DeliveryOutcome, now: i64) -> StoreResult<Finish> {
+        self.record(
+            super::Recording {
+                delivery: Some((delivery.to_string(), outcome)),
+                evidence: None,
+                effects: Vec::new(),
+            },
+            now,
+        )
+        .await
     }
 
     /// Gives a claimed delivery back after an unexpected error; it is retried

@@ -1,113 +1,170 @@
 //! The evidence log: append-only, each record hashed with the one before it.
+//! Rows are typed on the way in and out; the hashed text is kept byte for byte.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{Store, StoreError, StoreResult, with_pool};
+use crate::{
+    domain::{Mode, TicketRef, Trigger, Verdict},
+    evidence::{EvidenceContent, SealedDocument, chain_hash},
+};
 
-/// A decision to record. `content` holds the decision details (checks,
-/// observations, reasons, who asked and who closed).
+/// A decision to record.
 #[derive(Debug, Clone)]
 pub struct NewEvidence {
     pub id: String,
-    pub delivery: String,
-    pub source: String,
-    pub ticket: String,
-    pub verdict: String,
+    pub trigger: Trigger,
+    pub ticket: TicketRef,
+    pub verdict: Verdict,
     pub policy: Option<String>,
-    pub mode: String,
-    pub content: serde_json::Value,
+    pub mode: Mode,
+    pub content: EvidenceContent,
 }
 
 /// One stored evidence record. `record` is the exact JSON text that was hashed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvidenceRecord {
     pub id: String,
     pub seq: i64,
-    pub delivery: String,
+    pub trigger: Trigger,
     pub source: String,
     pub ticket: String,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub policy: Option<String>,
-    pub mode: String,
+    pub mode: Mode,
     pub record: String,
     pub created_at: i64,
     pub prev_hash: String,
     pub hash: String,
 }
 
-/// The document that is hashed: everything an auditor needs, in a fixed order.
-#[derive(Serialize)]
-struct Document<'a> {
-    id: &'a str,
+/// A row as stored, before its columns are trusted.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct EvidenceRow {
+    id: String,
     seq: i64,
+    trigger_kind: String,
+    trigger_id: String,
+    source: String,
+    ticket: String,
+    verdict: String,
+    policy: Option<String>,
+    mode: String,
+    record: String,
     created_at: i64,
-    prev_hash: &'a str,
-    delivery: &'a str,
-    source: &'a str,
-    ticket: &'a str,
-    verdict: &'a str,
-    policy: Option<&'a str>,
-    mode: &'a str,
-    content: serde_json::Value,
+    prev_hash: String,
+    hash: String,
 }
 
-/// `hash = SHA-256(prev_hash || record)`, hex.
-pub fn chain_hash(prev_hash: &str, record: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(record.as_bytes());
-    hex::encode(h.finalize())
+impl TryFrom<EvidenceRow> for EvidenceRecord {
+    type Error = StoreError;
+
+    fn try_from(row: EvidenceRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Other(format!("evidence record #{}: {what}: {e}", row.seq))
+        };
+        Ok(EvidenceRecord {
+            trigger: Trigger::new(
+                row.trigger_kind.parse().map_err(|e| corrupt("trigger kind", &e))?,
+                row.trigger_id.clone(),
+            ),
+            verdict: row.verdict.parse().map_err(|e| corrupt("verdict", &e))?,
+            mode: row.mode.parse().map_err(|e| corrupt("mode", &e))?,
+            id: row.id,
+            seq: row.seq,
+            source: row.source,
+            ticket: row.ticket,
+            policy: row.policy,
+            record: row.record,
+            created_at: row.created_at,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        })
+    }
 }
 
 impl EvidenceRecord {
-    /// Builds the record that follows the chain head `(head_seq, head_hash)`.
+    /// Builds the record that follows the chain head `(seq - 1, prev_hash)`.
     pub(super) fn seal(new: NewEvidence, seq: i64, prev_hash: String, now: i64) -> StoreResult<Self> {
-        let doc = Document {
-            id: &new.id,
-            seq,
-            created_at: now,
-            prev_hash: &prev_hash,
-            delivery: &new.delivery,
-            source: &new.source,
-            ticket: &new.ticket,
-            verdict: &new.verdict,
-            policy: new.policy.as_deref(),
-            mode: &new.mode,
-            content: new.content.clone(),
-        };
-        let record = serde_json::to_string(&doc).map_err(|e| StoreError::Other(e.to_string()))?;
-        let hash = chain_hash(&prev_hash, &record);
-        Ok(EvidenceRecord {
+        let doc = SealedDocument {
             id: new.id,
             seq,
-            delivery: new.delivery,
-            source: new.source,
-            ticket: new.ticket,
+            created_at: now,
+            prev_hash,
+            trigger: Some(new.trigger.clone()),
+            delivery: None,
+            source: new.ticket.source,
+            ticket: new.ticket.key,
             verdict: new.verdict,
             policy: new.policy,
             mode: new.mode,
+            content: new.content,
+        };
+        let record = serde_json::to_string(&doc).map_err(|e| StoreError::Other(e.to_string()))?;
+        let hash = chain_hash(&doc.prev_hash, &record);
+        Ok(EvidenceRecord {
+            id: doc.id,
+            seq,
+            trigger: new.trigger,
+            source: doc.source,
+            ticket: doc.ticket,
+            verdict: doc.verdict,
+            policy: doc.policy,
+            mode: doc.mode,
             record,
             created_at: now,
-            prev_hash,
+            prev_hash: doc.prev_hash,
             hash,
         })
     }
 
-    /// The decision details (checks, reasons...) as stored.
-    pub fn content(&self) -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&self.record)
-            .ok()
-            .and_then(|mut v| v.get_mut("content").map(serde_json::Value::take))
-            .unwrap_or_default()
+    /// The hashed document, typed.
+    pub fn document(&self) -> Result<SealedDocument, serde_json::Error> {
+        serde_json::from_str(&self.record)
+    }
+
+    /// The decision details (event, checks, reasons...) as stored.
+    pub fn content(&self) -> Result<EvidenceContent, serde_json::Error> {
+        self.document().map(|d| d.content)
     }
 }
 
-fn record_seq(record: &str) -> Option<i64> {
-    serde_json::from_str::<serde_json::Value>(record)
-        .ok()?
-        .get("seq")?
-        .as_i64()
+impl EvidenceRow {
+    /// What is wrong with this row on its own: a column that differs from the
+    /// hashed document it sits beside, or a hash that does not match.
+    fn problem(&self) -> Option<String> {
+        if chain_hash(&self.prev_hash, &self.record) != self.hash {
+            return Some("content does not match its hash".into());
+        }
+        let doc: SealedDocument = match serde_json::from_str(&self.record) {
+            Ok(doc) => doc,
+            Err(e) => return Some(format!("the hashed record does not parse: {e}")),
+        };
+        let trigger = doc.trigger();
+        let columns: [(&str, bool); 11] = [
+            ("id", doc.id == self.id),
+            ("seq", doc.seq == self.seq),
+            ("created_at", doc.created_at == self.created_at),
+            ("prev_hash", doc.prev_hash == self.prev_hash),
+            (
+                "trigger_kind",
+                trigger.as_ref().map(|t| t.kind.as_str()) == Some(self.trigger_kind.as_str()),
+            ),
+            (
+                "trigger_id",
+                trigger.as_ref().map(|t| t.id.as_str()) == Some(self.trigger_id.as_str()),
+            ),
+            ("source", doc.source == self.source),
+            ("ticket", doc.ticket == self.ticket),
+            ("verdict", doc.verdict.as_str() == self.verdict),
+            ("policy", doc.policy == self.policy),
+            ("mode", doc.mode.as_str() == self.mode),
+        ];
+        columns
+            .iter()
+            .find(|(_, same)| !same)
+            .map(|(column, _)| format!("column {column} differs from the hashed record"))
+    }
 }
 
 pub(super) struct AppendSql {
@@ -121,9 +178,9 @@ pub(super) struct AppendSql {
 pub(super) fn append_evidence_sql() -> AppendSql {
     AppendSql {
         bump_head: "UPDATE chain_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash",
-        insert: "INSERT INTO evidence (id, seq, delivery, source, ticket, verdict, policy, mode, \
-            record, created_at, prev_hash, hash) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        insert: "INSERT INTO evidence (id, seq, trigger_kind, trigger_id, source, ticket, verdict, policy, \
+            mode, record, created_at, prev_hash, hash) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         set_head_hash: "UPDATE chain_head SET hash = $1 WHERE id = 1",
     }
 }
@@ -137,63 +194,87 @@ pub struct ChainReport {
     pub broken: Option<(i64, String)>,
 }
 
-const COLUMNS: &str = "id, seq, delivery, source, ticket, verdict, policy, mode, record, \
+const COLUMNS: &str = "id, seq, trigger_kind, trigger_id, source, ticket, verdict, policy, mode, record, \
     created_at, prev_hash, hash";
 
 impl Store {
-    /// Every evidence record of one ticket, oldest first.
-    pub async fn evidence_for_ticket(&self, source: &str, ticket: &str) -> StoreResult<Vec<EvidenceRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM evidence WHERE source = $1 AND ticket = $2 ORDER BY seq");
+    async fn evidence_rows(&self, filter: &str, binds: &[&str], tail: &str) -> StoreResult<Vec<EvidenceRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM evidence WHERE {filter} {tail}");
         Ok(with_pool!(&self.db, read, |pool| {
-            sqlx::query_as(&sql).bind(source).bind(ticket).fetch_all(pool).await?
+            let mut query = sqlx::query_as(&sql);
+            for b in binds {
+                query = query.bind(*b);
+            }
+            query.fetch_all(pool).await?
         }))
     }
 
-    /// The evidence record a delivery led to, if it has been decided.
-    pub async fn evidence_for_delivery(&self, delivery: &str) -> StoreResult<Option<EvidenceRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM evidence WHERE delivery = $1");
-        Ok(with_pool!(&self.db, read, |pool| sqlx::query_as(&sql)
-            .bind(delivery)
-            .fetch_optional(pool)
-            .await?))
+    fn typed(rows: Vec<EvidenceRow>) -> StoreResult<Vec<EvidenceRecord>> {
+        rows.into_iter().map(EvidenceRecord::try_from).collect()
     }
 
-    /// Up to `limit` records after sequence number `after`, in chain order.
-    pub async fn evidence_page(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRecord>> {
+    /// Every evidence record of one ticket, oldest first.
+    pub async fn evidence_for_ticket(&self, source: &str, ticket: &str) -> StoreResult<Vec<EvidenceRecord>> {
+        Self::typed(
+            self.evidence_rows("source = $1 AND ticket = $2", &[source, ticket], "ORDER BY seq")
+                .await?,
+        )
+    }
+
+    /// The evidence record a trigger led to, if it has been decided.
+    pub async fn evidence_for_trigger(&self, trigger: &Trigger) -> StoreResult<Option<EvidenceRecord>> {
+        let rows = self
+            .evidence_rows(
+                "trigger_kind = $1 AND trigger_id = $2",
+                &[trigger.kind.as_str(), &trigger.id],
+                "ORDER BY seq LIMIT 1",
+            )
+            .await?;
+        Ok(Self::typed(rows)?.pop())
+    }
+
+    /// One evidence record by id.
+    pub async fn evidence_by_id(&self, id: &str) -> StoreResult<Option<EvidenceRecord>> {
+        Ok(Self::typed(self.evidence_rows("id = $1", &[id], "").await?)?.pop())
+    }
+
+    async fn evidence_rows_after(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRow>> {
         let sql = format!("SELECT {COLUMNS} FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2");
         Ok(with_pool!(&self.db, read, |pool| {
             sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?
         }))
     }
 
-    /// Recomputes every hash and link, from the first record to the chain head.
+    /// Up to `limit` records after sequence number `after`, in chain order.
+    pub async fn evidence_page(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRecord>> {
+        Self::typed(self.evidence_rows_after(after, limit).await?)
+    }
+
+    /// Recomputes every hash and link, from the first record to the chain head,
+    /// and checks every column against the hashed record it belongs to.
     pub async fn verify_chain(&self) -> StoreResult<ChainReport> {
         let mut prev_hash = "0".repeat(64);
         let mut prev_seq = 0;
         let mut broken = None;
         'pages: loop {
-            let page = self.evidence_page(prev_seq, 1000).await?;
+            let page = self.evidence_rows_after(prev_seq, 1000).await?;
             if page.is_empty() {
                 break;
             }
-            for rec in page {
-                let problem = if rec.seq != prev_seq + 1 {
-                    Some(format!("expected sequence {}, found {}", prev_seq + 1, rec.seq))
-                } else if rec.prev_hash != prev_hash {
+            for row in page {
+                let problem = if row.seq != prev_seq + 1 {
+                    Some(format!("expected sequence {}, found {}", prev_seq + 1, row.seq))
+                } else if row.prev_hash != prev_hash {
                     Some("does not link to the previous record".to_string())
-                } else if chain_hash(&rec.prev_hash, &rec.record) != rec.hash {
-                    Some("content does not match its hash".to_string())
-                } else if record_seq(&rec.record) != Some(rec.seq) {
-                    Some("record text does not carry its sequence number".to_string())
                 } else {
-                    None
+                    row.problem()
                 };
                 if let Some(problem) = problem {
-                    broken = Some((rec.seq, problem));
+                    broken = Some((row.seq, problem));
                     break 'pages;
                 }
-                prev_seq = rec.seq;
-                prev_hash = rec.hash;
+                prev_seq = row.seq;
+                prev_hash = row.hash;
             }
         }
         let head: (i64, String) = with_pool!(&self.db, read, |pool| {

@@ -5,8 +5,10 @@
 //! Writes to SQLite go through one connection: ingest batches many deliveries
 //! into one transaction (group commit), everything else queues behind it.
 
+mod decisions;
 mod deliveries;
 mod evidence;
+mod gate_checks;
 mod ingest;
 mod outbox;
 mod tickets;
@@ -20,8 +22,10 @@ use sqlx::{
 };
 use tokio::sync::{Notify, mpsc};
 
+pub use decisions::Recording;
 pub use deliveries::{ClaimedDelivery, DeliveryOutcome, Finish};
 pub use evidence::{ChainReport, EvidenceRecord, NewEvidence};
+pub use gate_checks::GateCheckClaim;
 pub use ingest::{IngestOutcome, NewDelivery};
 pub use outbox::{ClaimedEffect, NewEffect};
 

@@ -5,10 +5,13 @@ use anyhow::Context as _;
 use rand::Rng;
 use tracing::Instrument as _;
 
-use super::{Context, ExecutionOutcome};
+use super::ExecutionOutcome;
 use crate::{
     adapters::{Effect, EffectError},
     config::WorkerSettings,
+    context::Context,
+    decide::StoredMessage,
+    render::CommentFormat,
     store::ClaimedEffect,
 };
 
@@ -25,7 +28,8 @@ pub fn retry_delay_ms(attempts: i64, settings: &WorkerSettings) -> i64 {
 }
 
 /// Claims the message due soonest and carries it out.
-pub async fn try_deliver_next(ctx: &Context, now: i64) -> anyhow::Result<ExecutionOutcome> {
+pub async fn try_deliver_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> {
+    let now = ctx.now_ms();
     let lease_ms = ctx.settings.lease_seconds * 1000;
     let Some(msg) = ctx
         .store
@@ -43,18 +47,17 @@ pub async fn try_deliver_next(ctx: &Context, now: i64) -> anyhow::Result<Executi
 
 /// Carries one claimed message out and records the result.
 async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<()> {
-    let result = match (
-        serde_json::from_str::<Effect>(&msg.payload),
-        ctx.sources.get(&msg.source),
-    ) {
-        (Err(e), _) => Err(EffectError::permanent(format!("unreadable message: {e}"))),
-        (_, None) => Err(EffectError::retryable(format!(
+    let result = match ctx.sources.get(&msg.source) {
+        None => Err(EffectError::retryable(format!(
             "source {} is not configured",
             msg.source
         ))),
-        (Ok(effect), Some(adapter)) => adapter.apply(&effect).await,
+        Some(adapter) => match effect(ctx, msg, adapter.comment_format()).await {
+            Ok(effect) => adapter.apply(&effect).await,
+            Err(e) => Err(e),
+        },
     };
-    let done_at = super::now_ms();
+    let done_at = ctx.now_ms();
     match result {
         Ok(()) => {
             ctx.store
@@ -78,6 +81,23 @@ async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The effect a stored message asks for, rendered from its evidence record.
+async fn effect(ctx: &Context, msg: &ClaimedEffect, format: CommentFormat) -> Result<Effect, EffectError> {
+    let stored: StoredMessage =
+        serde_json::from_str(&msg.payload).map_err(|e| EffectError::permanent(format!("unreadable message: {e}")))?;
+    let intent = match stored {
+        StoredMessage::Rendered(effect) => return Ok(*effect),
+        StoredMessage::Intent(intent) => intent,
+    };
+    let record = ctx
+        .store
+        .evidence_by_id(&intent.evidence_id)
+        .await
+        .map_err(|e| EffectError::retryable(format!("cannot read evidence record {}: {e}", intent.evidence_id)))?
+        .ok_or_else(|| EffectError::permanent(format!("evidence record {} is missing", intent.evidence_id)))?;
+    intent.render(&record, &ctx.renderer, format)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ async fn closing_a_grant_ticket_whose_exact_grant_exists_posts_evidence_and_keep
     // Assert (close_on_github asserts the 202)
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence.len(), 1);
-    assert_eq!(evidence[0].verdict, "allowed");
+    assert_eq!(evidence[0].verdict.as_str(), "allowed");
     assert_eq!(evidence[0].policy.as_deref(), Some("db-table-grant"));
     let comments = posted_comments(&app).await;
     assert_eq!(comments.len(), 1);
@@ -57,7 +57,7 @@ async fn closing_a_grant_ticket_without_the_grant_reopens_it_and_says_what_is_mi
 
     // Assert
     let evidence = app.evidence(REPO_ISSUE).await;
-    assert_eq!(evidence[0].verdict, "blocked");
+    assert_eq!(evidence[0].verdict.as_str(), "blocked");
     let comment = &posted_comments(&app).await[0];
     assert!(comment.contains("closure blocked"), "{comment}");
     assert!(
@@ -87,12 +87,9 @@ async fn a_grant_broader_than_requested_is_blocked_under_exact() {
     app.close_on_github("d-1", &grant_event(&role, &table, "SELECT")).await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
-    assert_eq!(evidence[0].verdict, "blocked");
-    let checks = evidence[0].content()["decision"]["checks"].clone();
-    assert_eq!(
-        checks[1]["observation"]["held"],
-        serde_json::json!(["INSERT", "SELECT"])
-    );
+    assert_eq!(evidence[0].verdict.as_str(), "blocked");
+    let held = checks(&evidence[0])[1].observation.clone().unwrap().held;
+    assert_eq!(held, ["INSERT".to_string(), "SELECT".to_string()].into());
     let comment = &posted_comments(&app).await[0];
     assert!(comment.contains("holds more than requested: INSERT"), "{comment}");
 }
@@ -134,9 +131,8 @@ async fn an_unreachable_target_database_blocks_as_could_not_verify() {
         .await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
-    assert_eq!(evidence[0].verdict, "blocked");
-    let outcome = &evidence[0].content()["decision"]["checks"][0]["outcome"];
-    assert_eq!(outcome["status"], "could_not_verify");
+    assert_eq!(evidence[0].verdict.as_str(), "blocked");
+    assert_eq!(checks(&evidence[0])[0].outcome.status(), "could_not_verify");
     let comment = &posted_comments(&app).await[0];
     assert!(comment.contains("could not verify"), "{comment}");
     assert!(
@@ -158,7 +154,7 @@ async fn a_gated_ticket_missing_required_fields_is_blocked_naming_them() {
     app.close_on_github("d-1", &serde_json::to_vec(&event).unwrap()).await;
 
     let evidence = app.evidence(REPO_ISSUE).await;
-    assert_eq!(evidence[0].verdict, "blocked");
+    assert_eq!(evidence[0].verdict.as_str(), "blocked");
     let comment = &posted_comments(&app).await[0];
     assert!(
         comment.contains("missing required fields: table, privileges"),
@@ -176,7 +172,7 @@ async fn a_close_no_policy_governs_passes_and_is_recorded_as_ungated() {
 
     let evidence = app.evidence(REPO_ISSUE).await;
     assert_eq!(evidence.len(), 1);
-    assert_eq!(evidence[0].verdict, "ungated");
+    assert_eq!(evidence[0].verdict.as_str(), "ungated");
     assert_eq!(app.stats().await.outbox_pending + app.stats().await.outbox_done, 0);
 }
 
@@ -240,5 +236,5 @@ async fn a_reopen_is_skipped_when_the_issue_has_moved_on_but_the_rejection_is_st
 
     app.close_on_github("d-1", &grant_event(&role, &table, "SELECT")).await;
 
-    assert_eq!(app.evidence(REPO_ISSUE).await[0].verdict, "blocked");
+    assert_eq!(app.evidence(REPO_ISSUE).await[0].verdict.as_str(), "blocked");
 }

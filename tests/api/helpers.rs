@@ -8,12 +8,15 @@ use std::{
 };
 
 use closegate::{
+    clock::ManualClock,
     config::{LogFormat, Settings},
+    context::Context,
+    domain::CheckResult,
     signature::StandardWebhooksKey,
     startup::Application,
     store::{EvidenceRecord, Store, StoreStats},
     telemetry,
-    workers::{self, Context, ExecutionOutcome},
+    workers::{self, ExecutionOutcome},
 };
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -56,6 +59,8 @@ pub struct TestApp {
     pub store: Store,
     pub ctx: Arc<Context>,
     pub http: reqwest::Client,
+    /// The app's clock: tests move it instead of sleeping.
+    pub clock: ManualClock,
     config: PathBuf,
     handle: actix_web::dev::ServerHandle,
     dir: Arc<TempDir>,
@@ -126,12 +131,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         yaml["system_groups"] = groups;
     }
     std::fs::write(&config, serde_yaml::to_string(&yaml).unwrap()).unwrap();
-    start(config, helpdesk, dir).await
+    start(config, helpdesk, dir, ManualClock::default()).await
 }
 
-async fn start(config: PathBuf, helpdesk: MockServer, dir: Arc<TempDir>) -> TestApp {
+async fn start(config: PathBuf, helpdesk: MockServer, dir: Arc<TempDir>, clock: ManualClock) -> TestApp {
     let settings = Settings::load(Some(&config)).expect("test settings load");
-    let app = Application::build(settings).await.expect("app builds");
+    let url = settings.database_url.resolve("database_url").unwrap();
+    let store = Store::connect(url.expose()).await.expect("store opens");
+    let app = Application::build_with(settings, store, Arc::new(clock.clone()))
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let ctx = app.context();
     let handle = app.server_handle();
@@ -142,6 +151,7 @@ async fn start(config: PathBuf, helpdesk: MockServer, dir: Arc<TempDir>) -> Test
         store: ctx.store.clone(),
         ctx,
         http: reqwest::Client::new(),
+        clock,
         config,
         handle,
         dir,
@@ -153,7 +163,7 @@ impl TestApp {
     pub async fn restart(self) -> TestApp {
         self.handle.stop(true).await;
         drop(self.ctx);
-        start(self.config, self.helpdesk, self.dir).await
+        start(self.config, self.helpdesk, self.dir, self.clock).await
     }
 
     pub fn dir(&self) -> &Path {
@@ -207,22 +217,21 @@ impl TestApp {
 
     /// Runs the decision worker until no delivery is waiting.
     pub async fn decide_all(&self) {
-        while workers::try_decide_next(&self.ctx, workers::now_ms()).await.unwrap() == ExecutionOutcome::TaskCompleted {
-        }
+        while workers::try_decide_next(&self.ctx).await.unwrap() == ExecutionOutcome::TaskCompleted {}
     }
 
-    /// Runs the outbox worker once per due message, as of `at` (unix ms).
-    pub async fn deliver_due(&self, at: i64) -> usize {
+    /// Runs the outbox worker once per message due now (by the app's clock).
+    pub async fn deliver_all(&self) -> usize {
         let mut n = 0;
-        while workers::try_deliver_next(&self.ctx, at).await.unwrap() == ExecutionOutcome::TaskCompleted {
+        while workers::try_deliver_next(&self.ctx).await.unwrap() == ExecutionOutcome::TaskCompleted {
             n += 1;
         }
         n
     }
 
-    /// Delivers everything due now.
-    pub async fn deliver_all(&self) -> usize {
-        self.deliver_due(workers::now_ms()).await
+    /// Moves the app's clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance_ms(by.as_millis() as i64);
     }
 
     /// Sends a signed GitHub `issues` event, then decides and delivers everything:
@@ -247,7 +256,7 @@ impl TestApp {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| e.verdict)
+            .map(|e| e.verdict.to_string())
             .collect()
     }
 
@@ -324,22 +333,24 @@ impl TestApp {
     }
 }
 
+/// The checks a record holds.
+pub fn checks(record: &EvidenceRecord) -> Vec<CheckResult> {
+    record.content().expect("the evidence record parses").decision.checks
+}
+
 /// The verdict and, per check, (system, outcome status, observed items).
 pub fn summary(record: &EvidenceRecord) -> (String, Vec<(String, String, Value)>) {
-    let content = record.content();
-    let checks = content["decision"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let checks = checks(record)
+        .into_iter()
         .map(|c| {
             (
-                c["spec"]["system"].as_str().unwrap().to_string(),
-                c["outcome"]["status"].as_str().unwrap().to_string(),
-                c["observation"]["held"].clone(),
+                c.spec.system.clone(),
+                c.outcome.status().to_string(),
+                c.observation.map(|o| json!(o.held)).unwrap_or(Value::Null),
             )
         })
         .collect();
-    (record.verdict.clone(), checks)
+    (record.verdict.to_string(), checks)
 }
 
 /// A GitHub `issues` event shaped like the documented payload.

@@ -8,9 +8,7 @@ use wiremock::{
 
 use crate::helpers::*;
 
-fn an_hour_later() -> i64 {
-    closegate::workers::now_ms() + 3_600_000
-}
+const AN_HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 async fn fail_first_comment_post(app: &TestApp) {
     Mock::given(method("POST"))
@@ -35,7 +33,8 @@ async fn a_helpdesk_error_is_retried_and_the_comment_delivered_exactly_once() {
     assert_eq!((stats.outbox_pending, stats.outbox_done), (1, 0));
     assert_eq!(app.deliver_all().await, 0, "the retry waits for its backoff");
     // Later: delivered.
-    assert_eq!(app.deliver_due(an_hour_later()).await, 1);
+    app.advance(AN_HOUR);
+    assert_eq!(app.deliver_all().await, 1);
     let stats = app.stats().await;
     assert_eq!((stats.outbox_pending, stats.outbox_done), (0, 1));
     assert_eq!(posted_comments(&app).await.len(), 2, "one failed attempt, one comment");
@@ -50,8 +49,10 @@ async fn a_restart_between_attempts_still_delivers_exactly_once() {
     app.deliver_all().await;
 
     let app = app.restart().await;
-    app.deliver_due(an_hour_later()).await;
-    app.deliver_due(an_hour_later()).await;
+    app.advance(AN_HOUR);
+    app.deliver_all().await;
+    app.advance(AN_HOUR);
+    app.deliver_all().await;
 
     let stats = app.stats().await;
     assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 1));
@@ -63,17 +64,13 @@ async fn a_comment_already_posted_by_a_lost_attempt_is_not_posted_again() {
     // marker in the comment is found and nothing is posted twice.
     let app = spawn_app().await;
     close_ungranted_ticket(&app).await;
-    let claimed = app
-        .store
-        .claim_effect(closegate::workers::now_ms(), 1)
-        .await
-        .unwrap()
-        .unwrap();
-    let effect: closegate::adapters::Effect = serde_json::from_str(&claimed.payload).unwrap();
+    let claimed = app.store.claim_effect(app.ctx.now_ms(), 1).await.unwrap().unwrap();
+    let intent: closegate::decide::Intent = serde_json::from_str(&claimed.payload).unwrap();
+    let marker = format!("closegate:{}", intent.key);
     Mock::given(method("GET"))
         .and(path("/repos/acme/access-requests/issues/42/comments"))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
-            { "id": 7, "body": format!("earlier text\n\n<!-- {} -->\n", effect.marker()) }
+            { "id": 7, "body": format!("earlier text\n\n<!-- {marker} -->\n") }
         ])))
         .with_priority(1)
         .mount(&app.helpdesk)
@@ -81,7 +78,8 @@ async fn a_comment_already_posted_by_a_lost_attempt_is_not_posted_again() {
     mock_github(&app, 0, 1).await;
 
     // The lease (1 ms) has run out: another attempt picks the message up.
-    app.deliver_due(an_hour_later()).await;
+    app.advance(AN_HOUR);
+    app.deliver_all().await;
 
     assert_eq!(app.stats().await.outbox_done, 1);
 }

@@ -117,7 +117,7 @@ async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done()
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.verdict)
+        .map(|e| e.verdict.to_string())
         .collect();
     assert_eq!(
         verdicts,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use closegate::signature::StandardWebhooksKey;
+use closegate::{domain::TriggerKind, signature::StandardWebhooksKey};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
@@ -181,4 +181,92 @@ async fn an_oversized_gate_check_gets_a_json_413_and_records_nothing() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["code"], "payload_too_large");
     assert_eq!(app.stats().await.deliveries, 0);
+}
+
+async fn check_with_id(app: &TestApp, id: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/gate/check", app.address))
+        .bearer_auth(TOKEN)
+        .header("webhook-id", id)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_gate_check_id_replayed_for_another_ticket_is_refused_with_409() {
+    let app = gate_app(5000, Options::default()).await;
+    let mut target = Target::new().await;
+    let (granted, table) = target.role_with_grant("SELECT").await;
+    let ungranted = target.login_role().await;
+    let allowed: Value = check_with_id(&app, "chk-7", &request(&granted, &table))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+
+    // The same id, asking about another ticket (here: another role), must not
+    // borrow the earlier "allowed".
+    let mut other = request(&ungranted, &table);
+    other["ticket"] = json!("INC0043");
+    let replayed = check_with_id(&app, "chk-7", &other).await;
+    let repeated: Value = check_with_id(&app, "chk-7", &request(&granted, &table))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(replayed.status().as_u16(), 409);
+    let error: Value = replayed.json().await.unwrap();
+    assert_eq!(error["code"], "request_id_conflict");
+    assert_eq!(
+        repeated["evidence_id"], allowed["evidence_id"],
+        "the same question gets the recorded answer"
+    );
+    assert_eq!(app.stats().await.evidence, 1, "nothing decided for the replay");
+}
+
+#[tokio::test]
+async fn a_gate_check_cannot_pre_claim_a_webhook_delivery_id() {
+    let app = gate_app(5000, Options::default()).await;
+    mock_github(&app, 1, 1).await;
+    // A caller asks about the same source and ticket under the id the
+    // helpdesk's next delivery will carry.
+    let mut body = request("nobody", "public.none");
+    body["source"] = json!("github");
+    body["ticket"] = json!(REPO_ISSUE);
+    let body = body.to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let sig = StandardWebhooksKey::parse(GENERIC_SECRET)
+        .unwrap()
+        .sign("d-1", ts, body.as_bytes());
+    let response = app
+        .http
+        .post(format!("{}/v1/gate/check", app.address))
+        .header("webhook-id", "d-1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    close_ungranted_ticket(&app).await;
+
+    app.settle_all().await;
+    let triggers: Vec<_> = app
+        .evidence(REPO_ISSUE)
+        .await
+        .into_iter()
+        .map(|r| r.trigger.kind)
+        .collect();
+    assert_eq!(
+        triggers,
+        [TriggerKind::SyncCheck, TriggerKind::Webhook],
+        "the real close is judged"
+    );
 }

@@ -1,0 +1,27 @@
+//! What every trigger needs to reach a decision and carry it out: the store,
+//! the gate, the helpdesk sources, the comment renderer and the clock.
+
+use tokio::sync::Notify;
+
+use crate::{
+    adapters::SourceRegistry, clock::SharedClock, config::WorkerSettings, gate::Gate, render::Renderer, store::Store,
+};
+
+/// Shared by the HTTP edge, the workers and the CLI.
+pub struct Context {
+    pub store: Store,
+    pub gate: Gate,
+    pub sources: SourceRegistry,
+    pub renderer: Renderer,
+    pub settings: WorkerSettings,
+    pub clock: SharedClock,
+    /// Signalled when a decision enqueues outbox messages.
+    pub effects_enqueued: Notify,
+}
+
+impl Context {
+    /// Now, in unix milliseconds, from the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

@@ -1,0 +1,12 @@
+//! The decision service: every trigger (a webhook delivery, a synchronous gate
+//! check, an expiry, a drift sweep, a break-glass deadline, an operator) goes
+//! through [`decide`], which refreshes the ticket where the source requires it,
+//! runs the gate and records the evidence and the outbox intents together.
+
+mod intent;
+mod service;
+mod sync_check;
+
+pub use intent::{Action, Intent, StoredMessage};
+pub use service::{DecideError, Decided, decide};
+pub use sync_check::{SyncAnswer, SyncCheckError, check_synchronously};

@@ -1,0 +1,133 @@
+//! `decide(trigger, event)`: the one path from a ticket event to a recorded
+//! decision, whatever caused it.
+
+use tracing::Instrument as _;
+
+use super::Intent;
+use crate::{
+    adapters::EffectError,
+    context::Context,
+    domain::{Decision, EventKind, Mode, TicketEvent, Trigger, TriggerKind, Verdict},
+    evidence::EvidenceContent,
+    store::{DeliveryOutcome, EvidenceRecord, Finish, NewEffect, NewEvidence, Recording, StoreError},
+};
+
+/// What a call to [`decide`] came to.
+#[derive(Debug)]
+pub enum Decided {
+    /// The decision, as recorded in the evidence log.
+    Recorded(EvidenceRecord),
+    /// The helpdesk's own record says the ticket is not closing after all; the
+    /// delivery was finished without a decision.
+    NotClosing,
+    /// Another replica finished the delivery first; nothing was written.
+    AlreadyFinished,
+}
+
+/// Why no decision could be recorded. Worth retrying: nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("Failed to re-read the ticket from the helpdesk")]
+    Refresh(#[source] EffectError),
+    #[error("Failed to record the decision")]
+    Store(#[source] StoreError),
+    #[error("Failed to encode an outbox message")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Refreshes the ticket where the source requires it, runs the gate and writes
+/// the evidence record, the outbox intents and (for a webhook) the end of the
+/// delivery in one transaction.
+pub async fn decide(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Result<Decided, DecideError> {
+    let span = tracing::info_span!("decide", trigger = %trigger, ticket = %event.ticket);
+    decide_inner(ctx, trigger, event).instrument(span).await
+}
+
+async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Result<Decided, DecideError> {
+    let adapter = ctx.sources.get(&event.ticket.source);
+    // A synchronous caller that sent the fields is the helpdesk itself, asking
+    // before the change; every other trigger reads the ticket as it is now.
+    let refresh = trigger.kind != TriggerKind::SyncCheck || event.fields.is_empty();
+    let event = match adapter {
+        Some(adapter) if refresh => adapter.refresh(event).await.map_err(DecideError::Refresh)?,
+        _ => event,
+    };
+    let delivery = (trigger.kind == TriggerKind::Webhook).then(|| trigger.id.clone());
+    if delivery.is_some() && !matches!(event.kind, EventKind::Closed | EventKind::ReadyToClose) {
+        let recording = Recording {
+            delivery: delivery.map(|d| (d, DeliveryOutcome::NotGated)),
+            evidence: None,
+            effects: Vec::new(),
+        };
+        ctx.store
+            .record(recording, ctx.now_ms())
+            .await
+            .map_err(DecideError::Store)?;
+        tracing::debug!("the helpdesk says the ticket is not closing; not gated");
+        return Ok(Decided::NotClosing);
+    }
+    let decision = ctx.gate.decide(&event).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let effects = intents(ctx, &trigger, &event, &decision, &id)
+        .into_iter()
+        .map(|intent| {
+            Ok(NewEffect {
+                idempotency_key: intent.key.clone(),
+                payload: serde_json::to_string(&intent).map_err(DecideError::Encode)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecideError>>()?;
+    let speaks = !effects.is_empty();
+    let recording = Recording {
+        delivery: delivery.map(|d| (d, DeliveryOutcome::Decided)),
+        evidence: Some(NewEvidence {
+            id,
+            trigger,
+            ticket: event.ticket.clone(),
+            verdict: decision.verdict,
+            policy: decision.policy.clone(),
+            mode: decision.mode,
+            content: EvidenceContent { event, decision },
+        }),
+        effects,
+    };
+    let finished = ctx
+        .store
+        .record(recording, ctx.now_ms())
+        .await
+        .map_err(DecideError::Store)?;
+    let Finish::Finished(Some(record)) = finished else {
+        return Ok(Decided::AlreadyFinished);
+    };
+    tracing::info!(verdict = %record.verdict, mode = %record.mode, policy = record.policy.as_deref().unwrap_or("-"),
+        evidence = %record.id, "decided");
+    if speaks {
+        ctx.effects_enqueued.notify_one();
+    }
+    Ok(Decided::Recorded(record))
+}
+
+/// The outbox messages a decision owes the helpdesk: none for an ungated or
+/// dry-run decision, for a trigger that answers elsewhere, or for a source
+/// that cannot be written to.
+fn intents(ctx: &Context, trigger: &Trigger, event: &TicketEvent, decision: &Decision, id: &str) -> Vec<Intent> {
+    let speaks = decision.verdict != Verdict::Ungated
+        && decision.mode != Mode::DryRun
+        && trigger.kind.speaks_to_helpdesk()
+        && !event.synchronous
+        && ctx
+            .sources
+            .get(&event.ticket.source)
+            .is_some_and(|a| a.delivers_effects());
+    if !speaks {
+        return Vec::new();
+    }
+    let reopen = decision.verdict == Verdict::Blocked && decision.mode == Mode::Enforce;
+    vec![Intent::for_decision(
+        &event.ticket,
+        event.kind,
+        event.occurred_at.as_deref(),
+        reopen,
+        id,
+    )]
+}

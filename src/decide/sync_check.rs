@@ -1,0 +1,107 @@
+//! The synchronous gate: the same decision service as every other trigger,
+//! answered within a deadline for helpdesks that can stop a transition before
+//! it happens (ServiceNow before-rules, Jira validators).
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{DecideError, Decided, decide};
+use crate::{
+    context::Context,
+    domain::{Mode, TicketEvent, Trigger, TriggerKind, Verdict},
+    store::{EvidenceRecord, GateCheckClaim, StoreError},
+};
+
+/// What the caller is told.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SyncAnswer {
+    pub allowed: bool,
+    pub verdict: String,
+    pub reasons: Vec<String>,
+    pub evidence_id: Option<String>,
+}
+
+/// Why a check could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncCheckError {
+    #[error("request id {0:?} was already used by this caller for another question")]
+    IdReused(String),
+    #[error("Failed to claim the request id")]
+    Store(#[source] StoreError),
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    #[error("the check stopped unexpectedly")]
+    Panicked(#[source] tokio::task::JoinError),
+}
+
+impl SyncAnswer {
+    fn still_running() -> Self {
+        SyncAnswer {
+            allowed: false,
+            verdict: "pending".into(),
+            reasons: vec!["not allowed: verification still running; try again shortly".into()],
+            evidence_id: None,
+        }
+    }
+
+    fn from_record(record: &EvidenceRecord) -> Self {
+        let reasons = match record.content() {
+            Ok(content) => content.decision.reasons,
+            Err(e) => vec![format!("the evidence record does not parse: {e}")],
+        };
+        SyncAnswer {
+            // Only an enforcing policy stops a transition; warn and dry-run never do.
+            allowed: record.verdict != Verdict::Blocked || record.mode != Mode::Enforce,
+            verdict: record.verdict.as_str().to_string(),
+            reasons,
+            evidence_id: Some(record.id.clone()),
+        }
+    }
+}
+
+/// Decides `event` for `caller` and answers within `deadline`. Past the
+/// deadline the decision goes on and is recorded, but the answer is "not
+/// allowed". A request id lives in the caller's own namespace and is bound to
+/// the body it came with: repeated with the same body it gets the recorded
+/// answer; with another body it is refused.
+pub async fn check_synchronously(
+    ctx: Arc<Context>,
+    caller: &str,
+    request_id: &str,
+    body: &[u8],
+    event: TicketEvent,
+    deadline: Duration,
+) -> Result<SyncAnswer, SyncCheckError> {
+    let question = hex::encode(Sha256::digest(body));
+    let trigger = Trigger::new(TriggerKind::SyncCheck, format!("{caller}/{request_id}"));
+    let claim = ctx
+        .store
+        .claim_gate_check(caller, request_id, &question, ctx.now_ms())
+        .await
+        .map_err(SyncCheckError::Store)?;
+    match claim {
+        GateCheckClaim::Conflict => return Err(SyncCheckError::IdReused(request_id.to_string())),
+        GateCheckClaim::Repeat => {
+            let record = ctx
+                .store
+                .evidence_for_trigger(&trigger)
+                .await
+                .map_err(SyncCheckError::Store)?;
+            return Ok(record
+                .as_ref()
+                .map(SyncAnswer::from_record)
+                .unwrap_or_else(SyncAnswer::still_running));
+        }
+        GateCheckClaim::New => {}
+    }
+    let work = tokio::spawn(async move { decide(&ctx, trigger, event).await });
+    match tokio::time::timeout(deadline, work).await {
+        Ok(Ok(Ok(Decided::Recorded(record)))) => Ok(SyncAnswer::from_record(&record)),
+        Ok(Ok(Ok(_))) => Ok(SyncAnswer::still_running()),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(join)) => Err(SyncCheckError::Panicked(join)),
+        Err(_) => Ok(SyncAnswer::still_running()),
+    }
+}

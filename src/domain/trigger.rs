@@ -1,0 +1,82 @@
+use serde::{Deserialize, Serialize};
+
+/// What asked for a decision. Every decision names its trigger; only webhook
+/// triggers come from a stored delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerKind {
+    /// A helpdesk webhook delivery (the id is the stored delivery's id).
+    Webhook,
+    /// `POST /v1/gate/check` (the id is `caller/request-id`).
+    SyncCheck,
+    /// A claim reached its `valid_until`.
+    Expiry,
+    /// The periodic or on-demand drift sweep.
+    Sweep,
+    /// A break-glass close reached its verification deadline.
+    BreakGlassDeadline,
+    /// An operator, from the CLI.
+    Manual,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Webhook => "webhook",
+            TriggerKind::SyncCheck => "sync-check",
+            TriggerKind::Expiry => "expiry",
+            TriggerKind::Sweep => "sweep",
+            TriggerKind::BreakGlassDeadline => "break-glass-deadline",
+            TriggerKind::Manual => "manual",
+        }
+    }
+
+    /// Whether decisions of this kind are carried back to the helpdesk. A
+    /// synchronous check is answered to its caller; a manual re-check is
+    /// printed to the operator.
+    pub fn speaks_to_helpdesk(self) -> bool {
+        !matches!(self, TriggerKind::SyncCheck | TriggerKind::Manual)
+    }
+}
+
+impl std::str::FromStr for TriggerKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            TriggerKind::Webhook,
+            TriggerKind::SyncCheck,
+            TriggerKind::Expiry,
+            TriggerKind::Sweep,
+            TriggerKind::BreakGlassDeadline,
+            TriggerKind::Manual,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| UnknownName(s.to_string()))
+    }
+}
+
+/// A trigger: its kind and the id of the unit that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    pub id: String,
+}
+
+impl Trigger {
+    pub fn new(kind: TriggerKind, id: impl Into<String>) -> Self {
+        Self { kind, id: id.into() }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.id)
+    }
+}
+
+/// A stored name that is not one of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {0:?}")]
+pub struct UnknownName(pub String);
