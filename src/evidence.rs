@@ -12,6 +12,26 @@ use crate::domain::{Decision, Mode, TicketEvent, Trigger, TriggerKind, Verdict};
 pub struct EvidenceContent {
     pub event: TicketEvent,
     pub decision: Decision,
+    /// What the record found; a close unless a re-verification says otherwise.
+    #[serde(default)]
+    pub finding: Finding,
+}
+
+/// What a decision record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// A close judged (webhook, gate check, manual re-check).
+    #[default]
+    Close,
+    /// At expiry the access was verified gone.
+    Removed,
+    /// The access no longer matches the ticket (widened, removed, still held after expiry).
+    Drift,
+    /// A reported drift no longer holds.
+    DriftResolved,
+    /// The target could not be asked at expiry; retried, never read as removed.
+    Unverified,
 }
 
 /// The hashed document. Every column the store keeps beside it is a copy of

@@ -2,12 +2,19 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+
 use closegate::{
+    clock::SystemClock,
     config::{LogFormat, Settings},
+    context::Context,
+    decide::{Decided, RecheckSummary, decide, recheck},
+    domain::{EventKind, Trigger, TriggerKind, Verdict},
     policy,
     render::{CommentFormat, Renderer},
-    startup::Application,
-    store::Store,
+    startup::{Application, build_context},
+    store::{ClaimFilter, Store},
     telemetry, verifiers,
 };
 
@@ -42,6 +49,47 @@ enum Command {
     Evidence {
         #[command(subcommand)]
         command: EvidenceCommand,
+    },
+    /// What allowed decisions verified, and until when.
+    Claims {
+        #[command(subcommand)]
+        command: ClaimsCommand,
+    },
+    /// Re-verify active claims now.
+    Drift {
+        #[command(subcommand)]
+        command: DriftCommand,
+    },
+    /// Decide a ticket again now, as it was last seen, re-read from its helpdesk
+    /// (recorded with a `manual` trigger; nothing is posted to the helpdesk).
+    Decide { source: String, ticket: String },
+}
+
+#[derive(Subcommand)]
+enum ClaimsCommand {
+    /// List claims, in the order they were verified.
+    List {
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long)]
+        system: Option<String>,
+        /// Only claims whose drift has been reported and not resolved.
+        #[arg(long)]
+        drifted: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DriftCommand {
+    /// Re-verify every active claim (or those of a system or policy) in batches.
+    Scan {
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long)]
+        policy: Option<String>,
+        /// Report only: record nothing, post nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -164,6 +212,157 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
             evidence(command, &store, &renderer).await
         }
+        Command::Claims {
+            command:
+                ClaimsCommand::List {
+                    ticket,
+                    system,
+                    drifted,
+                },
+        } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let store = open_store(&settings).await?;
+            let filter = ClaimFilter {
+                ticket,
+                system,
+                drifted,
+                ..ClaimFilter::default()
+            };
+            list_claims(&store, &filter).await
+        }
+        Command::Drift {
+            command:
+                DriftCommand::Scan {
+                    system,
+                    policy,
+                    dry_run,
+                },
+        } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let ctx = open_context(&settings).await?;
+            let filter = ClaimFilter {
+                system,
+                policy,
+                active: true,
+                ..ClaimFilter::default()
+            };
+            drift_scan(&ctx, &filter, dry_run).await
+        }
+        Command::Decide { source, ticket } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let ctx = open_context(&settings).await?;
+            decide_again(&ctx, &source, &ticket).await
+        }
+    }
+}
+
+async fn open_context(settings: &Settings) -> anyhow::Result<Context> {
+    let store = open_store(settings).await?;
+    build_context(settings, store, Arc::new(SystemClock))
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn list_claims(store: &Store, filter: &ClaimFilter) -> anyhow::Result<i32> {
+    let mut after = String::new();
+    let mut shown = 0;
+    loop {
+        let page = store.list_claims(filter, &after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        for c in &page {
+            shown += 1;
+            let requested: Vec<&str> = c.spec.requested.iter().map(String::as_str).collect();
+            println!(
+                "{} {} {} policy={} system={} {} {} on {:?}: expect {} {:?}; verified {}{}{}",
+                c.id,
+                c.ticket,
+                c.state.as_str(),
+                c.policy,
+                c.spec.system,
+                c.spec.kind,
+                c.observation.subject,
+                c.observation.object,
+                c.spec.expect,
+                requested,
+                when(c.verified_at),
+                c.valid_until
+                    .map(|t| format!("; valid until {}", when(t)))
+                    .unwrap_or_default(),
+                c.drift.as_deref().map(|d| format!("; DRIFT: {d}")).unwrap_or_default(),
+            );
+        }
+    }
+    if shown == 0 {
+        println!("no claims");
+    }
+    Ok(0)
+}
+
+async fn drift_scan(ctx: &Context, filter: &ClaimFilter, dry_run: bool) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
+    let total = ctx.store.count_claims(filter).await?;
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} claims  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut after = String::new();
+    let mut summary = RecheckSummary::default();
+    loop {
+        let page = ctx.store.list_claims(filter, &after, ctx.settings.sweep_batch).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        let n = page.len() as u64;
+        let trigger = Trigger::new(TriggerKind::Sweep, format!("scan-{}", uuid::Uuid::now_v7()));
+        summary += recheck(ctx, trigger, page, dry_run).await?;
+        bar.inc(n);
+    }
+    bar.finish_and_clear();
+    println!(
+        "{} claims checked in {:.1} s: {} held, {} drifted (new), {} still drifted, {} resolved, {} could not verify{}",
+        summary.checked,
+        started.elapsed().as_secs_f64(),
+        summary.held,
+        summary.drifted,
+        summary.still_drifted,
+        summary.resolved,
+        summary.could_not_verify,
+        if dry_run { " (dry run: nothing recorded)" } else { "" }
+    );
+    Ok(
+        if summary.drifted + summary.still_drifted + summary.could_not_verify > 0 {
+            1
+        } else {
+            0
+        },
+    )
+}
+
+async fn decide_again(ctx: &Context, source: &str, ticket: &str) -> anyhow::Result<i32> {
+    let records = ctx.store.evidence_for_ticket(source, ticket).await?;
+    let Some(last) = records.last() else {
+        println!("no evidence for {source}:{ticket}: closegate has not seen this ticket close");
+        return Ok(1);
+    };
+    let mut event = last.content()?.event;
+    event.kind = EventKind::Closed;
+    let trigger = Trigger::new(TriggerKind::Manual, format!("cli-{}", uuid::Uuid::now_v7()));
+    match decide(ctx, trigger, event).await? {
+        Decided::Recorded(record) => {
+            println!("{} ({}) evidence {}", record.verdict, record.mode, record.id);
+            for reason in record.content()?.decision.reasons {
+                println!("    reason: {reason}");
+            }
+            Ok(if record.verdict == Verdict::Blocked { 1 } else { 0 })
+        }
+        other => {
+            println!("not decided: {other:?}");
+            Ok(1)
+        }
     }
 }
 
@@ -214,14 +413,7 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
                 }
                 println!("    hash {} (prev {})", r.hash, r.prev_hash);
                 let at = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                if let Ok(comment) = renderer.decision(
-                    CommentFormat::Markdown,
-                    &content.event,
-                    &content.decision,
-                    &at,
-                    &r.id,
-                    &r.hash,
-                ) {
+                if let Ok(comment) = renderer.decision(CommentFormat::Markdown, &content, &at, &r.id, &r.hash) {
                     println!("    comment:");
                     for line in comment.lines() {
                         println!("    | {line}");

@@ -29,6 +29,29 @@ pub struct Application {
     run_workers: bool,
 }
 
+/// Loads policies, verifiers, sources and templates into the context every
+/// trigger shares; a broken policy or template stops the start.
+pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> anyhow::Result<Context> {
+    let catalog = verifiers::catalog(settings);
+    let policies = policy::load_dir(&settings.policies_dir, &catalog).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid policies:\n  {}", lines.join("\n  "))
+    })?;
+    tracing::info!(count = policies.policies.len(), dir = %settings.policies_dir.display(), "policies loaded");
+    let verifiers = VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+    let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
+    let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(Context {
+        store,
+        gate: Gate::new(Arc::new(policies), verifiers, clock.clone()),
+        sources,
+        renderer,
+        settings: settings.worker.clone(),
+        clock,
+        effects_enqueued: Default::default(),
+    })
+}
+
 impl Application {
     /// Opens the store named in the settings, then builds everything else.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -48,24 +71,8 @@ impl Application {
     /// Builds on an open store and a clock; binds the listener (port 0 picks a
     /// free port).
     pub async fn build_with(settings: Settings, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
-        let catalog = verifiers::catalog(&settings);
-        let policies = policy::load_dir(&settings.policies_dir, &catalog).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("invalid policies:\n  {}", lines.join("\n  "))
-        })?;
-        tracing::info!(count = policies.policies.len(), dir = %settings.policies_dir.display(), "policies loaded");
-        let verifiers = VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
-        let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
-        let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
-        let context = Arc::new(Context {
-            store: store.clone(),
-            gate: Gate::new(Arc::new(policies), verifiers.clone(), clock.clone()),
-            sources: sources.clone(),
-            renderer,
-            settings: settings.worker.clone(),
-            clock,
-            effects_enqueued: Default::default(),
-        });
+        let context = Arc::new(build_context(&settings, store.clone(), clock)?);
+        let sources = context.sources.clone();
 
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("Failed to listen on {}", settings.listen))?;

@@ -51,8 +51,7 @@ fn webhook(delivery: &str) -> Trigger {
 fn decided(delivery: &str, ticket: &str, effects: Vec<NewEffect>) -> Recording {
     Recording {
         delivery: Some((delivery.to_string(), DeliveryOutcome::Decided)),
-        evidence: Some(evidence(webhook(delivery), ticket)),
-        effects,
+        ..Recording::evidence(evidence(webhook(delivery), ticket), effects)
     }
 }
 
@@ -124,11 +123,7 @@ async fn story(url: &str) {
 
     // A decision without a delivery (an expiry, a gate check) names its trigger.
     let expiry = Trigger::new(TriggerKind::Expiry, "claim-1");
-    let recording = Recording {
-        delivery: None,
-        evidence: Some(evidence(expiry.clone(), "acme/x#2")),
-        effects: Vec::new(),
-    };
+    let recording = Recording::evidence(evidence(expiry.clone(), "acme/x#2"), Vec::new());
     let Finish::Finished(Some(rec3)) = store.record(recording, now).await.unwrap() else {
         panic!("expected a record")
     };
@@ -278,11 +273,10 @@ async fn upgrade_story(url: &str) {
         .unwrap()
         .expect("the outbox message survives");
     assert_eq!(msg.idempotency_key, "cg-ev-old");
-    let next = Recording {
-        delivery: None,
-        evidence: Some(evidence(Trigger::new(TriggerKind::Manual, "op"), "acme/x#9")),
-        effects: Vec::new(),
-    };
+    let next = Recording::evidence(
+        evidence(Trigger::new(TriggerKind::Manual, "op"), "acme/x#9"),
+        Vec::new(),
+    );
     let Finish::Finished(Some(rec)) = store.record(next, 10).await.unwrap() else {
         panic!("expected a record")
     };

@@ -100,6 +100,20 @@ pub struct WorkerSettings {
     pub retry_max_ms: i64,
     /// After this many failed attempts a message is parked as `dead` (never deleted).
     pub max_attempts: i64,
+    /// How often active claims are re-verified (a policy's `drift.interval` overrides it).
+    #[serde(default = "default_drift_interval")]
+    pub drift_interval_seconds: i64,
+    /// Claims re-verified per batch: one round trip per system per batch.
+    #[serde(default = "default_sweep_batch")]
+    pub sweep_batch: i64,
+}
+
+fn default_drift_interval() -> i64 {
+    3600
+}
+
+fn default_sweep_batch() -> i64 {
+    500
 }
 
 impl Settings {

@@ -83,7 +83,7 @@ impl Intent {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let decision = &content.decision;
         let comment = renderer
-            .decision(format, &content.event, decision, &decided_at, &record.id, &record.hash)
+            .decision(format, &content, &decided_at, &record.id, &record.hash)
             .unwrap_or_else(|e| {
                 tracing::error!(error.message = %e, "comment template failed; posting the plain form");
                 format!(

@@ -4,9 +4,11 @@
 //! runs the gate and records the evidence and the outbox intents together.
 
 mod intent;
+mod recheck;
 mod service;
 mod sync_check;
 
 pub use intent::{Action, Intent, StoredMessage};
+pub use recheck::{RecheckSummary, expected_now, recheck};
 pub use service::{DecideError, Decided, decide};
 pub use sync_check::{SyncAnswer, SyncCheckError, check_synchronously};

@@ -7,9 +7,9 @@ use super::Intent;
 use crate::{
     adapters::EffectError,
     context::Context,
-    domain::{Decision, EventKind, Mode, TicketEvent, Trigger, TriggerKind, Verdict},
-    evidence::EvidenceContent,
-    store::{DeliveryOutcome, EvidenceRecord, Finish, NewEffect, NewEvidence, Recording, StoreError},
+    domain::{Decision, EventKind, Mode, TicketEvent, TicketRef, Trigger, TriggerKind, Verdict},
+    evidence::{EvidenceContent, Finding},
+    store::{DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Recording, StoreError},
 };
 
 /// What a call to [`decide`] came to.
@@ -31,8 +31,10 @@ pub enum DecideError {
     Refresh(#[source] EffectError),
     #[error("Failed to record the decision")]
     Store(#[source] StoreError),
-    #[error("Failed to encode an outbox message")]
+    #[error("Failed to encode or decode a stored document")]
     Encode(#[source] serde_json::Error),
+    #[error("{0} is missing")]
+    Missing(String),
 }
 
 /// Refreshes the ticket where the source requires it, runs the gate and writes
@@ -54,13 +56,9 @@ async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Re
     };
     let delivery = (trigger.kind == TriggerKind::Webhook).then(|| trigger.id.clone());
     if delivery.is_some() && !matches!(event.kind, EventKind::Closed | EventKind::ReadyToClose) {
-        let recording = Recording {
-            delivery: delivery.map(|d| (d, DeliveryOutcome::NotGated)),
-            evidence: None,
-            effects: Vec::new(),
-        };
+        let delivery = delivery.unwrap_or_default();
         ctx.store
-            .record(recording, ctx.now_ms())
+            .finish_delivery(&delivery, DeliveryOutcome::NotGated, ctx.now_ms())
             .await
             .map_err(DecideError::Store)?;
         tracing::debug!("the helpdesk says the ticket is not closing; not gated");
@@ -68,7 +66,61 @@ async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Re
     }
     let decision = ctx.gate.decide(&event).await;
     let id = uuid::Uuid::now_v7().to_string();
-    let effects = intents(ctx, &trigger, &event, &decision, &id)
+    let effects = encode(intents(ctx, &trigger, &event, &decision, &id))?;
+    let now = ctx.now_ms();
+    let claims = claims_verified(ctx, &event.ticket, &decision, now);
+    let recording = Recording {
+        delivery: delivery.map(|d| (d, DeliveryOutcome::Decided)),
+        claims,
+        claim_updates: Vec::new(),
+        ..Recording::evidence(
+            NewEvidence {
+                id,
+                trigger,
+                ticket: event.ticket.clone(),
+                verdict: decision.verdict,
+                policy: decision.policy.clone(),
+                mode: decision.mode,
+                content: EvidenceContent {
+                    event,
+                    decision,
+                    finding: Finding::Close,
+                },
+            },
+            effects,
+        )
+    };
+    match record(ctx, recording).await? {
+        Some(record) => Ok(Decided::Recorded(record)),
+        None => Ok(Decided::AlreadyFinished),
+    }
+}
+
+/// Writes a recording and wakes the outbox when it enqueued messages. `None`
+/// when the delivery it finishes was finished by another replica.
+pub(super) async fn record(ctx: &Context, recording: Recording) -> Result<Option<EvidenceRecord>, DecideError> {
+    let speaks = !recording.effects.is_empty();
+    let finished = ctx
+        .store
+        .record(recording, ctx.now_ms())
+        .await
+        .map_err(DecideError::Store)?;
+    let Finish::Finished(record) = finished else {
+        return Ok(None);
+    };
+    if let Some(record) = &record {
+        tracing::info!(verdict = %record.verdict, mode = %record.mode,
+            policy = record.policy.as_deref().unwrap_or("-"), evidence = %record.id, "decided");
+    }
+    if speaks {
+        ctx.effects_enqueued.notify_one();
+    }
+    Ok(record)
+}
+
+/// Outbox messages as stored.
+pub(super) fn encode(intents: Vec<Intent>) -> Result<Vec<NewEffect>, DecideError> {
+    intents
         .into_iter()
         .map(|intent| {
             Ok(NewEffect {
@@ -76,35 +128,51 @@ async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Re
                 payload: serde_json::to_string(&intent).map_err(DecideError::Encode)?,
             })
         })
-        .collect::<Result<Vec<_>, DecideError>>()?;
-    let speaks = !effects.is_empty();
-    let recording = Recording {
-        delivery: delivery.map(|d| (d, DeliveryOutcome::Decided)),
-        evidence: Some(NewEvidence {
-            id,
-            trigger,
-            ticket: event.ticket.clone(),
-            verdict: decision.verdict,
-            policy: decision.policy.clone(),
-            mode: decision.mode,
-            content: EvidenceContent { event, decision },
-        }),
-        effects,
+        .collect()
+}
+
+/// The claims an allowed decision verified (enforce, warn and dry-run alike).
+fn claims_verified(ctx: &Context, ticket: &TicketRef, decision: &Decision, now: i64) -> Vec<NewClaim> {
+    let (Verdict::Allowed, Some(policy), Some(policy_hash)) = (
+        decision.verdict,
+        decision.policy.as_ref(),
+        decision.policy_hash.as_ref(),
+    ) else {
+        return Vec::new();
     };
-    let finished = ctx
-        .store
-        .record(recording, ctx.now_ms())
-        .await
-        .map_err(DecideError::Store)?;
-    let Finish::Finished(Some(record)) = finished else {
-        return Ok(Decided::AlreadyFinished);
-    };
-    tracing::info!(verdict = %record.verdict, mode = %record.mode, policy = record.policy.as_deref().unwrap_or("-"),
-        evidence = %record.id, "decided");
-    if speaks {
-        ctx.effects_enqueued.notify_one();
-    }
-    Ok(Decided::Recorded(record))
+    let valid_until = decision
+        .valid_until
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis());
+    let next_sweep_at = now + drift_interval_ms(ctx, policy);
+    decision
+        .checks
+        .iter()
+        .filter_map(|check| {
+            Some(NewClaim {
+                id: uuid::Uuid::now_v7().to_string(),
+                ticket: ticket.clone(),
+                policy: policy.clone(),
+                policy_hash: policy_hash.clone(),
+                spec: check.spec.clone(),
+                observation: check.observation.clone()?,
+                verified_at: now,
+                valid_until,
+                next_sweep_at,
+            })
+        })
+        .collect()
+}
+
+/// How often a policy's claims are re-verified.
+pub(super) fn drift_interval_ms(ctx: &Context, policy: &str) -> i64 {
+    ctx.gate
+        .policies()
+        .by_name(policy)
+        .and_then(|p| p.drift_interval)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(ctx.settings.drift_interval_seconds * 1000)
 }
 
 /// The outbox messages a decision owes the helpdesk: none for an ungated or

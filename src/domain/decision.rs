@@ -91,4 +91,7 @@ pub struct Decision {
     /// Why the ticket was blocked, in words fit for the ticket.
     pub reasons: Vec<String>,
     pub checks: Vec<CheckResult>,
+    /// When the access this decision allowed must end (RFC 3339), if it must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
 }

@@ -77,6 +77,7 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
         mode,
         reasons,
         checks,
+        valid_until: None,
     }
 }
 
@@ -89,6 +90,7 @@ pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: 
         mode,
         reasons: vec![reason],
         checks: Vec::new(),
+        valid_until: None,
     }
 }
 

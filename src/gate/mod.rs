@@ -3,6 +3,7 @@
 //! applies the decision table. Knows nothing of HTTP or of the store.
 
 pub mod eval;
+pub mod expiry;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -11,7 +12,7 @@ use futures_util::future::join_all;
 use crate::{
     clock::SharedClock,
     domain::{CheckResult, CheckSpec, Decision, Mode, Observation, TicketEvent, Verdict},
-    policy::{PolicySet, Rendered, render_checks},
+    policy::{PolicySet, Rendered, render_checks, render_expiry},
     verifiers::{VerifierRegistry, VerifyError},
 };
 
@@ -52,6 +53,7 @@ impl Gate {
                     mode: Mode::DryRun,
                     reasons: Vec::new(),
                     checks: Vec::new(),
+                    valid_until: None,
                 };
             }
             [one] => *one,
@@ -85,21 +87,41 @@ impl Gate {
                 );
             }
         };
+        let closed_at = event
+            .occurred_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|| chrono::DateTime::from_timestamp_millis(self.clock.now_ms()).unwrap_or_default());
+        let valid_until = match expiry::valid_until(&policy.expiry, &render_expiry(policy, event), closed_at) {
+            Ok(until) => until,
+            Err(reason) => return eval::blocked_without_checks(id, policy.mode, reason),
+        };
         let results = self.run_checks(specs).await;
-        eval::conclude(&policy.name, &policy.hash, policy.mode, results)
+        let mut decision = eval::conclude(&policy.name, &policy.hash, policy.mode, results);
+        decision.valid_until = valid_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        decision
     }
 
     /// Runs the checks, one batch per system (a verifier may answer a batch in
-    /// one round trip), all systems at once, each batch under its system's timeout.
-    async fn run_checks(&self, specs: Vec<CheckSpec>) -> Vec<CheckResult> {
-        let mut by_system: BTreeMap<String, Vec<CheckSpec>> = BTreeMap::new();
-        for spec in specs {
-            by_system.entry(spec.system.clone()).or_default().push(spec);
+    /// one round trip), all systems at once, each batch under its system's
+    /// timeout. Results come back in the order of `specs`.
+    pub async fn run_checks(&self, specs: Vec<CheckSpec>) -> Vec<CheckResult> {
+        let total = specs.len();
+        let mut by_system: BTreeMap<String, (Vec<usize>, Vec<CheckSpec>)> = BTreeMap::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let entry = by_system.entry(spec.system.clone()).or_default();
+            entry.0.push(i);
+            entry.1.push(spec);
         }
-        let batches = by_system
-            .into_iter()
-            .map(|(system, specs)| self.run_batch(system, specs));
-        join_all(batches).await.into_iter().flatten().collect()
+        let batches = by_system.into_iter().map(|(system, (positions, specs))| async move {
+            positions.into_iter().zip(self.run_batch(system, specs).await)
+        });
+        let mut placed: Vec<Option<CheckResult>> = (0..total).map(|_| None).collect();
+        for (i, result) in join_all(batches).await.into_iter().flatten() {
+            placed[i] = Some(result);
+        }
+        placed.into_iter().flatten().collect()
     }
 
     async fn run_batch(&self, system: String, mut specs: Vec<CheckSpec>) -> Vec<CheckResult> {

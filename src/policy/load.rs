@@ -8,7 +8,7 @@ use std::{
 use marked_yaml::Spanned;
 use sha2::{Digest, Sha256};
 
-use super::{CheckTemplate, Policy, PolicySet, model::PolicyFile};
+use super::{CheckTemplate, ExpiryRule, OnDrift, Policy, PolicySet, model::PolicyFile};
 use crate::domain::{Expect, Mode, field_key};
 
 /// What policies may name: each system with the check kinds its verifier
@@ -158,6 +158,53 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
         .collect();
 
     let templates = minijinja::Environment::new();
+    let mut duration = |value: &Spanned<String>, key: &str| match humantime::parse_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            err(line_of(value), format!("{key} must be longer than zero"));
+            None
+        }
+        Err(e) => {
+            err(
+                line_of(value),
+                format!(
+                    "{key} {:?} is not a duration such as 30m, 2h or 3d: {e}",
+                    value.as_str()
+                ),
+            );
+            None
+        }
+    };
+    let max_duration = raw.max_duration.as_ref().and_then(|v| duration(v, "max_duration"));
+    let drift_interval = raw
+        .drift
+        .as_ref()
+        .and_then(|d| d.interval.as_ref())
+        .and_then(|v| duration(v, "drift.interval"));
+    let on_drift = match raw.on_drift.as_ref().map(|v| (v, v.as_str())) {
+        None | Some((_, "reopen")) => OnDrift::Reopen,
+        Some((_, "comment")) => OnDrift::Comment,
+        Some((v, other)) => {
+            err(line_of(v), format!("on_drift {other:?} is not one of reopen, comment"));
+            OnDrift::Reopen
+        }
+    };
+    if let Some(src) = &raw.expires {
+        if let Err(e) = templates.template_from_str(src) {
+            err(
+                line_of(src),
+                format!(
+                    "expires: template does not parse: {}",
+                    e.detail().unwrap_or("syntax error")
+                ),
+            );
+        }
+    } else if raw.require_expiry || raw.max_duration.is_some() {
+        err(
+            None,
+            "require_expiry and max_duration need `expires` (where the expiry is read)".into(),
+        );
+    }
     let mut checks = Vec::new();
     for (i, def) in raw.checks.iter().enumerate() {
         let names: Vec<&Spanned<String>> = match (&def.system, &def.systems) {
@@ -260,6 +307,13 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
             .collect(),
         require_fields,
         checks,
+        expiry: ExpiryRule {
+            template: raw.expires.as_ref().map(|t| t.to_string()),
+            required: raw.require_expiry,
+            max_duration,
+        },
+        on_drift,
+        drift_interval,
     })
 }
 

@@ -4,10 +4,10 @@ mod load;
 mod model;
 mod render;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 pub use load::{PolicyError, SystemCatalog, load_dir};
-pub use render::{Rendered, render_checks};
+pub use render::{ExpiryValue, Rendered, fields_named, render_checks, render_expiry};
 
 use crate::domain::{Expect, Mode, TicketEvent};
 
@@ -25,6 +25,33 @@ pub struct Policy {
     pub fields: BTreeMap<String, String>,
     pub require_fields: Vec<String>,
     pub checks: Vec<CheckTemplate>,
+    /// How long access granted under this policy may last.
+    pub expiry: ExpiryRule,
+    pub on_drift: OnDrift,
+    /// How often claims are re-verified; the configured default when `None`.
+    pub drift_interval: Option<Duration>,
+}
+
+/// A policy's rules on time-bound access.
+#[derive(Debug, Clone, Default)]
+pub struct ExpiryRule {
+    /// Template for the expiry: an RFC 3339 time or a duration from the close.
+    pub template: Option<String>,
+    /// A close without an expiry is blocked.
+    pub required: bool,
+    /// The longest access allowed.
+    pub max_duration: Option<Duration>,
+}
+
+/// What a drift does to the ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrift {
+    /// Reopen the ticket (while it is still in the close judged) and comment.
+    #[default]
+    Reopen,
+    /// Comment only.
+    Comment,
 }
 
 /// A check as written in the policy, before the ticket fills it in.
@@ -64,6 +91,11 @@ impl Policy {
 }
 
 impl PolicySet {
+    /// The policy of that name.
+    pub fn by_name(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
     /// The policies that govern this ticket (normally zero or one).
     pub fn governing(&self, event: &TicketEvent) -> Vec<&Policy> {
         self.policies.iter().filter(|p| p.selects(event)).collect()

@@ -20,6 +20,26 @@ pub struct PolicyFile {
     #[serde(default)]
     pub require_fields: Vec<Spanned<String>>,
     pub checks: Vec<CheckDef>,
+    /// When the access ends: a template giving an RFC 3339 time or a duration
+    /// from the close (`2h`, `3d`).
+    pub expires: Option<Spanned<String>>,
+    /// A close without an expiry is blocked.
+    #[serde(default)]
+    pub require_expiry: bool,
+    /// The longest access the policy allows (`72h`).
+    pub max_duration: Option<Spanned<String>>,
+    /// What a drift does to the ticket: `reopen` (default) or `comment`.
+    pub on_drift: Option<Spanned<String>>,
+    /// Re-verification of this policy's claims.
+    pub drift: Option<DriftDef>,
+}
+
+/// How often a policy's claims are re-verified.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftDef {
+    /// A duration (`1h`, `30m`); the configured `drift.interval` otherwise.
+    pub interval: Option<Spanned<String>>,
 }
 
 /// Which tickets a policy governs. Every listed condition must hold.

@@ -28,14 +28,7 @@ pub fn render_checks(policy: &Policy, event: &TicketEvent) -> Rendered {
     if !missing.is_empty() {
         return Rendered::MissingFields(missing);
     }
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    let ctx = context! {
-        fields => &event.fields,
-        ticket => context! { key => &event.ticket.key, source => &event.ticket.source, title => &event.title, labels => &event.labels },
-        actor => &event.actor,
-        requester => &event.requester,
-    };
+    let (env, ctx) = environment(event);
     let render = |src: &str| env.render_str(src, &ctx).map(|s| s.trim().to_string());
 
     let mut specs = Vec::with_capacity(policy.checks.len());
@@ -70,6 +63,56 @@ pub fn render_checks(policy: &Policy, event: &TicketEvent) -> Rendered {
         }
     }
     Rendered::Checks(specs)
+}
+
+/// A strict template environment and the ticket as templates see it.
+fn environment(event: &TicketEvent) -> (Environment<'static>, minijinja::Value) {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let ctx = context! {
+        fields => &event.fields,
+        ticket => context! { key => &event.ticket.key, source => &event.ticket.source, title => &event.title, labels => &event.labels },
+        actor => &event.actor,
+        requester => &event.requester,
+    };
+    (env, ctx)
+}
+
+/// How a policy's expiry reads for one ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiryValue {
+    /// The policy sets no expiry, or the ticket leaves it empty.
+    None,
+    /// The expiry as written on the ticket.
+    Given(String),
+}
+
+/// Renders `policy`'s expiry template for `event`; an undefined field reads as
+/// no expiry (the policy decides whether one is required).
+pub fn render_expiry(policy: &Policy, event: &TicketEvent) -> ExpiryValue {
+    let Some(src) = &policy.expiry.template else {
+        return ExpiryValue::None;
+    };
+    let (env, ctx) = environment(event);
+    match env.render_str(src, &ctx) {
+        Ok(text) if !text.trim().is_empty() => ExpiryValue::Given(text.trim().to_string()),
+        _ => ExpiryValue::None,
+    }
+}
+
+/// The ticket fields a template reads (`{{ fields.expires_at }}` → `expires_at`),
+/// to name them in a rejection.
+pub fn fields_named(template: &str) -> Vec<String> {
+    template
+        .split("fields.")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 /// Splits `"SELECT, insert ,"` into `{"SELECT", "insert"}`: commas or new lines.

@@ -26,11 +26,7 @@ fn cell(kind: &str, t: &str) -> Value {
 }
 
 pub(super) fn document(view: &DecisionView<'_>) -> Value {
-    let title = match (view.verdict, view.mode) {
-        ("allowed", _) => "closegate: closure verified",
-        (_, "warn") => "closegate: closure NOT verified (warn mode, ticket left closed)",
-        _ => "closegate: closure blocked, ticket reopened",
-    };
+    let title = view.headline;
     let requester = view
         .requester
         .map(|r| format!("{} ({:?})", r.id, r.kind).to_lowercase())

@@ -6,7 +6,10 @@ use std::path::Path;
 use minijinja::Environment;
 use serde::Serialize;
 
-use crate::domain::{Actor, CheckOutcome, Decision, TicketEvent};
+use crate::{
+    domain::{Actor, CheckOutcome, Decision, Mode, Verdict},
+    evidence::{EvidenceContent, Finding},
+};
 
 mod adf;
 
@@ -62,6 +65,13 @@ pub(crate) struct CheckView {
 
 #[derive(Serialize)]
 pub(crate) struct DecisionView<'a> {
+    /// The first line, without markup: what happened.
+    headline: &'static str,
+    /// `ok`, `warn` or `stop`: how the headline is marked.
+    tone: &'static str,
+    /// `close`, `removed`, `drift`, `drift_resolved`, `unverified`.
+    finding: &'static str,
+    valid_until: Option<&'a str>,
     verdict: &'a str,
     mode: &'a str,
     policy: &'a str,
@@ -94,16 +104,17 @@ impl Renderer {
         Ok(Self { env })
     }
 
-    /// The decision comment for a ticket, in the helpdesk's markup.
+    /// The comment for an evidence record, in the helpdesk's markup.
     pub fn decision(
         &self,
         format: CommentFormat,
-        event: &TicketEvent,
-        decision: &Decision,
+        content: &EvidenceContent,
         decided_at: &str,
         evidence_id: &str,
         evidence_hash: &str,
     ) -> Result<String, String> {
+        let (event, decision) = (&content.event, &content.decision);
+        let (tone, headline) = headline(content.finding, decision);
         let checks = decision
             .checks
             .iter()
@@ -134,6 +145,10 @@ impl Renderer {
             })
             .collect();
         let view = DecisionView {
+            headline,
+            tone,
+            finding: finding_name(content.finding),
+            valid_until: decision.valid_until.as_deref(),
             verdict: decision.verdict.as_str(),
             mode: decision.mode.as_str(),
             policy: decision.policy.as_deref().unwrap_or("none"),
@@ -157,10 +172,36 @@ impl Renderer {
     }
 }
 
+/// The tone and first line of a comment.
+fn headline(finding: Finding, decision: &Decision) -> (&'static str, &'static str) {
+    match (finding, decision.verdict, decision.mode) {
+        (Finding::Close, Verdict::Allowed, _) => ("ok", "closegate: closure verified"),
+        (Finding::Close, _, Mode::Warn) => (
+            "warn",
+            "closegate: closure NOT verified (warn mode, ticket left closed)",
+        ),
+        (Finding::Close, _, _) => ("stop", "closegate: closure blocked, ticket reopened"),
+        (Finding::Removed, _, _) => ("ok", "closegate: expired access verified removed"),
+        (Finding::Drift, _, _) => ("stop", "closegate: drift, the access no longer matches this ticket"),
+        (Finding::DriftResolved, _, _) => ("ok", "closegate: drift resolved, the access matches this ticket again"),
+        (Finding::Unverified, _, _) => ("warn", "closegate: could not verify that expired access was removed"),
+    }
+}
+
+fn finding_name(finding: Finding) -> &'static str {
+    match finding {
+        Finding::Close => "close",
+        Finding::Removed => "removed",
+        Finding::Drift => "drift",
+        Finding::DriftResolved => "drift_resolved",
+        Finding::Unverified => "unverified",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventKind, Mode, TicketRef, Verdict};
+    use crate::domain::{EventKind, TicketEvent, TicketRef};
 
     fn event() -> TicketEvent {
         TicketEvent {
@@ -196,6 +237,15 @@ mod tests {
             mode: Mode::Enforce,
             reasons: vec!["the ticket is missing required fields: table".into()],
             checks: vec![],
+            valid_until: None,
+        }
+    }
+
+    fn content() -> EvidenceContent {
+        EvidenceContent {
+            event: event(),
+            decision: decision(),
+            finding: Finding::Close,
         }
     }
 
@@ -203,7 +253,7 @@ mod tests {
     fn the_shipped_template_names_decision_policy_reasons_and_evidence() {
         let text = Renderer::new(None)
             .unwrap()
-            .decision(CommentFormat::Markdown, &event(), &decision(), "T", "ev-1", "h-1")
+            .decision(CommentFormat::Markdown, &content(), "T", "ev-1", "h-1")
             .unwrap();
         for needle in [
             "blocked",
@@ -224,7 +274,7 @@ mod tests {
         std::fs::write(dir.path().join(DECISION), "custom {{ verdict }} {{ evidence_id }}").unwrap();
         let text = Renderer::new(Some(dir.path()))
             .unwrap()
-            .decision(CommentFormat::Markdown, &event(), &decision(), "T", "ev-1", "h")
+            .decision(CommentFormat::Markdown, &content(), "T", "ev-1", "h")
             .unwrap();
         assert_eq!(text, "custom blocked ev-1");
     }

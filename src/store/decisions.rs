@@ -2,8 +2,8 @@
 //! the end of the delivery that triggered it (if any), in one transaction.
 
 use super::{
-    DeliveryOutcome, EvidenceRecord, Finish, NewEffect, NewEvidence, Store, StoreResult, evidence::append_evidence_sql,
-    outbox::ENQUEUE, with_pool,
+    ClaimUpdate, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store, StoreError,
+    StoreResult, claims, evidence::append_evidence_sql, outbox::ENQUEUE, with_pool,
 };
 
 /// What one transaction writes.
@@ -14,6 +14,24 @@ pub struct Recording {
     pub evidence: Option<NewEvidence>,
     /// Outbox messages, enqueued only with an evidence record.
     pub effects: Vec<NewEffect>,
+    /// What an allowed decision verified; written only with an evidence record,
+    /// superseding the ticket's earlier claims.
+    pub claims: Vec<NewClaim>,
+    /// Claims re-verified by this recording.
+    pub claim_updates: Vec<ClaimUpdate>,
+}
+
+impl Recording {
+    /// A recording of only an evidence record and its messages.
+    pub fn evidence(evidence: NewEvidence, effects: Vec<NewEffect>) -> Self {
+        Recording {
+            delivery: None,
+            evidence: Some(evidence),
+            effects,
+            claims: Vec::new(),
+            claim_updates: Vec::new(),
+        }
+    }
 }
 
 impl Store {
@@ -23,6 +41,16 @@ impl Store {
         const DONE: &str = "UPDATE deliveries SET state = 'done', outcome = $1, evidence_id = $2, \
             decided_at = $3, lease_until = NULL WHERE id = $4 AND state = 'pending'";
         let evidence_id = recording.evidence.as_ref().map(|e| e.id.clone());
+        if recording.evidence.is_none() && !recording.claims.is_empty() {
+            return Err(StoreError::Other(
+                "claims need the evidence record that verified them".into(),
+            ));
+        }
+        let encoded_claims = recording
+            .claims
+            .iter()
+            .map(NewClaim::encoded)
+            .collect::<StoreResult<Vec<_>>>()?;
         with_pool!(&self.db, write, |pool| {
             let mut tx = pool.begin().await?;
             if let Some((delivery, outcome)) = &recording.delivery {
@@ -72,7 +100,47 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if let Some(first) = recording.claims.first() {
+                    sqlx::query(claims::SUPERSEDE)
+                        .bind(&first.ticket.source)
+                        .bind(&first.ticket.key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (claim, (requested, spec, observation)) in recording.claims.iter().zip(&encoded_claims) {
+                    sqlx::query(claims::INSERT)
+                        .bind(&claim.id)
+                        .bind(&rec.id)
+                        .bind(&claim.ticket.source)
+                        .bind(&claim.ticket.key)
+                        .bind(&claim.policy)
+                        .bind(&claim.policy_hash)
+                        .bind(&claim.spec.system)
+                        .bind(&claim.spec.kind)
+                        .bind(&claim.observation.subject)
+                        .bind(&claim.observation.object)
+                        .bind(claim.spec.expect.to_string())
+                        .bind(requested)
+                        .bind(spec)
+                        .bind(observation)
+                        .bind(claim.verified_at)
+                        .bind(claim.valid_until)
+                        .bind(claim.next_sweep_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 record = Some(rec);
+            }
+            for update in &recording.claim_updates {
+                sqlx::query(claims::UPDATE)
+                    .bind(update.state.as_str())
+                    .bind(&update.drift)
+                    .bind(update.checked_at)
+                    .bind(update.next_sweep_at)
+                    .bind(update.next_expiry_at)
+                    .bind(&update.id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(Finish::Finished(record))

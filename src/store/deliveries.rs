@@ -71,6 +71,8 @@ impl Store {
                 delivery: Some((delivery.to_string(), outcome)),
                 evidence: None,
                 effects: Vec::new(),
+                claims: Vec::new(),
+                claim_updates: Vec::new(),
             },
             now,
         )

@@ -5,6 +5,7 @@
 //! Writes to SQLite go through one connection: ingest batches many deliveries
 //! into one transaction (group commit), everything else queues behind it.
 
+mod claims;
 mod decisions;
 mod deliveries;
 mod evidence;
@@ -22,6 +23,7 @@ use sqlx::{
 };
 use tokio::sync::{Notify, mpsc};
 
+pub use claims::{Claim, ClaimFilter, ClaimState, ClaimUpdate, NewClaim};
 pub use decisions::Recording;
 pub use deliveries::{ClaimedDelivery, DeliveryOutcome, Finish};
 pub use evidence::{ChainReport, EvidenceRecord, NewEvidence};

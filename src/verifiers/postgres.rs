@@ -213,6 +213,94 @@ impl PostgresVerifier {
     }
 }
 
+impl PostgresVerifier {
+    /// Table privileges of many (role, table) pairs in one round trip: the
+    /// pairs travel as arrays and are joined against the catalogs.
+    async fn table_privileges_many(&self, checks: &[&CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        const SQL: &str = "SELECT q.i, r.oid IS NOT NULL, c.oid IS NOT NULL, \
+            CASE WHEN r.oid IS NOT NULL AND c.oid IS NOT NULL THEN \
+                ARRAY(SELECT p FROM unnest($4::text[]) AS p WHERE has_table_privilege(r.oid, c.oid, p)) END \
+            FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(role, schema, tbl, i) \
+            LEFT JOIN pg_roles r ON r.rolname = q.role \
+            LEFT JOIN pg_namespace n ON n.nspname = q.schema \
+            LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = q.tbl \
+            ORDER BY q.i";
+        let mut roles = Vec::with_capacity(checks.len());
+        let mut schemas = Vec::with_capacity(checks.len());
+        let mut tables = Vec::with_capacity(checks.len());
+        let mut bad: Vec<Option<VerifyError>> = Vec::with_capacity(checks.len());
+        for check in checks {
+            let parsed = param(check, "role").and_then(|role| Ok((role, param(check, "table")?)));
+            let (role, table) = match parsed {
+                Ok(pair) => {
+                    bad.push(None);
+                    pair
+                }
+                Err(e) => {
+                    bad.push(Some(e));
+                    ("", "")
+                }
+            };
+            let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+            roles.push(role.to_string());
+            schemas.push(schema.to_string());
+            tables.push(name.to_string());
+        }
+        let all: Vec<String> = TABLE_PRIVILEGES.iter().map(|s| s.to_string()).collect();
+        let rows: Vec<(i64, bool, bool, Option<Vec<String>>)> = match sqlx::query_as(SQL)
+            .bind(&roles)
+            .bind(&schemas)
+            .bind(&tables)
+            .bind(&all)
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(rows) if rows.len() == checks.len() => rows,
+            Ok(_) => {
+                return checks
+                    .iter()
+                    .map(|_| {
+                        Err(VerifyError::Query {
+                            system: self.system.clone(),
+                            message: "the batch answered a different number of rows".into(),
+                        })
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                let message = self.error(e).to_string();
+                return checks
+                    .iter()
+                    .map(|_| {
+                        Err(VerifyError::Query {
+                            system: self.system.clone(),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        rows.into_iter()
+            .zip(bad)
+            .enumerate()
+            .map(|(i, ((_, role_exists, table_exists, held), bad))| {
+                if let Some(e) = bad {
+                    return Err(e);
+                }
+                let object = format!("table {}.{}", schemas[i], tables[i]);
+                if !table_exists {
+                    return Err(VerifyError::Query {
+                        system: self.system.clone(),
+                        message: format!("{object} does not exist"),
+                    });
+                }
+                let held = held.unwrap_or_default().into_iter().collect();
+                Ok(self.observation(&roles[i], object, role_exists, held))
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Verifier for PostgresVerifier {
     fn kinds(&self) -> &'static [&'static str] {
@@ -241,6 +329,32 @@ impl Verifier for PostgresVerifier {
             "table_privileges" | "schema_privileges" | "database_privileges" => self.privileges(check, role).await,
             other => Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
         }
+    }
+
+    async fn observe_many(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        let (tables, others): (Vec<_>, Vec<_>) = checks
+            .iter()
+            .enumerate()
+            .partition(|(_, c)| c.kind == "table_privileges");
+        let table_checks: Vec<&CheckSpec> = tables.iter().map(|(_, c)| *c).collect();
+        let (table_results, other_results) = futures_util::join!(
+            async {
+                if table_checks.is_empty() {
+                    Vec::new()
+                } else {
+                    self.table_privileges_many(&table_checks).await
+                }
+            },
+            futures_util::future::join_all(others.iter().map(|(_, c)| self.observe(c)))
+        );
+        let mut placed: Vec<Option<Result<Observation, VerifyError>>> = (0..checks.len()).map(|_| None).collect();
+        for ((i, _), result) in tables.iter().zip(table_results) {
+            placed[*i] = Some(result);
+        }
+        for ((i, _), result) in others.iter().zip(other_results) {
+            placed[*i] = Some(result);
+        }
+        placed.into_iter().flatten().collect()
     }
 
     async fn healthcheck(&self) -> Result<String, VerifyError> {

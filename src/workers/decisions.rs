@@ -44,6 +44,9 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
         (false, EventKind::Closed | EventKind::ReadyToClose) => None,
         (false, _) => Some(DeliveryOutcome::NotGated),
     };
+    if event.kind == EventKind::Reopened && !event.caused_by_gate {
+        suspend_claims(ctx, event.clone()).await?;
+    }
     if let Some(outcome) = not_gated {
         ctx.store
             .finish_delivery(&claimed.id, outcome, ctx.now_ms())
@@ -53,6 +56,27 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
         return Ok(());
     }
     decide(ctx, Trigger::new(TriggerKind::Webhook, claimed.id.clone()), event).await?;
+    Ok(())
+}
+
+/// A person reopened the ticket: its claims are not checked until it closes
+/// again. The helpdesk's own record must agree, so an unsigned body cannot
+/// switch the checks off.
+async fn suspend_claims(ctx: &Context, event: TicketEvent) -> anyhow::Result<()> {
+    let event = match ctx.sources.get(&event.ticket.source) {
+        Some(adapter) => adapter.refresh(event).await.context("Failed to re-read the ticket")?,
+        None => return Ok(()),
+    };
+    if event.kind == EventKind::Reopened {
+        let n = ctx
+            .store
+            .suspend_claims(&event.ticket)
+            .await
+            .context("Failed to suspend claims")?;
+        if n > 0 {
+            tracing::info!(ticket = %event.ticket, claims = n, "ticket reopened; claims suspended");
+        }
+    }
     Ok(())
 }
 

@@ -1,15 +1,18 @@
 //! Background work, all driven from the store so any replica can pick it up:
-//! deciding stored deliveries and delivering the outbox. Every worker has the
+//! deciding stored deliveries, re-verifying claims at expiry and in the drift
+//! sweep, and delivering the outbox. Every worker has the
 //! same shape: a step claims one unit under a lease, does it and finishes it;
 //! tests call the steps directly instead of sleeping.
 
 mod decisions;
 mod outbox;
+mod schedule;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 pub use decisions::try_decide_next;
 pub use outbox::{retry_delay_ms, try_deliver_next};
+pub use schedule::{try_expire_next, try_sweep_next};
 
 use crate::context::Context;
 
@@ -48,7 +51,7 @@ where
     }
 }
 
-/// Runs the decision and outbox workers until the future is dropped.
+/// Runs the decision, expiry, sweep and outbox workers until the future is dropped.
 pub async fn run_until_stopped(ctx: Arc<Context>) {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..ctx.settings.decision_concurrency {
@@ -59,6 +62,18 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
             |ctx| async move { ctx.store.delivery_stored().await },
         ));
     }
+    tasks.spawn(run_loop(
+        ctx.clone(),
+        "expiry",
+        |ctx| async move { try_expire_next(&ctx).await },
+        |_| std::future::pending(),
+    ));
+    tasks.spawn(run_loop(
+        ctx.clone(),
+        "sweep",
+        |ctx| async move { try_sweep_next(&ctx).await },
+        |_| std::future::pending(),
+    ));
     tasks.spawn(run_loop(
         ctx.clone(),
         "outbox",

@@ -113,6 +113,8 @@ mod tests {
             retry_base_ms: 1000,
             retry_max_ms: 60_000,
             max_attempts: 5,
+            drift_interval_seconds: 3600,
+            sweep_batch: 100,
         }
     }
 

@@ -159,6 +159,25 @@ async fn start(config: PathBuf, helpdesk: MockServer, dir: Arc<TempDir>, clock: 
 }
 
 impl TestApp {
+    /// Another replica on the same store and helpdesk, sharing this app's
+    /// clock: a context whose worker steps tests call directly.
+    pub async fn replica(&self) -> Arc<Context> {
+        let settings = Settings::load(Some(&self.config)).unwrap();
+        let url = settings.database_url.resolve("database_url").unwrap();
+        let store = Store::connect(url.expose()).await.unwrap();
+        Arc::new(closegate::startup::build_context(&settings, store, Arc::new(self.clock.clone())).unwrap())
+    }
+
+    /// Runs the expiry worker until nothing is due.
+    pub async fn expire_due(&self) {
+        while workers::try_expire_next(&self.ctx).await.unwrap() == ExecutionOutcome::TaskCompleted {}
+    }
+
+    /// Runs the drift sweep until nothing is due.
+    pub async fn sweep_due(&self) {
+        while workers::try_sweep_next(&self.ctx).await.unwrap() == ExecutionOutcome::TaskCompleted {}
+    }
+
     /// Stops this instance and starts a new one on the same store and helpdesk.
     pub async fn restart(self) -> TestApp {
         self.handle.stop(true).await;
@@ -400,6 +419,11 @@ pub fn revoke_event(role: &str) -> Vec<u8> {
 /// The fake GitHub API: comments listed empty, posts answered 201, the issue
 /// still closed. `posts` and `reopens` are the exact numbers of calls expected.
 pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
+    mock_github_closed_at(app, posts, reopens, CLOSED_AT).await
+}
+
+/// [`mock_github`] for an issue closed at `closed_at`.
+pub async fn mock_github_closed_at(app: &TestApp, posts: u64, reopens: u64, closed_at: &str) {
     Mock::given(method("GET"))
         .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
@@ -413,7 +437,7 @@ pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
         .await;
     Mock::given(method("GET"))
         .and(path("/repos/acme/access-requests/issues/42"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": closed_at })))
         .mount(&app.helpdesk)
         .await;
     Mock::given(method("PATCH"))

@@ -1,0 +1,343 @@
+//! Continuous verification: what an allowed close verified is kept as claims,
+//! re-verified at expiry (the access must be gone) and by the drift sweep (it
+//! must still match). Time is moved by the app's clock, never slept.
+
+use std::time::Duration;
+
+use closegate::{
+    domain::{TriggerKind, Verdict},
+    evidence::Finding,
+    store::{ClaimFilter, ClaimState, EvidenceRecord},
+};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// An elevation: membership of a group role, for a limited time.
+const ELEVATION: &str = r#"
+name: elevation
+match:
+  labels: [elevation]
+require_fields: [database_role, group]
+expires: "{{ fields.expires }}"
+require_expiry: true
+max_duration: 72h
+checks:
+  - name: group membership
+    system: app-db
+    kind: membership
+    params:
+      role: "{{ fields.database_role }}"
+    requested: "{{ fields.group }}"
+    expect: present
+"#;
+
+/// A grant that must stay exactly as asked.
+const GRANT: &str = r#"
+name: grant
+match:
+  labels: [access-request]
+checks:
+  - name: table privileges
+    system: app-db
+    kind: table_privileges
+    params:
+      role: "{{ fields.database_role }}"
+      table: "{{ fields.table }}"
+    requested: "{{ fields.privileges }}"
+    expect: exact
+"#;
+
+fn now_rfc3339(app: &TestApp) -> String {
+    chrono::DateTime::from_timestamp_millis(app.ctx.now_ms())
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A GitHub close of issue 42 at the app's "now", with these fields and label.
+fn close_event(closed_at: &str, label: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut event = github_issue_event("closed", fields, &[label]);
+    event["issue"]["closed_at"] = Value::from(closed_at);
+    event["issue"]["updated_at"] = Value::from(closed_at);
+    serde_json::to_vec(&event).unwrap()
+}
+
+async fn app_with(policy: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = policy_dir(&[("policy", policy)]);
+    let app = spawn_app_with(Options {
+        policies: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await;
+    (app, dir)
+}
+
+/// Creates a role that is a member of a fresh group role: (role, group).
+async fn member_of_group(target: &mut Target) -> (String, String) {
+    let role = target.login_role().await;
+    let group = unique("cg_group");
+    target.exec(&format!("CREATE ROLE {group} NOLOGIN")).await;
+    target.exec(&format!("GRANT {group} TO {role}")).await;
+    (role, group)
+}
+
+fn last(records: &[EvidenceRecord]) -> (TriggerKind, Verdict, Finding) {
+    let r = records.last().expect("a record");
+    (r.trigger.kind, r.verdict, r.content().unwrap().finding)
+}
+
+#[tokio::test]
+async fn an_elevation_still_held_at_its_expiry_is_reported_as_drift_and_the_ticket_reopened() {
+    // Arrange
+    let (app, _dir) = app_with(ELEVATION).await;
+    let mut target = Target::new().await;
+    let (role, group) = member_of_group(&mut target).await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 2, 1, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Group", group.as_str()),
+        ("Expires", "2h"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
+        .await;
+    let claims = app.store.list_claims(&ClaimFilter::default(), "", 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    let closed_ms = chrono::DateTime::parse_from_rfc3339(&closed_at)
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(claims[0].valid_until, Some(closed_ms + 2 * 3_600_000));
+
+    // Act: nothing is due before the expiry; two hours later the expiry fires.
+    app.expire_due().await;
+    assert_eq!(app.evidence(REPO_ISSUE).await.len(), 1, "not due yet");
+    app.advance(2 * HOUR + Duration::from_secs(60));
+    app.expire_due().await;
+    app.deliver_all().await;
+
+    // Assert
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(last(&records), (TriggerKind::Expiry, Verdict::Blocked, Finding::Drift));
+    let comments = posted_comments(&app).await;
+    assert!(comments[1].contains("drift"), "{}", comments[1]);
+    assert!(
+        comments[1].contains(&group),
+        "names what is still held: {}",
+        comments[1]
+    );
+    let claims = app.store.list_claims(&ClaimFilter::default(), "", 10).await.unwrap();
+    assert!(
+        claims[0].drift.is_some() && claims[0].next_expiry_at.is_none(),
+        "{claims:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_elevation_revoked_before_its_expiry_is_recorded_as_verified_removed_without_a_reopen() {
+    let (app, _dir) = app_with(ELEVATION).await;
+    let mut target = Target::new().await;
+    let (role, group) = member_of_group(&mut target).await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 2, 0, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Group", group.as_str()),
+        ("Expires", "2h"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
+        .await;
+
+    target.exec(&format!("REVOKE {group} FROM {role}")).await;
+    app.advance(2 * HOUR + Duration::from_secs(1));
+    app.expire_due().await;
+    app.deliver_all().await;
+    app.expire_due().await;
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(records.len(), 2, "one close, one expiry");
+    assert_eq!(
+        last(&records),
+        (TriggerKind::Expiry, Verdict::Allowed, Finding::Removed)
+    );
+    assert!(posted_comments(&app).await[1].contains("expired access verified removed"));
+    let claims = app.store.list_claims(&ClaimFilter::default(), "", 10).await.unwrap();
+    assert_eq!(claims[0].state, ClaimState::Ended);
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_be_reached_at_expiry_is_could_not_verify_and_retried_never_removed() {
+    // The verifier logs in as its own role; at expiry that login is disabled.
+    let mut target = Target::new().await;
+    let verifier = unique("cg_verifier");
+    target.exec(&format!("CREATE ROLE {verifier} LOGIN")).await;
+    let dir = policy_dir(&[("policy", ELEVATION)]);
+    let app = spawn_app_with(Options {
+        policies: Some(dir.path().to_path_buf()),
+        target_url: Some(pg_url("postgres").replacen("postgres@", &format!("{verifier}@"), 1)),
+        target_timeout_ms: Some(2000),
+        ..Default::default()
+    })
+    .await;
+    let (role, group) = member_of_group(&mut target).await;
+    target.exec(&format!("REVOKE {group} FROM {role}")).await;
+    target.exec(&format!("GRANT {group} TO {role}")).await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 1, 0, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Group", group.as_str()),
+        ("Expires", "2h"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
+        .await;
+    assert_eq!(app.evidence(REPO_ISSUE).await[0].verdict, Verdict::Allowed);
+
+    // The access is really gone, but closegate cannot see it.
+    target.exec(&format!("REVOKE {group} FROM {role}")).await;
+    target.exec(&format!("ALTER ROLE {verifier} NOLOGIN")).await;
+    target
+        .exec(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{verifier}'"
+        ))
+        .await;
+    app.advance(3 * HOUR);
+    app.expire_due().await;
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(
+        last(&records),
+        (TriggerKind::Expiry, Verdict::Blocked, Finding::Unverified)
+    );
+    let claims = app.store.list_claims(&ClaimFilter::default(), "", 10).await.unwrap();
+    assert_eq!(claims[0].state, ClaimState::Active, "never read as removed");
+    let retry_at = claims[0].next_expiry_at.expect("retried later");
+    assert!(retry_at > app.ctx.now_ms());
+
+    // Once the target answers again, the retry verifies the removal.
+    target.exec(&format!("ALTER ROLE {verifier} LOGIN")).await;
+    app.advance(2 * HOUR);
+    app.expire_due().await;
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(
+        last(&records),
+        (TriggerKind::Expiry, Verdict::Allowed, Finding::Removed)
+    );
+}
+
+#[tokio::test]
+async fn the_expiry_fires_after_a_restart_and_once_across_two_replicas() {
+    let (app, _dir) = app_with(ELEVATION).await;
+    let mut target = Target::new().await;
+    let (role, group) = member_of_group(&mut target).await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 2, 1, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Group", group.as_str()),
+        ("Expires", "1h"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
+        .await;
+
+    let app = app.restart().await;
+    let other = app.replica().await;
+    app.advance(2 * HOUR);
+    let (a, b) = tokio::join!(
+        closegate::workers::try_expire_next(&app.ctx),
+        closegate::workers::try_expire_next(&other)
+    );
+    a.unwrap();
+    b.unwrap();
+    app.expire_due().await;
+    app.deliver_all().await;
+
+    let expiries: Vec<_> = app
+        .evidence(REPO_ISSUE)
+        .await
+        .into_iter()
+        .filter(|r| r.trigger.kind == TriggerKind::Expiry)
+        .collect();
+    assert_eq!(expiries.len(), 1, "exactly one expiry decision");
+}
+
+#[tokio::test]
+async fn a_grant_widened_after_the_close_is_reported_once_by_the_sweep_and_resolved_when_fixed() {
+    let (app, _dir) = app_with(GRANT).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("SELECT").await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 3, 1, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "access-request", &fields))
+        .await;
+
+    // Widened: INSERT added after the close.
+    target.exec(&format!("GRANT INSERT ON {table} TO {role}")).await;
+    app.advance(HOUR + Duration::from_secs(1));
+    app.sweep_due().await;
+    app.advance(HOUR + Duration::from_secs(1));
+    app.sweep_due().await;
+    app.deliver_all().await;
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(records.len(), 2, "the drift is reported once, not at every sweep");
+    assert_eq!(last(&records), (TriggerKind::Sweep, Verdict::Blocked, Finding::Drift));
+    assert!(posted_comments(&app).await[1].contains("INSERT"));
+    let drifted = ClaimFilter {
+        drifted: true,
+        ..Default::default()
+    };
+    assert_eq!(app.store.list_claims(&drifted, "", 10).await.unwrap().len(), 1);
+
+    // Fixed.
+    target.exec(&format!("REVOKE INSERT ON {table} FROM {role}")).await;
+    app.advance(HOUR + Duration::from_secs(1));
+    app.sweep_due().await;
+    app.deliver_all().await;
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(
+        last(&records),
+        (TriggerKind::Sweep, Verdict::Allowed, Finding::DriftResolved)
+    );
+    assert!(app.store.list_claims(&drifted, "", 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unparseable_past_and_too_long_expiries_block_the_close_naming_the_field() {
+    let (app, _dir) = app_with(ELEVATION).await;
+    let mut target = Target::new().await;
+    let (role, group) = member_of_group(&mut target).await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 4, 4, &closed_at).await;
+    for (i, expires) in ["someday", "2020-01-01T00:00:00Z", "5d", ""].iter().enumerate() {
+        let mut fields = vec![("Database role", role.as_str()), ("Group", group.as_str())];
+        if !expires.is_empty() {
+            fields.push(("Expires", expires));
+        }
+        let mut event: Value = serde_json::from_slice(&close_event(&closed_at, "elevation", &fields)).unwrap();
+        event["issue"]["updated_at"] = Value::from(format!("{closed_at}-{i}"));
+        app.close_on_github(&format!("d-{i}"), &serde_json::to_vec(&event).unwrap())
+            .await;
+    }
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(records.len(), 4);
+    for record in &records {
+        assert_eq!(record.verdict, Verdict::Blocked);
+        let reasons = record.content().unwrap().decision.reasons;
+        assert!(reasons[0].contains("`expires`"), "{reasons:?}");
+    }
+    assert!(
+        app.store
+            .list_claims(&ClaimFilter::default(), "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
