@@ -341,3 +341,49 @@ async fn unparseable_past_and_too_long_expiries_block_the_close_naming_the_field
             .is_empty()
     );
 }
+
+/// Runs the CLI against the app's config.
+fn cli(app: &TestApp, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_closegate"))
+        .arg("--config")
+        .arg(app.dir().join("closegate.yaml"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn drift_scan_reports_a_widened_grant_and_claims_list_shows_the_claim() {
+    let (app, _dir) = app_with(GRANT).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("SELECT").await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 1, 0, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "access-request", &fields))
+        .await;
+
+    let (code, listed) = cli(&app, &["claims", "list", "--ticket", REPO_ISSUE]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(listed.contains(&role) && listed.contains("active"), "{listed}");
+    let (code, clean) = cli(&app, &["drift", "scan"]);
+    assert_eq!((code, clean.contains("1 claims checked")), (0, true), "{clean}");
+
+    target.exec(&format!("GRANT INSERT ON {table} TO {role}")).await;
+    let (code, scanned) = cli(&app, &["drift", "scan", "--dry-run"]);
+
+    assert_eq!(code, 1, "{scanned}");
+    assert!(
+        scanned.contains("1 drifted (new)") && scanned.contains("dry run"),
+        "{scanned}"
+    );
+    assert_eq!(app.evidence(REPO_ISSUE).await.len(), 1, "a dry run records nothing");
+}

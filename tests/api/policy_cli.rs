@@ -58,3 +58,35 @@ fn broken_policies_are_reported_with_file_line_and_problem() {
     assert!(out.contains("d-not-yaml.yaml:"), "{out}");
     assert!(out.contains("e-bad-template.yaml:6: template does not parse"), "{out}");
 }
+
+#[test]
+fn broken_expiry_and_drift_blocks_are_reported_with_file_line_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "match: {}\nchecks:\n  - system: app-db\n    kind: role\n    params: { role: x }\n    expect: present\n";
+    std::fs::write(
+        dir.path().join("a-bad-duration.yaml"),
+        format!("{head}expires: \"{{{{ fields.until }}}}\"\nmax_duration: forever\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b-bad-drift.yaml"),
+        format!("{head}on_drift: shout\ndrift:\n  interval: often\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c-no-expires.yaml"),
+        format!("{head}require_expiry: true\n"),
+    )
+    .unwrap();
+
+    let (code, out) = check(dir.path());
+
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("a-bad-duration.yaml:8: max_duration \"forever\""), "{out}");
+    assert!(out.contains("b-bad-drift.yaml:7: on_drift \"shout\""), "{out}");
+    assert!(out.contains("b-bad-drift.yaml:9: drift.interval \"often\""), "{out}");
+    assert!(
+        out.contains("c-no-expires.yaml: require_expiry and max_duration need `expires`"),
+        "{out}"
+    );
+}
