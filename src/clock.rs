@@ -1,14 +1,25 @@
 //! Where time comes from. Production reads the system clock; tests hold a
 //! [`ManualClock`] and move it forward instead of sleeping.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicI64, Ordering},
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
 };
+
+/// A future that a clock's `sleep` returns.
+pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// A source of "now", in unix milliseconds.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
+
+    /// Waits until the clock has moved on by `d`.
+    fn sleep(&self, d: Duration) -> Sleep<'_>;
 
     /// Now, as RFC 3339 with the given precision.
     fn rfc3339(&self, precision: chrono::SecondsFormat) -> String {
@@ -25,6 +36,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         chrono::Utc::now().timestamp_millis()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep<'_> {
+        Box::pin(tokio::time::sleep(d))
     }
 }
 
@@ -45,6 +60,12 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         SystemClock.now_ms() + self.offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// Jumps forward by `d`, then lets other tasks run for a moment.
+    fn sleep(&self, d: Duration) -> Sleep<'_> {
+        self.advance_ms(d.as_millis() as i64);
+        Box::pin(tokio::time::sleep(Duration::from_millis(20)))
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Finding {
     DriftResolved,
     /// The target could not be asked at expiry; retried, never read as removed.
     Unverified,
+    /// A break-glass close verified by its deadline.
+    BreakGlassVerified,
 }
 
 /// The hashed document. Every column the store keeps beside it is a copy of

@@ -27,6 +27,8 @@ CREATE TABLE claims (
     -- when the expiry check is due (valid_until, then its retries); NULL once done
     next_expiry_at  BIGINT,
     expiry_attempts BIGINT NOT NULL DEFAULT 0,
+    -- a break-glass close: not yet verified, due for verification by then
+    unverified_until BIGINT,
     lease_until     BIGINT
 );
 CREATE INDEX claims_ticket ON claims (source, ticket);

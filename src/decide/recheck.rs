@@ -114,6 +114,7 @@ struct GroupOutcome {
 /// Judges one decision's claims together.
 fn judge_group(ctx: &Context, group: &[(Claim, CheckResult)], now: i64, at_expiry: bool) -> GroupOutcome {
     let mut summary = RecheckSummary::default();
+    let break_glass = group.iter().any(|(c, _)| c.unverified_until.is_some());
     let mut new_drift = false;
     let mut resolved = false;
     let mut unverified = false;
@@ -149,7 +150,8 @@ fn judge_group(ctx: &Context, group: &[(Claim, CheckResult)], now: i64, at_expir
             drift,
             checked_at: now,
             next_sweep_at: now + drift_interval_ms(ctx, &claim.policy),
-            next_expiry_at: None,
+            next_expiry_at: claim.next_expiry_at.filter(|_| !at_expiry),
+            unverified_until: claim.unverified_until,
         });
     }
     let finding = if new_drift {
@@ -158,11 +160,19 @@ fn judge_group(ctx: &Context, group: &[(Claim, CheckResult)], now: i64, at_expir
         Some(Finding::Unverified)
     } else if at_expiry {
         Some(Finding::Removed)
+    } else if break_glass && summary.held == summary.checked {
+        Some(Finding::BreakGlassVerified)
     } else if resolved && summary.held == summary.checked {
         Some(Finding::DriftResolved)
     } else {
         None
     };
+    if matches!(finding, Some(Finding::Drift | Finding::BreakGlassVerified)) {
+        // Decided by its deadline either way; from now on, an ordinary claim.
+        for update in &mut updates {
+            update.unverified_until = None;
+        }
+    }
     if finding == Some(Finding::Unverified) {
         // Never read as removed: the expiry check is tried again later.
         let attempts = group.iter().map(|(c, _)| c.expiry_attempts).max().unwrap_or(1);

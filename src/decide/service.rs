@@ -7,7 +7,7 @@ use super::Intent;
 use crate::{
     adapters::EffectError,
     context::Context,
-    domain::{Decision, EventKind, Mode, TicketEvent, TicketRef, Trigger, TriggerKind, Verdict},
+    domain::{Decision, EventKind, Mode, Observation, TicketEvent, TicketRef, Trigger, TriggerKind, Verdict},
     evidence::{EvidenceContent, Finding},
     store::{DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Recording, StoreError},
 };
@@ -145,22 +145,33 @@ fn claims_verified(ctx: &Context, ticket: &TicketRef, decision: &Decision, now: 
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.timestamp_millis());
-    let next_sweep_at = now + drift_interval_ms(ctx, policy);
+    // A break-glass close is verified by its deadline, by the sweep.
+    let unverified_until = decision
+        .exception
+        .as_ref()
+        .and_then(|e| chrono::DateTime::parse_from_rfc3339(&e.verify_by).ok())
+        .map(|t| t.timestamp_millis());
+    let next_sweep_at = unverified_until.unwrap_or(now + drift_interval_ms(ctx, policy));
     decision
         .checks
         .iter()
-        .filter_map(|check| {
-            Some(NewClaim {
-                id: uuid::Uuid::now_v7().to_string(),
-                ticket: ticket.clone(),
-                policy: policy.clone(),
-                policy_hash: policy_hash.clone(),
-                spec: check.spec.clone(),
-                observation: check.observation.clone()?,
-                verified_at: now,
-                valid_until,
-                next_sweep_at,
-            })
+        .map(|check| NewClaim {
+            id: uuid::Uuid::now_v7().to_string(),
+            ticket: ticket.clone(),
+            policy: policy.clone(),
+            policy_hash: policy_hash.clone(),
+            spec: check.spec.clone(),
+            observation: check.observation.clone().unwrap_or_else(|| Observation {
+                subject: String::new(),
+                object: String::new(),
+                exists: false,
+                held: Default::default(),
+                location: String::new(),
+            }),
+            verified_at: now,
+            valid_until,
+            next_sweep_at,
+            unverified_until,
         })
         .collect()
 }

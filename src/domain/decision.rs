@@ -94,4 +94,30 @@ pub struct Decision {
     /// When the access this decision allowed must end (RFC 3339), if it must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
+    /// A close allowed as an exception (break-glass), to be verified later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<Exception>,
+    /// Earlier checks of a settle window that did not yet hold, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// A break-glass close: allowed now, verified by `verify_by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// The label that asked for it.
+    pub label: String,
+    pub closer: super::Actor,
+    /// Why, as the ticket says (its `reason` field, or its title).
+    pub reason: String,
+    /// RFC 3339: by then the access must match the ticket.
+    pub verify_by: String,
+}
+
+/// One check of a settle window that did not yet hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// RFC 3339.
+    pub at: String,
+    pub reasons: Vec<String>,
 }

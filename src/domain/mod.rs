@@ -7,6 +7,6 @@ mod ticket;
 mod trigger;
 
 pub use check::{CheckOutcome, CheckResult, CheckSpec, Expect, Observation};
-pub use decision::{Decision, Mode, Verdict};
+pub use decision::{Attempt, Decision, Exception, Mode, Verdict};
 pub use ticket::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key};
 pub use trigger::{Trigger, TriggerKind, UnknownName};

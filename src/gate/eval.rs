@@ -78,6 +78,8 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
         reasons,
         checks,
         valid_until: None,
+        exception: None,
+        attempts: Vec::new(),
     }
 }
 
@@ -91,6 +93,8 @@ pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: 
         reasons: vec![reason],
         checks: Vec::new(),
         valid_until: None,
+        exception: None,
+        attempts: Vec::new(),
     }
 }
 

@@ -5,14 +5,16 @@
 pub mod eval;
 pub mod expiry;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 
 use crate::{
     clock::SharedClock,
-    domain::{CheckResult, CheckSpec, Decision, Mode, Observation, TicketEvent, Verdict},
-    policy::{PolicySet, Rendered, render_checks, render_expiry},
+    domain::{
+        Attempt, CheckOutcome, CheckResult, CheckSpec, Decision, Exception, Mode, Observation, TicketEvent, Verdict,
+    },
+    policy::{Policy, PolicySet, Rendered, render_checks, render_expiry},
     verifiers::{VerifierRegistry, VerifyError},
 };
 
@@ -54,6 +56,8 @@ impl Gate {
                     reasons: Vec::new(),
                     checks: Vec::new(),
                     valid_until: None,
+                    exception: None,
+                    attempts: Vec::new(),
                 };
             }
             [one] => *one,
@@ -97,9 +101,57 @@ impl Gate {
             Ok(until) => until,
             Err(reason) => return eval::blocked_without_checks(id, policy.mode, reason),
         };
-        let results = self.run_checks(specs).await;
-        let mut decision = eval::conclude(&policy.name, &policy.hash, policy.mode, results);
+        let mut decision = self.verify(policy, specs).await;
         decision.valid_until = valid_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        if let Some(glass) = &policy.break_glass {
+            let asked = event.labels.iter().any(|l| l.eq_ignore_ascii_case(&glass.label));
+            if asked && decision.verdict == Verdict::Blocked {
+                let verify_by = closed_at + chrono::Duration::from_std(glass.verify_within).unwrap_or_default();
+                decision.verdict = Verdict::Allowed;
+                decision.exception = Some(Exception {
+                    label: glass.label.clone(),
+                    closer: event.actor.clone(),
+                    reason: event
+                        .fields
+                        .get("reason")
+                        .cloned()
+                        .unwrap_or_else(|| event.title.clone()),
+                    verify_by: verify_by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                });
+            }
+        }
+        decision
+    }
+
+    /// Runs the checks and concludes; with a settle window, a mismatch (never a
+    /// "could not verify") is re-checked with backoff until the window ends, and
+    /// each attempt that did not hold is kept in the decision.
+    async fn verify(&self, policy: &Policy, specs: Vec<CheckSpec>) -> Decision {
+        let conclude = |results| eval::conclude(&policy.name, &policy.hash, policy.mode, results);
+        let mut decision = conclude(self.run_checks(specs.clone()).await);
+        let Some(window) = policy.settle else {
+            return decision;
+        };
+        let deadline = self.clock.now_ms() + window.as_millis() as i64;
+        let mut delay = Duration::from_millis(500);
+        let mut attempts = Vec::new();
+        while decision.verdict == Verdict::Blocked
+            && !decision.checks.is_empty()
+            && decision
+                .checks
+                .iter()
+                .all(|c| !matches!(c.outcome, CheckOutcome::CouldNotVerify { .. }))
+            && self.clock.now_ms() + delay.as_millis() as i64 <= deadline
+        {
+            attempts.push(Attempt {
+                at: decision.checks[0].checked_at.clone(),
+                reasons: decision.reasons.clone(),
+            });
+            self.clock.sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(8));
+            decision = conclude(self.run_checks(specs.clone()).await);
+        }
+        decision.attempts = attempts;
         decision
     }
 

@@ -8,7 +8,7 @@ use std::{
 use marked_yaml::Spanned;
 use sha2::{Digest, Sha256};
 
-use super::{CheckTemplate, ExpiryRule, OnDrift, Policy, PolicySet, model::PolicyFile};
+use super::{BreakGlass, CheckTemplate, ExpiryRule, OnDrift, Policy, PolicySet, model::PolicyFile};
 use crate::domain::{Expect, Mode, field_key};
 
 /// What policies may name: each system with the check kinds its verifier
@@ -181,6 +181,19 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
         .as_ref()
         .and_then(|d| d.interval.as_ref())
         .and_then(|v| duration(v, "drift.interval"));
+    let settle = raw.settle.as_ref().and_then(|v| duration(v, "settle"));
+    let break_glass = raw.break_glass.as_ref().and_then(|b| {
+        let within = duration(&b.verify_within, "break_glass.verify_within")?;
+        Some(BreakGlass {
+            label: b.label.trim().to_string(),
+            verify_within: within,
+        })
+    });
+    if let Some(b) = &raw.break_glass {
+        if b.label.trim().is_empty() {
+            err(line_of(&b.label), "break_glass.label is empty".into());
+        }
+    }
     let on_drift = match raw.on_drift.as_ref().map(|v| (v, v.as_str())) {
         None | Some((_, "reopen")) => OnDrift::Reopen,
         Some((_, "comment")) => OnDrift::Comment,
@@ -314,6 +327,8 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
         },
         on_drift,
         drift_interval,
+        break_glass,
+        settle,
     })
 }
 

@@ -30,6 +30,16 @@ pub struct Policy {
     pub on_drift: OnDrift,
     /// How often claims are re-verified; the configured default when `None`.
     pub drift_interval: Option<Duration>,
+    pub break_glass: Option<BreakGlass>,
+    /// How long a mismatch is re-checked before the close is blocked.
+    pub settle: Option<Duration>,
+}
+
+/// A policy's emergency path.
+#[derive(Debug, Clone)]
+pub struct BreakGlass {
+    pub label: String,
+    pub verify_within: Duration,
 }
 
 /// A policy's rules on time-bound access.

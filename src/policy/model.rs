@@ -32,6 +32,19 @@ pub struct PolicyFile {
     pub on_drift: Option<Spanned<String>>,
     /// Re-verification of this policy's claims.
     pub drift: Option<DriftDef>,
+    /// Closes carrying this label are allowed at once and verified by a deadline.
+    pub break_glass: Option<BreakGlassDef>,
+    /// Before blocking on a mismatch, re-check with backoff for this long (`60s`).
+    pub settle: Option<Spanned<String>>,
+}
+
+/// An emergency path: allowed now, verified after the fact.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassDef {
+    pub label: Spanned<String>,
+    /// A duration (`4h`): by then the access must match the ticket.
+    pub verify_within: Spanned<String>,
 }
 
 /// How often a policy's claims are re-verified.

@@ -7,7 +7,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use crate::{
-    domain::{Actor, CheckOutcome, Decision, Mode, Verdict},
+    domain::{Actor, CheckOutcome, Decision, Exception, Mode, Verdict},
     evidence::{EvidenceContent, Finding},
 };
 
@@ -72,6 +72,8 @@ pub(crate) struct DecisionView<'a> {
     /// `close`, `removed`, `drift`, `drift_resolved`, `unverified`.
     finding: &'static str,
     valid_until: Option<&'a str>,
+    exception: Option<&'a Exception>,
+    attempts: usize,
     verdict: &'a str,
     mode: &'a str,
     policy: &'a str,
@@ -149,6 +151,8 @@ impl Renderer {
             tone,
             finding: finding_name(content.finding),
             valid_until: decision.valid_until.as_deref(),
+            exception: decision.exception.as_ref(),
+            attempts: decision.attempts.len(),
             verdict: decision.verdict.as_str(),
             mode: decision.mode.as_str(),
             policy: decision.policy.as_deref().unwrap_or("none"),
@@ -175,6 +179,10 @@ impl Renderer {
 /// The tone and first line of a comment.
 fn headline(finding: Finding, decision: &Decision) -> (&'static str, &'static str) {
     match (finding, decision.verdict, decision.mode) {
+        (Finding::Close, Verdict::Allowed, _) if decision.exception.is_some() => (
+            "warn",
+            "closegate: break-glass close allowed as an exception, to be verified",
+        ),
         (Finding::Close, Verdict::Allowed, _) => ("ok", "closegate: closure verified"),
         (Finding::Close, _, Mode::Warn) => (
             "warn",
@@ -185,6 +193,7 @@ fn headline(finding: Finding, decision: &Decision) -> (&'static str, &'static st
         (Finding::Drift, _, _) => ("stop", "closegate: drift, the access no longer matches this ticket"),
         (Finding::DriftResolved, _, _) => ("ok", "closegate: drift resolved, the access matches this ticket again"),
         (Finding::Unverified, _, _) => ("warn", "closegate: could not verify that expired access was removed"),
+        (Finding::BreakGlassVerified, _, _) => ("ok", "closegate: break-glass change verified after the fact"),
     }
 }
 
@@ -195,6 +204,7 @@ fn finding_name(finding: Finding) -> &'static str {
         Finding::Drift => "drift",
         Finding::DriftResolved => "drift_resolved",
         Finding::Unverified => "unverified",
+        Finding::BreakGlassVerified => "break_glass_verified",
     }
 }
 
@@ -238,6 +248,8 @@ mod tests {
             reasons: vec!["the ticket is missing required fields: table".into()],
             checks: vec![],
             valid_until: None,
+            exception: None,
+            attempts: Vec::new(),
         }
     }
 

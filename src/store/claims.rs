@@ -59,6 +59,8 @@ pub struct NewClaim {
     pub verified_at: i64,
     pub valid_until: Option<i64>,
     pub next_sweep_at: i64,
+    /// A break-glass close: not verified yet, due for verification by then.
+    pub unverified_until: Option<i64>,
 }
 
 /// A stored claim.
@@ -81,6 +83,8 @@ pub struct Claim {
     pub next_sweep_at: i64,
     pub next_expiry_at: Option<i64>,
     pub expiry_attempts: i64,
+    /// A break-glass close not verified yet: due for verification by then.
+    pub unverified_until: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -101,6 +105,7 @@ struct ClaimRow {
     next_sweep_at: i64,
     next_expiry_at: Option<i64>,
     expiry_attempts: i64,
+    unverified_until: Option<i64>,
 }
 
 impl TryFrom<ClaimRow> for Claim {
@@ -128,6 +133,7 @@ impl TryFrom<ClaimRow> for Claim {
             next_sweep_at: row.next_sweep_at,
             next_expiry_at: row.next_expiry_at,
             expiry_attempts: row.expiry_attempts,
+            unverified_until: row.unverified_until,
         })
     }
 }
@@ -141,6 +147,7 @@ pub struct ClaimUpdate {
     pub checked_at: i64,
     pub next_sweep_at: i64,
     pub next_expiry_at: Option<i64>,
+    pub unverified_until: Option<i64>,
 }
 
 /// Which claims `claims list` and `drift scan` look at.
@@ -155,17 +162,18 @@ pub struct ClaimFilter {
 }
 
 const COLUMNS: &str = "id, evidence_id, source, ticket, policy, policy_hash, spec, observation, verified_at, \
-    valid_until, state, drift, last_checked_at, next_sweep_at, next_expiry_at, expiry_attempts";
+    valid_until, state, drift, last_checked_at, next_sweep_at, next_expiry_at, expiry_attempts, unverified_until";
 
 pub(super) const INSERT: &str = "INSERT INTO claims (id, evidence_id, source, ticket, policy, policy_hash, system, \
     kind, subject, object, expect, requested, spec, observation, verified_at, valid_until, next_sweep_at, \
-    next_expiry_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $16)";
+    next_expiry_at, unverified_until) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $16, $18)";
 
 pub(super) const SUPERSEDE: &str = "UPDATE claims SET state = 'superseded', next_expiry_at = NULL, lease_until = NULL \
     WHERE source = $1 AND ticket = $2 AND state IN ('active', 'suspended')";
 
 pub(super) const UPDATE: &str = "UPDATE claims SET state = $1, drift = $2, last_checked_at = $3, next_sweep_at = $4, \
-    next_expiry_at = $5, lease_until = NULL WHERE id = $6";
+    next_expiry_at = $5, unverified_until = $6, lease_until = NULL WHERE id = $7";
 
 fn typed(rows: Vec<ClaimRow>) -> StoreResult<Vec<Claim>> {
     rows.into_iter().map(Claim::try_from).collect()

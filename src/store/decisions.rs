@@ -126,6 +126,7 @@ impl Store {
                         .bind(claim.verified_at)
                         .bind(claim.valid_until)
                         .bind(claim.next_sweep_at)
+                        .bind(claim.unverified_until)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -138,6 +139,7 @@ impl Store {
                     .bind(update.checked_at)
                     .bind(update.next_sweep_at)
                     .bind(update.next_expiry_at)
+                    .bind(update.unverified_until)
                     .bind(&update.id)
                     .execute(&mut *tx)
                     .await?;

@@ -110,10 +110,13 @@ async fn an_elevation_still_held_at_its_expiry_is_reported_as_drift_and_the_tick
         .timestamp_millis();
     assert_eq!(claims[0].valid_until, Some(closed_ms + 2 * 3_600_000));
 
-    // Act: nothing is due before the expiry; two hours later the expiry fires.
+    // Act: nothing is due before the expiry (a sweep in between changes
+    // nothing); two hours later the expiry fires.
     app.expire_due().await;
+    app.advance(HOUR + Duration::from_secs(1));
+    app.sweep_due().await;
     assert_eq!(app.evidence(REPO_ISSUE).await.len(), 1, "not due yet");
-    app.advance(2 * HOUR + Duration::from_secs(60));
+    app.advance(HOUR + Duration::from_secs(60));
     app.expire_due().await;
     app.deliver_all().await;
 
@@ -386,4 +389,114 @@ async fn drift_scan_reports_a_widened_grant_and_claims_list_shows_the_claim() {
         "{scanned}"
     );
     assert_eq!(app.evidence(REPO_ISSUE).await.len(), 1, "a dry run records nothing");
+}
+
+fn with_labels(event: Vec<u8>, labels: &[&str]) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&event).unwrap();
+    event["issue"]["labels"] = labels.iter().map(|l| serde_json::json!({ "name": l })).collect();
+    serde_json::to_vec(&event).unwrap()
+}
+
+const BREAK_GLASS: &str = "break_glass:\n  label: break-glass\n  verify_within: 4h\n";
+
+#[tokio::test]
+async fn a_break_glass_close_is_allowed_as_an_exception_and_drift_if_not_compliant_by_its_deadline() {
+    let (app, _dir) = app_with(&format!("{GRANT}{BREAK_GLASS}")).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("").await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 2, 1, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    let event = with_labels(
+        close_event(&closed_at, "access-request", &fields),
+        &["access-request", "break-glass"],
+    );
+
+    app.close_on_github("d-1", &event).await;
+
+    let records = app.evidence(REPO_ISSUE).await;
+    let decision = records[0].content().unwrap().decision;
+    assert_eq!(records[0].verdict, Verdict::Allowed, "allowed at once");
+    let exception = decision.exception.expect("recorded as an exception");
+    assert_eq!(exception.closer.id, "dba-alice", "the closer is named");
+    assert!(posted_comments(&app).await[0].contains("break-glass close allowed as an exception"));
+
+    // Three hours on: not yet due. Past the deadline, still not granted: drift.
+    app.advance(3 * HOUR);
+    app.sweep_due().await;
+    assert_eq!(app.evidence(REPO_ISSUE).await.len(), 1);
+    app.advance(2 * HOUR);
+    app.sweep_due().await;
+    app.deliver_all().await;
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(last(&records), (TriggerKind::Sweep, Verdict::Blocked, Finding::Drift));
+}
+
+#[tokio::test]
+async fn a_break_glass_close_made_compliant_by_its_deadline_is_verified_after_the_fact() {
+    let (app, _dir) = app_with(&format!("{GRANT}{BREAK_GLASS}")).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("").await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 2, 0, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    let event = with_labels(
+        close_event(&closed_at, "access-request", &fields),
+        &["access-request", "break-glass"],
+    );
+    app.close_on_github("d-1", &event).await;
+
+    target.exec(&format!("GRANT SELECT ON {table} TO {role}")).await;
+    app.advance(4 * HOUR + Duration::from_secs(1));
+    app.sweep_due().await;
+    app.deliver_all().await;
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(
+        last(&records),
+        (TriggerKind::Sweep, Verdict::Allowed, Finding::BreakGlassVerified)
+    );
+    assert!(posted_comments(&app).await[1].contains("verified after the fact"));
+}
+
+#[tokio::test]
+async fn a_grant_made_just_after_the_close_is_allowed_within_the_settle_window_with_the_attempts_recorded() {
+    let (app, _dir) = app_with(&format!("{GRANT}settle: 60s\n")).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("").await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, 1, 0, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    let grant = format!("GRANT SELECT ON {table} TO {role}");
+    // Provisioning lags the close: the grant lands while closegate re-checks.
+    let provisioning = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        target.exec(&grant).await;
+    });
+
+    app.close_on_github("d-1", &close_event(&closed_at, "access-request", &fields))
+        .await;
+    provisioning.await.unwrap();
+
+    let records = app.evidence(REPO_ISSUE).await;
+    assert_eq!(records[0].verdict, Verdict::Allowed);
+    let attempts = records[0].content().unwrap().decision.attempts;
+    assert!(
+        !attempts.is_empty(),
+        "the attempts that did not hold are in the evidence"
+    );
+    assert!(attempts[0].reasons[0].contains("missing SELECT"), "{attempts:?}");
 }
