@@ -140,6 +140,10 @@ impl Adapter for DjangoHelpdeskAdapter {
         Ok(Accepted { delivery_id, event })
     }
 
+    fn trusts_body(&self) -> bool {
+        false
+    }
+
     fn delivers_effects(&self) -> bool {
         true
     }

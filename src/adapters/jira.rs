@@ -257,6 +257,10 @@ impl Adapter for JiraAdapter {
         Ok(Accepted { delivery_id, event })
     }
 
+    fn trusts_body(&self) -> bool {
+        self.inbound_auth.is_signed()
+    }
+
     fn delivers_effects(&self) -> bool {
         self.token.is_some()
     }

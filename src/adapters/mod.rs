@@ -91,6 +91,13 @@ pub trait Adapter: Send + Sync {
         false
     }
 
+    /// Whether the body is authenticated (signed). When it is not (a path
+    /// token only), nothing in it is used before the ticket is re-read, and a
+    /// delivery id is a duplicate only together with the same body.
+    fn trusts_body(&self) -> bool {
+        true
+    }
+
     /// The markup its comments take.
     fn comment_format(&self) -> crate::render::CommentFormat {
         crate::render::CommentFormat::Markdown

@@ -188,6 +188,10 @@ impl Adapter for ServicenowAdapter {
         })
     }
 
+    fn trusts_body(&self) -> bool {
+        self.inbound_auth.is_signed()
+    }
+
     fn delivers_effects(&self) -> bool {
         self.auth.is_some()
     }

@@ -10,5 +10,5 @@ mod sync_check;
 
 pub use intent::{Action, Intent, StoredMessage};
 pub use recheck::{RecheckSummary, expected_now, recheck};
-pub use service::{DecideError, Decided, decide};
+pub use service::{DecideError, Decided, decide, unverifiable};
 pub use sync_check::{SyncAnswer, SyncCheckError, check_synchronously};

@@ -9,6 +9,7 @@ use crate::{
     context::Context,
     domain::{Decision, EventKind, Mode, Observation, TicketEvent, TicketRef, Trigger, TriggerKind, Verdict},
     evidence::{EvidenceContent, Finding},
+    gate::eval,
     store::{DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Recording, StoreError},
 };
 
@@ -65,6 +66,34 @@ async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Re
         return Ok(Decided::NotClosing);
     }
     let decision = ctx.gate.decide(&event).await;
+    conclude(ctx, trigger, event, decision, delivery).await
+}
+
+/// Records a blocked "could not verify" decision for a ticket whose helpdesk
+/// could not be asked after every retry: never a silent drop, never an allow.
+pub async fn unverifiable(
+    ctx: &Context,
+    trigger: Trigger,
+    event: TicketEvent,
+    problem: &str,
+) -> Result<Decided, DecideError> {
+    let decision = eval::blocked_without_checks(
+        None,
+        Mode::Enforce,
+        format!("could not verify: the ticket could not be re-read from the helpdesk ({problem})"),
+    );
+    let delivery = (trigger.kind == TriggerKind::Webhook).then(|| trigger.id.clone());
+    conclude(ctx, trigger, event, decision, delivery).await
+}
+
+/// Records a decision with its outbox messages and claims.
+async fn conclude(
+    ctx: &Context,
+    trigger: Trigger,
+    event: TicketEvent,
+    decision: Decision,
+    delivery: Option<String>,
+) -> Result<Decided, DecideError> {
     let id = uuid::Uuid::now_v7().to_string();
     let effects = encode(intents(ctx, &trigger, &event, &decision, &id))?;
     let now = ctx.now_ms();

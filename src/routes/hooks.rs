@@ -65,11 +65,18 @@ async fn accept(
         String::from_utf8(body.to_vec()).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
     let event = serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
     let key = content_key(&accepted.delivery_id, &body, adapter.signs_delivery_id());
+    // An unsigned body under a known id is not a redelivery unless it is the
+    // same body: a forged body sent in advance cannot pre-claim a real id.
+    let delivery_id = if adapter.trusts_body() {
+        accepted.delivery_id
+    } else {
+        format!("{}#{}", accepted.delivery_id, &key[..16])
+    };
     let outcome = state
         .store
         .ingest(NewDelivery {
             source,
-            delivery_id: accepted.delivery_id,
+            delivery_id,
             body_sha256: key,
             received_at: now.timestamp_millis(),
             event,

@@ -7,7 +7,7 @@ use tracing::Instrument as _;
 use super::{ExecutionOutcome, outbox::retry_delay_ms};
 use crate::{
     context::Context,
-    decide::decide,
+    decide::{DecideError, decide, unverifiable},
     domain::{EventKind, TicketEvent, Trigger, TriggerKind},
     store::{ClaimedDelivery, DeliveryOutcome},
 };
@@ -38,6 +38,20 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
 
 async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
     let mut event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
+    let trigger = Trigger::new(TriggerKind::Webhook, claimed.id.clone());
+    if let Some(adapter) = ctx.sources.get(&claimed.source).filter(|a| !a.trusts_body()) {
+        // Nothing in an unsigned body (own-echo flag, state, fields) is used
+        // before the helpdesk's own record confirms it.
+        event = match adapter.refresh(event.clone()).await {
+            Ok(fresh) => fresh,
+            Err(e) if claimed.attempts >= ctx.settings.max_attempts => {
+                tracing::error!(error.message = %e, "the ticket cannot be re-read; recording could not verify");
+                unverifiable(ctx, trigger, event, &e.to_string()).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("Failed to re-read the ticket")),
+        };
+    }
     track_state(ctx, &claimed.id, &mut event).await?;
     let not_gated = match (event.caused_by_gate, event.kind) {
         (true, _) => Some(DeliveryOutcome::OwnEcho),
@@ -55,7 +69,15 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
         tracing::debug!(ticket = %event.ticket, ?outcome, "recorded, not gated");
         return Ok(());
     }
-    decide(ctx, Trigger::new(TriggerKind::Webhook, claimed.id.clone()), event).await?;
+    match decide(ctx, trigger.clone(), event.clone()).await {
+        Err(DecideError::Refresh(e)) if claimed.attempts >= ctx.settings.max_attempts => {
+            tracing::error!(error.message = %e, "the ticket cannot be re-read; recording could not verify");
+            unverifiable(ctx, trigger, event, &e.to_string()).await?;
+        }
+        other => {
+            other?;
+        }
+    }
     Ok(())
 }
 

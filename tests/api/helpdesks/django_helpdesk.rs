@@ -160,3 +160,111 @@ async fn a_django_helpdesk_call_without_the_path_token_is_refused_and_changes_no
     assert_eq!([without.status().as_u16(), wrong.status().as_u16()], [401, 401]);
     assert_eq!(app.stats().await.deliveries, 0);
 }
+
+/// closegate on a path-token source pointed at the real helpdesk (whose own
+/// webhook is not pointed at it: the test delivers the bodies itself), and a
+/// revoke ticket whose role still exists: every real close must be blocked.
+async fn spoofable_setup() -> (TestApp, tempfile::TempDir, reqwest::Client, i64) {
+    let policies = policy_dir(&[("revoke", POLICY)]);
+    let app = spawn_app_with(Options {
+        policies: Some(policies.path().to_path_buf()),
+        sources: Some(
+            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
+            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let mut target = Target::new().await;
+    let role = target.login_role().await;
+    let http = reqwest::Client::new();
+    let created = api(
+        &http,
+        reqwest::Method::POST,
+        "/tickets/",
+        Some(json!({
+        "queue": 1, "title": "Offboard contractor", "description": "Remove database access", "priority": 3,
+        "submitter_email": "hr@acme.example", "custom_request_type": "revoke", "custom_database_role": role })),
+    )
+    .await;
+    (app, policies, http, created["id"].as_i64().unwrap())
+}
+
+async fn deliver(app: &TestApp, body: Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/hooks/dh/{TOKEN}", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Closes the ticket through the helpdesk's API and delivers the webhook body
+/// the helpdesk would send for that follow-up.
+async fn real_close(app: &TestApp, http: &reqwest::Client, id: i64) -> i64 {
+    let followup = json!({ "ticket": id, "comment": "Done.", "public": true, "new_status": 4 });
+    let followup = api(http, reqwest::Method::POST, "/followups/", Some(followup)).await;
+    let ticket = api(http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await;
+    let n = followup["id"].as_i64().unwrap();
+    let response = deliver(
+        app,
+        json!({ "ticket": ticket, "followup_id": n, "queue_slug": "access" }),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 202);
+    n
+}
+
+async fn status(http: &reqwest::Client, id: i64) -> i64 {
+    api(http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await["status"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_spoofed_unsigned_body_claiming_an_earlier_close_by_closegate_does_not_ungate_the_real_close() {
+    let (app, _dir, http, id) = spoofable_setup().await;
+    // The attack: a body that says the ticket is already closed, by closegate's own account.
+    let spoof = json!({ "ticket": { "id": id, "status": 4, "custom_request_type": "revoke",
+        "followup_set": [{ "id": 990001, "user": 2 }] }, "followup_id": 990001, "queue_slug": "access" });
+    assert_eq!(deliver(&app, spoof).await.status().as_u16(), 202);
+    app.decide_all().await;
+
+    real_close(&app, &http, id).await;
+    app.decide_all().await;
+    app.deliver_all().await;
+
+    let verdicts = app.settle("dh", &id.to_string()).await;
+    assert_eq!(verdicts, ["blocked"], "the real close is judged");
+    assert_eq!(status(&http, id).await, 2, "and reopened in the real helpdesk");
+}
+
+#[tokio::test]
+async fn a_forged_body_sent_in_advance_under_the_real_follow_up_id_does_not_swallow_the_real_close() {
+    let (app, _dir, http, id) = spoofable_setup().await;
+    // The helpdesk records the close; the attacker's harmless body under that
+    // follow-up's id reaches closegate first.
+    let followup = json!({ "ticket": id, "comment": "Done.", "public": true, "new_status": 4 });
+    let n = api(&http, reqwest::Method::POST, "/followups/", Some(followup)).await["id"]
+        .as_i64()
+        .unwrap();
+    let harmless = json!({ "ticket": { "id": id, "status": 1 }, "followup_id": n, "queue_slug": "access" });
+    assert_eq!(deliver(&app, harmless).await.status().as_u16(), 202);
+    let ticket = api(&http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await;
+
+    let real = deliver(
+        &app,
+        json!({ "ticket": ticket, "followup_id": n, "queue_slug": "access" }),
+    )
+    .await;
+    app.decide_all().await;
+    app.deliver_all().await;
+
+    assert!(
+        real.headers().get("closegate-duplicate").is_none(),
+        "not taken for a redelivery"
+    );
+    let verdicts = app.settle("dh", &id.to_string()).await;
+    assert!(verdicts.contains(&"blocked".to_string()), "{verdicts:?}");
+    assert_eq!(status(&http, id).await, 2, "reopened in the real helpdesk");
+}
