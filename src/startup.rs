@@ -43,7 +43,7 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
     let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(Context {
         store,
-        gate: Gate::new(Arc::new(policies), verifiers, clock.clone()),
+        gate: Gate::new(Arc::new(policies), verifiers, clock.clone(), settings.unmatched.clone()),
         sources,
         renderer,
         settings: settings.worker.clone(),

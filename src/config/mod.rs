@@ -46,6 +46,30 @@ pub struct Settings {
     pub system_groups: BTreeMap<String, Vec<String>>,
     /// The synchronous gate (`POST /v1/gate/check`).
     pub gate: GateSettings,
+    /// Closes of tickets carrying the access-request marker that no policy matches.
+    #[serde(default)]
+    pub unmatched: Option<UnmatchedSettings>,
+}
+
+/// What happens to a close of a marked ticket (an access request) that no
+/// policy governs: an unknown `request_type` must not pass silently.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmatchedSettings {
+    /// The label that marks access requests (case-insensitive).
+    pub label: String,
+    pub action: UnmatchedAction,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedAction {
+    /// Blocked and reopened, naming the marker.
+    Block,
+    /// Commented, left closed.
+    Flag,
+    /// Recorded as ungated.
+    Pass,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -65,7 +65,14 @@ async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Re
         tracing::debug!("the helpdesk says the ticket is not closing; not gated");
         return Ok(Decided::NotClosing);
     }
-    let decision = ctx.gate.decide(&event).await;
+    let remembered = ctx.store.governed_by(&event.ticket).await.map_err(DecideError::Store)?;
+    let decision = ctx.gate.decide(&event, &remembered).await;
+    if let Some(policy) = &decision.policy {
+        ctx.store
+            .remember_governed(&event.ticket, std::slice::from_ref(policy), ctx.now_ms())
+            .await
+            .map_err(DecideError::Store)?;
+    }
     conclude(ctx, trigger, event, decision, delivery).await
 }
 

@@ -100,6 +100,9 @@ pub struct Decision {
     /// Earlier checks of a settle window that did not yet hold, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// What the reader should know besides the verdict (a selector edited away).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A break-glass close: allowed now, verified by `verify_by`.

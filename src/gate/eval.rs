@@ -80,6 +80,7 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
         valid_until: None,
         exception: None,
         attempts: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -95,6 +96,7 @@ pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: 
         valid_until: None,
         exception: None,
         attempts: Vec::new(),
+        notes: Vec::new(),
     }
 }
 

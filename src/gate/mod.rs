@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 
 use crate::{
     clock::SharedClock,
+    config::{UnmatchedAction, UnmatchedSettings},
     domain::{
         Attempt, CheckOutcome, CheckResult, CheckSpec, Decision, Exception, Mode, Observation, TicketEvent, Verdict,
     },
@@ -23,14 +24,21 @@ pub struct Gate {
     policies: Arc<PolicySet>,
     verifiers: VerifierRegistry,
     clock: SharedClock,
+    unmatched: Option<UnmatchedSettings>,
 }
 
 impl Gate {
-    pub fn new(policies: Arc<PolicySet>, verifiers: VerifierRegistry, clock: SharedClock) -> Self {
+    pub fn new(
+        policies: Arc<PolicySet>,
+        verifiers: VerifierRegistry,
+        clock: SharedClock,
+        unmatched: Option<UnmatchedSettings>,
+    ) -> Self {
         Self {
             policies,
             verifiers,
             clock,
+            unmatched,
         }
     }
 
@@ -42,12 +50,35 @@ impl Gate {
         &self.verifiers
     }
 
-    /// Decides a closed ticket. Never fails: anything that goes wrong blocks.
+    /// Decides a closed ticket. `remembered` names the policies that governed
+    /// it before: a ticket once gated stays gated when its labels or fields are
+    /// edited away. Never fails: anything that goes wrong blocks.
     #[tracing::instrument(name = "decide", skip_all, fields(ticket = %event.ticket))]
-    pub async fn decide(&self, event: &TicketEvent) -> Decision {
-        let governing = self.policies.governing(event);
+    pub async fn decide(&self, event: &TicketEvent, remembered: &[String]) -> Decision {
+        let mut decision = self.decide_inner(event, remembered).await;
+        if decision.policy.is_some() && self.policies.governing(event).is_empty() && !remembered.is_empty() {
+            decision.notes.push(format!(
+                "this ticket no longer matches the selector of policy {} (its labels or fields were changed \
+                 after it was governed); it is judged against that policy anyway",
+                decision.policy.as_deref().unwrap_or_default()
+            ));
+        }
+        decision
+    }
+
+    async fn decide_inner(&self, event: &TicketEvent, remembered: &[String]) -> Decision {
+        let mut governing = self.policies.governing(event);
+        if governing.is_empty() {
+            governing = remembered
+                .iter()
+                .filter_map(|name| self.policies.by_name(name))
+                .collect();
+        }
         let policy = match governing.as_slice() {
             [] => {
+                if let Some(decision) = self.unmatched(event) {
+                    return decision;
+                }
                 return Decision {
                     verdict: Verdict::Ungated,
                     policy: None,
@@ -58,6 +89,7 @@ impl Gate {
                     valid_until: None,
                     exception: None,
                     attempts: Vec::new(),
+                    notes: Vec::new(),
                 };
             }
             [one] => *one,
@@ -121,6 +153,25 @@ impl Gate {
             }
         }
         decision
+    }
+
+    /// A close of a marked ticket that no policy governs, per `unmatched`.
+    fn unmatched(&self, event: &TicketEvent) -> Option<Decision> {
+        let rule = self.unmatched.as_ref()?;
+        if !event.labels.iter().any(|l| l.eq_ignore_ascii_case(&rule.label)) {
+            return None;
+        }
+        let reason = format!(
+            "the ticket carries the {:?} label but no policy matches it (request type {:?}): an unknown kind of \
+             access request is not closed unverified",
+            rule.label,
+            event.fields.get("request_type").map(String::as_str).unwrap_or("none")
+        );
+        match rule.action {
+            UnmatchedAction::Pass => None,
+            UnmatchedAction::Block => Some(eval::blocked_without_checks(None, Mode::Enforce, reason)),
+            UnmatchedAction::Flag => Some(eval::blocked_without_checks(None, Mode::Warn, reason)),
+        }
     }
 
     /// Runs the checks and concludes; with a settle window, a mismatch (never a

@@ -51,6 +51,9 @@ pub(super) fn document(view: &DecisionView<'_>) -> Value {
             text(&format!("{} ({:?})", view.actor.id, view.actor.kind).to_lowercase()),
         ]),
     ];
+    for note in view.notes {
+        content.push(paragraph(vec![strong("Note: "), text(note)]));
+    }
     if !view.reasons.is_empty() {
         content.push(paragraph(vec![strong("What is missing:")]));
         let items: Vec<Value> = view

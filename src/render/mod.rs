@@ -74,6 +74,7 @@ pub(crate) struct DecisionView<'a> {
     valid_until: Option<&'a str>,
     exception: Option<&'a Exception>,
     attempts: usize,
+    notes: &'a [String],
     verdict: &'a str,
     mode: &'a str,
     policy: &'a str,
@@ -153,6 +154,7 @@ impl Renderer {
             valid_until: decision.valid_until.as_deref(),
             exception: decision.exception.as_ref(),
             attempts: decision.attempts.len(),
+            notes: &decision.notes,
             verdict: decision.verdict.as_str(),
             mode: decision.mode.as_str(),
             policy: decision.policy.as_deref().unwrap_or("none"),
@@ -250,6 +252,7 @@ mod tests {
             valid_until: None,
             exception: None,
             attempts: Vec::new(),
+            notes: Vec::new(),
         }
     }
 

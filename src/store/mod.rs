@@ -10,6 +10,7 @@ mod decisions;
 mod deliveries;
 mod evidence;
 mod gate_checks;
+mod governed;
 mod ingest;
 mod outbox;
 mod tickets;

@@ -61,6 +61,20 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
     if event.kind == EventKind::Reopened && !event.caused_by_gate {
         suspend_claims(ctx, event.clone()).await?;
     }
+    if not_gated == Some(DeliveryOutcome::NotGated) {
+        // Learn which tickets are access requests when they are opened or edited.
+        let governing: Vec<String> = ctx
+            .gate
+            .policies()
+            .governing(&event)
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        ctx.store
+            .remember_governed(&event.ticket, &governing, ctx.now_ms())
+            .await
+            .context("Failed to remember a governed ticket")?;
+    }
     if let Some(outcome) = not_gated {
         ctx.store
             .finish_delivery(&claimed.id, outcome, ctx.now_ms())

@@ -82,6 +82,8 @@ pub struct Options {
     pub sources: Option<Value>,
     /// The synchronous gate's settings.
     pub gate: Option<Value>,
+    /// The `unmatched` setting.
+    pub unmatched: Option<Value>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -126,6 +128,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
     if let Some(gate) = options.gate {
         yaml["gate"] = gate;
+    }
+    if let Some(unmatched) = options.unmatched {
+        yaml["unmatched"] = unmatched;
     }
     if let Some(groups) = options.system_groups {
         yaml["system_groups"] = groups;

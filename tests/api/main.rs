@@ -1,4 +1,5 @@
 mod bad_input;
+mod bypass;
 mod claims;
 mod evidence_chain;
 mod generic_source;

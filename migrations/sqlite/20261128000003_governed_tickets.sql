@@ -1,0 +1,9 @@
+-- Once gated, always gated: every ticket a policy governed at any time, so a
+-- close after its label or fields were edited away is still judged.
+CREATE TABLE governed_tickets (
+    source  TEXT NOT NULL,
+    ticket  TEXT NOT NULL,
+    policy  TEXT NOT NULL,
+    since   BIGINT NOT NULL,
+    PRIMARY KEY (source, ticket, policy)
+);
