@@ -1,12 +1,13 @@
 //! Logging: `tracing` to stdout (or a test sink), pretty or JSON, with one root
 //! span per request carrying a request id.
 
+use actix_web::HttpMessage;
 use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
 };
 use tracing::Span;
-use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 use crate::config::LogFormat;
@@ -17,7 +18,12 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
+    // Colour codes only on a terminal: log files and shippers get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
@@ -25,8 +31,31 @@ where
 }
 
 /// Root span per request: a generated `request_id`, the caller's `X-Request-Id`
-/// when it sends one, and health checks at DEBUG.
+/// when it sends one, and health checks at DEBUG. The target is the matched
+/// route template (`/hooks/{source}/{token}`), never the path as sent: a path
+/// token must not reach any log line.
 pub struct RequestSpan;
+
+/// Declares the root span's fields, at `$level`.
+macro_rules! request_span {
+    ($level:expr, $method:expr, $route:expr, $request_id:expr, $caller_id:expr) => {
+        tracing::span!(
+            $level,
+            "HTTP request",
+            http.method = %$method,
+            http.route = %$route,
+            http.target = %$route,
+            http.status_code = tracing::field::Empty,
+            otel.name = %format!("{} {}", $method, $route),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            request_id = %$request_id,
+            caller_request_id = %$caller_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    };
+}
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
@@ -34,12 +63,19 @@ impl RootSpanBuilder for RequestSpan {
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 128)
+            .filter(|v| v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
             .unwrap_or("");
+        let route = request.match_pattern().unwrap_or_else(|| "(no route)".to_string());
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let method = request.method().as_str();
         if matches!(request.path(), "/healthz" | "/readyz") {
-            tracing_actix_web::root_span!(level = tracing::Level::DEBUG, request, caller_request_id = caller_id)
+            request_span!(tracing::Level::DEBUG, method, route, request_id, caller_id)
         } else {
-            tracing_actix_web::root_span!(request, caller_request_id = caller_id)
+            request_span!(tracing::Level::INFO, method, route, request_id, caller_id)
         }
     }
 

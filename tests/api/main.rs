@@ -8,6 +8,7 @@ mod health;
 mod helpdesks;
 mod helpers;
 mod idempotency;
+mod logs;
 mod modes;
 mod outbox;
 mod policy_cli;
