@@ -90,8 +90,9 @@ pub struct HttpSystem {
     /// Statuses meaning "the subject exists" (default 200).
     #[serde(default = "default_ok_statuses")]
     pub ok_statuses: Vec<u16>,
-    /// Statuses meaning "the subject does not exist" (default 404).
-    #[serde(default = "default_absent_statuses")]
+    /// Statuses meaning "the subject does not exist". No default: many APIs
+    /// answer 404 for "you may not see it", so absence is configured per system.
+    #[serde(default)]
     pub absent_statuses: Vec<u16>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -119,8 +120,4 @@ fn default_method() -> String {
 
 fn default_ok_statuses() -> Vec<u16> {
     vec![200]
-}
-
-fn default_absent_statuses() -> Vec<u16> {
-    vec![404]
 }

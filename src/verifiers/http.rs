@@ -93,6 +93,18 @@ impl HttpVerifier {
             .map(|(name, value)| Ok((name.clone(), secret(system, &format!("headers.{name}"), value)?)))
             .collect::<Result<Vec<_>, String>>()?;
         let timeout = Duration::from_millis(config.timeout_ms);
+        // 401 and 403 say "not permitted to see", never "does not exist".
+        if let Some(status) = config
+            .ok_statuses
+            .iter()
+            .chain(&config.absent_statuses)
+            .find(|s| matches!(s, 401 | 403))
+        {
+            return Err(format!(
+                "systems.{system}: status {status} means the verifier may not see the subject; \
+                 it can be neither ok_statuses nor absent_statuses"
+            ));
+        }
         Ok(Self {
             system: system.to_string(),
             base,

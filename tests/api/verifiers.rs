@@ -424,8 +424,8 @@ checks:
     let app = spawn_app_with(Options {
         policies: Some(dir.path().to_path_buf()),
         systems: Some(json!({
-            "tenant-a": { "type": "http", "base_url": tenant_a.uri() },
-            "tenant-b": { "type": "http", "base_url": tenant_b.uri() },
+            "tenant-a": { "type": "http", "base_url": tenant_a.uri(), "absent_statuses": [404] },
+            "tenant-b": { "type": "http", "base_url": tenant_b.uri(), "absent_statuses": [404] },
         })),
         system_groups: Some(json!({ "production": ["tenant-a", "tenant-b"] })),
         ..Default::default()
@@ -497,4 +497,63 @@ async fn verifiers_check_reports_each_system_and_fails_on_an_unreachable_one() {
         "{text}"
     );
     assert!(text.contains("FAIL  down:"), "{text}");
+}
+
+#[tokio::test]
+async fn a_revocation_checked_through_an_api_that_answers_403_or_an_unconfigured_404_is_could_not_verify() {
+    // The API hides what the verifier may not see: 403 here, a 404 there.
+    let api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/users/carol"))
+        .respond_with(ResponseTemplate::new(403))
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/users/dave"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&api)
+        .await;
+    let policy = r#"
+match: { labels: [access-request] }
+require_fields: [user]
+checks:
+  - name: account removed
+    system: api
+    kind: json
+    params: { path: "/users/{user}", user: "{{ fields.user }}" }
+    expect: absent
+"#;
+    let dir = policy_dir(&[("policy", policy)]);
+    let app = spawn_app_with(Options {
+        policies: Some(dir.path().to_path_buf()),
+        systems: Some(json!({ "api": { "type": "http", "base_url": api.uri() } })),
+        ..Default::default()
+    })
+    .await;
+
+    for user in ["carol", "dave"] {
+        let record = app.close_generic(&format!("T-{user}"), &[("user", user)]).await;
+
+        let (verdict, checks) = summary(&record);
+        assert_eq!(
+            (verdict.as_str(), checks[0].1.as_str()),
+            ("blocked", "could_not_verify"),
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn an_http_system_that_would_read_403_as_absent_stops_the_start() {
+    let config: closegate::config::SystemConfig = serde_json::from_value(json!({
+        "type": "http", "base_url": "http://127.0.0.1:1", "absent_statuses": [404, 403]
+    }))
+    .unwrap();
+    let systems = std::collections::BTreeMap::from([("api".to_string(), config)]);
+
+    let error = closegate::verifiers::VerifierRegistry::from_config(&systems)
+        .err()
+        .unwrap();
+
+    assert!(error.contains("403"), "{error}");
 }
