@@ -436,6 +436,8 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
             }
         }
         EvidenceCommand::Export { after } => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
             let mut after = after;
             loop {
                 let page = store.evidence_page(after, 1000).await?;
@@ -444,12 +446,16 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
                 for r in &page {
                     // The record is the exact hashed text, so each line can be
                     // checked on its own: hash = SHA-256(prev_hash || record).
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash, "record": r.record,
-                        })
-                    );
+                    let line = serde_json::json!({
+                        "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash, "record": r.record,
+                    });
+                    if let Err(e) = writeln!(out, "{line}") {
+                        // A reader that stops early (`| head`) is not an error.
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            return Ok(0);
+                        }
+                        return Err(e.into());
+                    }
                 }
             }
             Ok(0)

@@ -85,6 +85,7 @@ impl Application {
             verifiers: context.gate.verifiers().clone(),
             sources,
             max_body_bytes: settings.max_body_bytes,
+            probe: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -70,6 +70,23 @@ pub enum CheckOutcome {
     },
 }
 
+/// A "could not verify" error as a ticket comment may show it: the kind of
+/// failure only. Hosts, driver messages and the rest stay in the log and the
+/// evidence record.
+pub fn error_summary(error: &str) -> &'static str {
+    if error.starts_with("timed out") {
+        "timed out"
+    } else if error.starts_with("cannot reach") {
+        "could not connect"
+    } else if error.starts_with("bad check parameters") {
+        "the ticket's values do not fit the check"
+    } else if error.contains("is not configured") {
+        "the system is not configured"
+    } else {
+        "the query failed"
+    }
+}
+
 impl CheckOutcome {
     /// `holds`, `mismatch` or `could_not_verify`, as stored.
     pub fn status(&self) -> &'static str {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::domain::{CheckOutcome, CheckResult, Decision, Expect, Mode, Observation, Verdict};
+use crate::domain::{CheckOutcome, CheckResult, Decision, Expect, Mode, Observation, Verdict, error_summary};
 
 fn list(items: &BTreeSet<String>) -> String {
     items.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -60,8 +60,10 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
             CheckOutcome::Holds => None,
             CheckOutcome::Mismatch { reason } => Some(format!("{}: {reason}", c.spec.name)),
             CheckOutcome::CouldNotVerify { error } => Some(format!(
-                "{}: could not verify on {}: {error}",
-                c.spec.name, c.spec.system
+                "{}: could not verify on {}: {}",
+                c.spec.name,
+                c.spec.system,
+                error_summary(error)
             )),
         })
         .collect();
@@ -198,7 +200,10 @@ mod tests {
             ],
         );
         assert_eq!(bad.verdict, Verdict::Blocked);
-        assert_eq!(bad.reasons, vec!["c: could not verify on db: timeout".to_string()]);
+        assert_eq!(
+            bad.reasons,
+            vec!["c: could not verify on db: the query failed".to_string()]
+        );
         assert_eq!(conclude("p", "h", Mode::Enforce, vec![]).verdict, Verdict::Blocked);
     }
 }

@@ -7,7 +7,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use crate::{
-    domain::{Actor, CheckOutcome, Decision, Exception, Mode, Verdict},
+    domain::{Actor, CheckOutcome, Decision, Exception, Mode, Verdict, error_summary},
     evidence::{EvidenceContent, Finding},
 };
 
@@ -52,7 +52,6 @@ pub struct Renderer {
 pub(crate) struct CheckView {
     name: String,
     system: String,
-    location: String,
     subject: String,
     object: String,
     expect: String,
@@ -124,7 +123,6 @@ impl Renderer {
             .map(|c| CheckView {
                 name: c.spec.name.clone(),
                 system: c.spec.system.clone(),
-                location: c.observation.as_ref().map(|o| o.location.clone()).unwrap_or_default(),
                 subject: c
                     .observation
                     .as_ref()
@@ -142,7 +140,7 @@ impl Renderer {
                     CheckOutcome::CouldNotVerify { .. } => "could not verify",
                 },
                 error: match &c.outcome {
-                    CheckOutcome::CouldNotVerify { error } => Some(error.clone()),
+                    CheckOutcome::CouldNotVerify { error } => Some(error_summary(error).to_string()),
                     _ => None,
                 },
             })

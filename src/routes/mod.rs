@@ -19,6 +19,8 @@ pub struct AppState {
     pub verifiers: VerifierRegistry,
     pub sources: SourceRegistry,
     pub max_body_bytes: usize,
+    /// The last probe of the target systems, for `/readyz`.
+    pub probe: health::SystemProbe,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use closegate::domain::CheckOutcome;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -138,6 +140,21 @@ async fn an_unreachable_target_database_blocks_as_could_not_verify() {
     assert!(
         !comment.contains("does not exist"),
         "an error must not read as absent: {comment}"
+    );
+    assert!(
+        comment.contains("could not connect"),
+        "the failure is summarised: {comment}"
+    );
+    assert!(
+        !comment.contains("127.0.0.1"),
+        "no host or driver error in the ticket: {comment}"
+    );
+    let CheckOutcome::CouldNotVerify { error } = &checks(&evidence[0])[0].outcome else {
+        panic!("could not verify")
+    };
+    assert!(
+        error.contains("cannot reach"),
+        "the detail stays in the evidence: {error}"
     );
 }
 
