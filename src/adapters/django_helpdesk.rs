@@ -53,6 +53,7 @@ impl DjangoHelpdeskAdapter {
     }
 
     async fn ticket(&self, id: &str) -> Result<Value, EffectError> {
+        let id = http::numeric("ticket", id)?;
         http::json(
             "read ticket",
             http::send(

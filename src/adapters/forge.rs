@@ -62,9 +62,20 @@ impl ForgeApi {
         let (repo, number) = key
             .rsplit_once('#')
             .ok_or_else(|| EffectError::permanent(format!("not an issue key: {key}")))?;
+        let number = http::numeric("issue number", number)?;
+        let (owner, name) = repo
+            .split_once('/')
+            .ok_or_else(|| EffectError::permanent(format!("not an issue key: {key}")))?;
         Ok(match self.dialect {
-            Dialect::Github | Dialect::Gitea => format!("/repos/{repo}/issues/{number}"),
-            Dialect::Gitlab => format!("/projects/{}/issues/{number}", repo.replace('/', "%2F")),
+            Dialect::Github | Dialect::Gitea => {
+                format!(
+                    "/repos/{}/{}/issues/{number}",
+                    http::segment(owner),
+                    http::segment(name)
+                )
+            }
+            // GitLab names a project by its whole path, encoded as one segment.
+            Dialect::Gitlab => format!("/projects/{}/issues/{number}", http::segment(repo)),
         })
     }
 

@@ -36,3 +36,51 @@ pub async fn json(what: &str, response: reqwest::Response) -> Result<serde_json:
         .await
         .map_err(|e| EffectError::retryable(format!("{what}: unreadable response: {}", e.without_url())))
 }
+
+/// A ticket key as one URL path segment: every byte outside the unreserved set
+/// is percent-encoded, so a key can never add a segment or a query.
+pub fn segment(key: &str) -> String {
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(key, UNRESERVED).to_string()
+}
+
+/// A key that must be a number (Zendesk, django-helpdesk ids; issue numbers).
+pub fn numeric<'a>(what: &str, key: &'a str) -> Result<&'a str, EffectError> {
+    if !key.is_empty() && key.len() <= 20 && key.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(key)
+    } else {
+        Err(EffectError::permanent(format!("{what} {key:?} is not a number")))
+    }
+}
+
+/// A ServiceNow record number as a value in an encoded query: letters, digits
+/// and `_-.` only, so it cannot add a condition (`^OR...`).
+pub fn query_value<'a>(what: &str, value: &'a str) -> Result<&'a str, EffectError> {
+    let plain = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if plain {
+        Ok(value)
+    } else {
+        Err(EffectError::permanent(format!(
+            "{what} {value:?} has characters a query cannot carry"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_leave_their_path_segment_or_query_value() {
+        assert_eq!(segment("ACC-42"), "ACC-42");
+        assert_eq!(segment("../admin?x=1#"), "..%2Fadmin%3Fx%3D1%23");
+        assert!(numeric("ticket", "4812").is_ok());
+        assert!(numeric("ticket", "4812/../1").is_err());
+        assert!(query_value("number", "INC0010042").is_ok());
+        assert!(query_value("number", "INC1^ORnumber=INC2").is_err());
+    }
+}

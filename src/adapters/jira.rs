@@ -169,7 +169,7 @@ impl JiraAdapter {
     async fn already_commented(&self, key: &str, marker: &str) -> Result<bool, EffectError> {
         let mut start = 0;
         loop {
-            let path = format!("/issue/{key}/comment?startAt={start}&maxResults=100");
+            let path = format!("/issue/{}/comment?startAt={start}&maxResults=100", http::segment(key));
             let page = http::json(
                 "list comments",
                 http::send("list comments", self.request(reqwest::Method::GET, &path)).await?,
@@ -193,7 +193,10 @@ impl JiraAdapter {
             "read issue",
             http::send(
                 "read issue",
-                self.request(reqwest::Method::GET, &format!("/issue/{key}?fields=status")),
+                self.request(
+                    reqwest::Method::GET,
+                    &format!("/issue/{}?fields=status", http::segment(key)),
+                ),
             )
             .await?,
         )
@@ -203,7 +206,7 @@ impl JiraAdapter {
             tracing::info!(ticket = %key, status, "not reopening: the issue has moved on since the close");
             return Ok(());
         }
-        let path = format!("/issue/{key}/transitions");
+        let path = format!("/issue/{}/transitions", http::segment(key));
         let listed = http::json(
             "list transitions",
             http::send("list transitions", self.request(reqwest::Method::GET, &path)).await?,
@@ -284,7 +287,10 @@ impl Adapter for JiraAdapter {
                 "policy": effect.policy,
             });
             let put = self
-                .request(reqwest::Method::PUT, &format!("/issue/{key}/properties/closegate"))
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/issue/{}/properties/closegate", http::segment(key)),
+                )
                 .json(&property);
             http::send("set issue property", put).await?;
             return Ok(());
@@ -314,7 +320,7 @@ impl Adapter for JiraAdapter {
             )),
         };
         let post = self
-            .request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
+            .request(reqwest::Method::POST, &format!("/issue/{}/comment", http::segment(key)))
             .json(&json!({ "body": body }));
         http::send("post comment", post).await?;
         Ok(())

@@ -75,6 +75,7 @@ impl ServicenowAdapter {
 
     /// The record by number, with raw values.
     async fn record(&self, number: &str) -> Result<Value, EffectError> {
+        let number = http::query_value("record number", number)?;
         let request = self
             .request(reqwest::Method::GET, &format!("/api/now/table/{}", self.table))
             .query(&[

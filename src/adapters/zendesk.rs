@@ -77,6 +77,7 @@ impl ZendeskAdapter {
     }
 
     async fn ticket(&self, id: &str) -> Result<Value, EffectError> {
+        let id = http::numeric("ticket", id)?;
         let response = http::send(
             "read ticket",
             self.request(reqwest::Method::GET, &format!("/api/v2/tickets/{id}.json")),
@@ -90,6 +91,7 @@ impl ZendeskAdapter {
     }
 
     async fn already_noted(&self, id: &str, marker: &str) -> Result<bool, EffectError> {
+        let id = http::numeric("ticket", id)?;
         let mut path = format!("/api/v2/tickets/{id}/comments.json");
         for _ in 0..50 {
             let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
@@ -103,7 +105,16 @@ impl ZendeskAdapter {
                 return Ok(true);
             }
             match json_str(&page, "/next_page") {
-                Some(next) => path = next.strip_prefix(&self.api_url).unwrap_or(next).to_string(),
+                // Only pages on the configured origin are followed: the token
+                // must never be sent anywhere a response points to.
+                Some(next) => match next.strip_prefix(&self.api_url).filter(|rest| rest.starts_with('/')) {
+                    Some(rest) => path = rest.to_string(),
+                    None => {
+                        return Err(EffectError::permanent(
+                            "list comments: next_page leaves the configured api_url",
+                        ));
+                    }
+                },
                 None => break,
             }
         }
