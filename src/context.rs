@@ -1,10 +1,13 @@
 //! What every trigger needs to reach a decision and carry it out: the store,
 //! the gate, the helpdesk sources, the comment renderer and the clock.
 
+use std::sync::Arc;
+
 use tokio::sync::Notify;
 
 use crate::{
-    adapters::SourceRegistry, clock::SharedClock, config::WorkerSettings, gate::Gate, render::Renderer, store::Store,
+    adapters::SourceRegistry, clock::SharedClock, config::WorkerSettings, evidence::log::EvidenceLog, gate::Gate,
+    render::Renderer, store::Store,
 };
 
 /// Shared by the HTTP edge, the workers and the CLI.
@@ -15,6 +18,10 @@ pub struct Context {
     pub renderer: Renderer,
     pub settings: WorkerSettings,
     pub clock: SharedClock,
+    /// The evidence log's signed tree heads.
+    pub log: Arc<EvidenceLog>,
+    /// How often a tree head is signed.
+    pub head_interval: std::time::Duration,
     /// Signalled when a decision enqueues outbox messages.
     pub effects_enqueued: Notify,
 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
@@ -11,9 +12,10 @@ use closegate::{
     context::Context,
     decide::{Decided, RecheckSummary, decide, recheck},
     domain::{EventKind, Trigger, TriggerKind, Verdict},
+    evidence::{self, heads, log::EvidenceLog},
     policy,
     render::{CommentFormat, Renderer},
-    startup::{Application, build_context},
+    startup::{Application, build_context, evidence_log},
     store::{ClaimFilter, Store},
     telemetry, verifiers,
 };
@@ -112,8 +114,15 @@ enum VerifiersCommand {
 enum EvidenceCommand {
     /// The evidence records of one ticket, oldest first.
     Show { source: String, ticket: String },
-    /// Recompute the hash chain and report the first broken link.
+    /// Recompute the hash chain and every column, and check the records against
+    /// the signed tree heads kept outside the database.
     Verify,
+    /// Sign a tree head over every record now and write it to the heads directory.
+    SignHead,
+    /// Print an inclusion proof of one record against the latest signed head.
+    Prove { id: String },
+    /// Print the public key that checks the tree heads.
+    PublicKey,
     /// Print records as JSON lines (for SIEM and audit), after a sequence number.
     Export {
         #[arg(long, default_value_t = 0)]
@@ -210,7 +219,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
             let store = open_store(&settings).await?;
             let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
-            evidence(command, &store, &renderer).await
+            let log = evidence_log(&settings, store.clone())?;
+            let public_key = match (&settings.evidence.public_key, log.verifying_key()) {
+                (Some(text), _) => Some(heads::public_key(text)?),
+                (None, key) => key,
+            };
+            evidence(command, &store, &renderer, &log, public_key.as_ref()).await
         }
         Command::Claims {
             command:
@@ -366,7 +380,13 @@ async fn decide_again(ctx: &Context, source: &str, ticket: &str) -> anyhow::Resu
     }
 }
 
-async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) -> anyhow::Result<i32> {
+async fn evidence(
+    command: EvidenceCommand,
+    store: &Store,
+    renderer: &Renderer,
+    log: &EvidenceLog,
+    public_key: Option<&VerifyingKey>,
+) -> anyhow::Result<i32> {
     match command {
         EvidenceCommand::Show { source, ticket } => {
             let records = store.evidence_for_ticket(&source, &ticket).await?;
@@ -413,7 +433,7 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
                 }
                 println!("    hash {} (prev {})", r.hash, r.prev_hash);
                 let at = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                if let Ok(comment) = renderer.decision(CommentFormat::Markdown, &content, &at, &r.id, &r.hash) {
+                if let Ok(comment) = renderer.decision(CommentFormat::Markdown, &content, &at, &r.id, &r.hash, None) {
                     println!("    comment:");
                     for line in comment.lines() {
                         println!("    | {line}");
@@ -424,17 +444,73 @@ async fn evidence(command: EvidenceCommand, store: &Store, renderer: &Renderer) 
         }
         EvidenceCommand::Verify => {
             let report = store.verify_chain().await?;
+            let mut failed = false;
             match report.broken {
-                None => {
-                    println!("chain intact: {} records, head {}", report.records, report.head_hash);
-                    Ok(0)
-                }
+                None => println!("chain intact: {} records, head {}", report.records, report.head_hash),
                 Some((seq, problem)) => {
+                    failed = true;
                     println!("chain broken at record #{seq}: {problem}");
-                    Ok(1)
                 }
             }
+            let heads = log.sink().heads()?;
+            let checked = evidence::log::verify_against_heads(store, &heads, public_key).await?;
+            match (&checked.problem, checked.heads, public_key) {
+                (Some(problem), _, _) => {
+                    failed = true;
+                    println!("signed tree heads: {problem}");
+                }
+                (None, 0, Some(_)) if checked.records > 0 => {
+                    failed = true;
+                    println!("signed tree heads: none kept, so nothing proves the log outside the database");
+                }
+                (None, 0, _) => println!("signed tree heads: none (set evidence.signing_key to sign them)"),
+                (None, n, key) => println!(
+                    "signed tree heads: {n} match the records; the latest covers {} of {} records{}",
+                    checked.covered,
+                    checked.records,
+                    match key {
+                        Some(key) => format!("; signatures checked with key {}", heads::key_id(key)),
+                        None => "; signatures NOT checked (no key configured)".into(),
+                    }
+                ),
+            }
+            Ok(if failed { 1 } else { 0 })
         }
+        EvidenceCommand::SignHead => match log.sign_head(chrono::Utc::now().timestamp_millis()).await? {
+            Some(head) => {
+                println!("{}", head.head);
+                Ok(0)
+            }
+            None => {
+                println!("no evidence.signing_key is configured");
+                Ok(1)
+            }
+        },
+        EvidenceCommand::Prove { id } => {
+            let heads = log.sink().heads()?;
+            let latest = heads
+                .iter()
+                .filter_map(|h| h.verified(public_key).ok().map(|t| (t.tree_size, h)))
+                .max_by_key(|(size, _)| *size)
+                .map(|(_, h)| h.clone());
+            let Some(head) = latest else {
+                println!("no signed tree head is kept; sign one with `closegate evidence sign-head`");
+                return Ok(1);
+            };
+            let proof = evidence::log::prove(store, &id, &head).await?;
+            println!("{}", serde_json::to_string_pretty(&proof)?);
+            Ok(0)
+        }
+        EvidenceCommand::PublicKey => match public_key {
+            Some(key) => {
+                println!("{} (key id {})", hex::encode(key.as_bytes()), heads::key_id(key));
+                Ok(0)
+            }
+            None => {
+                println!("no evidence.signing_key or evidence.public_key is configured");
+                Ok(1)
+            }
+        },
         EvidenceCommand::Export { after } => {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();

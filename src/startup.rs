@@ -12,6 +12,10 @@ use crate::{
     clock::{SharedClock, SystemClock},
     config::Settings,
     context::Context,
+    evidence::{
+        heads::{DirSink, HeadSigner},
+        log::EvidenceLog,
+    },
     gate::Gate,
     policy,
     render::Renderer,
@@ -42,6 +46,8 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
     let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
     let renderer = Renderer::new(settings.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(Context {
+        log: Arc::new(evidence_log(settings, store.clone())?),
+        head_interval: std::time::Duration::from_secs(settings.evidence.head_interval_seconds.max(1)),
         store,
         gate: Gate::new(Arc::new(policies), verifiers, clock.clone(), settings.unmatched.clone()),
         sources,
@@ -50,6 +56,21 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
         clock,
         effects_enqueued: Default::default(),
     })
+}
+
+/// The evidence log with its head signer (when a key is configured) and sink.
+pub fn evidence_log(settings: &Settings, store: Store) -> anyhow::Result<EvidenceLog> {
+    let signer = settings
+        .evidence
+        .signing_key
+        .as_ref()
+        .map(|key| {
+            let seed = key.resolve("evidence.signing_key").map_err(anyhow::Error::msg)?;
+            HeadSigner::from_seed(seed.expose()).map_err(anyhow::Error::from)
+        })
+        .transpose()?;
+    let sink = Arc::new(DirSink::new(settings.evidence.heads_dir.clone()));
+    Ok(EvidenceLog::new(store, signer, sink))
 }
 
 impl Application {

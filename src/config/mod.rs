@@ -49,6 +49,36 @@ pub struct Settings {
     /// Closes of tickets carrying the access-request marker that no policy matches.
     #[serde(default)]
     pub unmatched: Option<UnmatchedSettings>,
+    /// Signed tree heads of the evidence log.
+    #[serde(default)]
+    pub evidence: EvidenceSettings,
+}
+
+/// Where and how the evidence log's tree heads are signed and kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceSettings {
+    /// The ed25519 seed (32 bytes, hex or base64) heads are signed with;
+    /// without one, heads are not signed.
+    pub signing_key: Option<SecretRef>,
+    /// The public key to check heads with where the signing key is not held
+    /// (an auditor's copy), hex or base64.
+    pub public_key: Option<String>,
+    /// Where signed heads are written: outside the database.
+    pub heads_dir: PathBuf,
+    /// How often a new head is signed when records were added.
+    pub head_interval_seconds: u64,
+}
+
+impl Default for EvidenceSettings {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            public_key: None,
+            heads_dir: PathBuf::from("evidence-heads"),
+            head_interval_seconds: 300,
+        }
+    }
 }
 
 /// What happens to a close of a marked ticket (an access request) that no

@@ -74,6 +74,7 @@ impl Intent {
         record: &EvidenceRecord,
         renderer: &Renderer,
         format: CommentFormat,
+        log_head: Option<&str>,
     ) -> Result<Effect, EffectError> {
         let content = record
             .content()
@@ -83,7 +84,7 @@ impl Intent {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let decision = &content.decision;
         let comment = renderer
-            .decision(format, &content, &decided_at, &record.id, &record.hash)
+            .decision(format, &content, &decided_at, &record.id, &record.hash, log_head)
             .unwrap_or_else(|e| {
                 tracing::error!(error.message = %e, "comment template failed; posting the plain form");
                 format!(

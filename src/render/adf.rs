@@ -98,6 +98,12 @@ pub(super) fn document(view: &DecisionView<'_>) -> Value {
         code(view.evidence_id),
         text(" · hash "),
         code(view.evidence_hash),
+        text(
+            &view
+                .log_head
+                .map(|h| format!(" · signed log head {h}"))
+                .unwrap_or_default(),
+        ),
     ]));
     json!({ "type": "doc", "version": 1, "content": content })
 }

@@ -86,6 +86,8 @@ pub(crate) struct DecisionView<'a> {
     decided_at: &'a str,
     evidence_id: &'a str,
     evidence_hash: &'a str,
+    /// The signed tree head that covers the record: `size N, root R`.
+    log_head: Option<&'a str>,
 }
 
 impl Renderer {
@@ -114,6 +116,7 @@ impl Renderer {
         decided_at: &str,
         evidence_id: &str,
         evidence_hash: &str,
+        log_head: Option<&str>,
     ) -> Result<String, String> {
         let (event, decision) = (&content.event, &content.decision);
         let (tone, headline) = headline(content.finding, decision);
@@ -165,6 +168,7 @@ impl Renderer {
             decided_at,
             evidence_id,
             evidence_hash,
+            log_head,
         };
         if format == CommentFormat::Adf {
             return Ok(adf::document(&view).to_string());
@@ -266,7 +270,14 @@ mod tests {
     fn the_shipped_template_names_decision_policy_reasons_and_evidence() {
         let text = Renderer::new(None)
             .unwrap()
-            .decision(CommentFormat::Markdown, &content(), "T", "ev-1", "h-1")
+            .decision(
+                CommentFormat::Markdown,
+                &content(),
+                "T",
+                "ev-1",
+                "h-1",
+                Some("size 1, root r"),
+            )
             .unwrap();
         for needle in [
             "blocked",
@@ -276,6 +287,7 @@ mod tests {
             "ev-1",
             "h-1",
             "bob (human)",
+            "signed log head size 1, root r",
         ] {
             assert!(text.contains(needle), "{needle} not in {text}");
         }
@@ -287,7 +299,7 @@ mod tests {
         std::fs::write(dir.path().join(DECISION), "custom {{ verdict }} {{ evidence_id }}").unwrap();
         let text = Renderer::new(Some(dir.path()))
             .unwrap()
-            .decision(CommentFormat::Markdown, &content(), "T", "ev-1", "h")
+            .decision(CommentFormat::Markdown, &content(), "T", "ev-1", "h", None)
             .unwrap();
         assert_eq!(text, "custom blocked ev-1");
     }

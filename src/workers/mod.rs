@@ -80,5 +80,17 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
         |ctx| async move { try_deliver_next(&ctx).await },
         |ctx| async move { ctx.effects_enqueued.notified().await },
     ));
+    tasks.spawn(sign_heads(ctx.clone()));
     while tasks.join_next().await.is_some() {}
+}
+
+/// Signs a tree head of the evidence log every `head_interval` when records
+/// were added since the last one.
+async fn sign_heads(ctx: Arc<Context>) {
+    loop {
+        if let Err(e) = ctx.log.sign_head(ctx.now_ms()).await {
+            tracing::error!(error.cause_chain = ?e, error.message = %e, "signing a tree head failed");
+        }
+        tokio::time::sleep(ctx.head_interval).await;
+    }
 }

@@ -97,7 +97,15 @@ async fn effect(ctx: &Context, msg: &ClaimedEffect, format: CommentFormat) -> Re
         .await
         .map_err(|e| EffectError::retryable(format!("cannot read evidence record {}: {e}", intent.evidence_id)))?
         .ok_or_else(|| EffectError::permanent(format!("evidence record {} is missing", intent.evidence_id)))?;
-    intent.render(&record, &ctx.renderer, format)
+    let head = match ctx.log.head_covering(record.seq, ctx.now_ms()).await {
+        Ok(head) => head.and_then(|h| h.verified(None).ok()),
+        Err(e) => {
+            tracing::warn!(error.message = %e, "no signed tree head for the comment");
+            None
+        }
+    };
+    let head = head.map(|h| format!("size {}, root {}", h.tree_size, h.root_hash));
+    intent.render(&record, &ctx.renderer, format, head.as_deref())
 }
 
 #[cfg(test)]

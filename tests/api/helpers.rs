@@ -84,6 +84,8 @@ pub struct Options {
     pub gate: Option<Value>,
     /// The `unmatched` setting.
     pub unmatched: Option<Value>,
+    /// The `evidence` settings (signing key, heads directory).
+    pub evidence: Option<Value>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -131,6 +133,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
     if let Some(unmatched) = options.unmatched {
         yaml["unmatched"] = unmatched;
+    }
+    if let Some(evidence) = options.evidence {
+        yaml["evidence"] = evidence;
     }
     if let Some(groups) = options.system_groups {
         yaml["system_groups"] = groups;

@@ -2,6 +2,7 @@ mod bad_input;
 mod bypass;
 mod claims;
 mod evidence_chain;
+mod evidence_log;
 mod generic_source;
 mod github_flow;
 mod health;

@@ -1,6 +1,10 @@
 //! The evidence document: what every decision record holds, typed, and the
 //! exact text that is hashed into the log.
 
+pub mod heads;
+pub mod log;
+pub mod merkle;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
