@@ -151,20 +151,45 @@ async fn story(url: &str) {
     );
 
     // Outbox: due now, retried later, then done.
-    let msg = store.claim_effect(now, 1_000).await.unwrap().unwrap();
+    let msg = store.claim_effect(now, 1_000, None).await.unwrap().unwrap();
     assert_eq!(msg.idempotency_key, "cg-first");
-    assert!(store.claim_effect(now, 1_000).await.unwrap().is_none(), "leased");
-    store
-        .fail_effect(&msg.id, "HTTP 500", Some(now + 60_000))
-        .await
-        .unwrap();
+    assert!(store.claim_effect(now, 1_000, None).await.unwrap().is_none(), "leased");
+    store.fail_effect(&msg, "HTTP 500", Some(now + 60_000)).await.unwrap();
     assert!(
-        store.claim_effect(now + 30_000, 1_000).await.unwrap().is_none(),
+        store.claim_effect(now + 30_000, 1_000, None).await.unwrap().is_none(),
         "backing off"
     );
-    let retry = store.claim_effect(now + 60_000, 1_000).await.unwrap().unwrap();
+    let retry = store
+        .claim_effect(now + 60_000, 1_000, Some("github"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(retry.attempts, 2);
-    store.complete_effect(&retry.id, now + 60_001).await.unwrap();
+    assert!(
+        store
+            .claim_effect(now + 90_000, 1_000, Some("other"))
+            .await
+            .unwrap()
+            .is_none(),
+        "another lane"
+    );
+    // The lease runs out while the first holder is still at work: a second
+    // claim takes over, and the first holder can neither renew nor complete.
+    let taken = store.claim_effect(now + 61_001, 1_000, None).await.unwrap().unwrap();
+    assert!(
+        !store.renew_effect(&retry, now + 70_000).await.unwrap(),
+        "renewal fenced"
+    );
+    assert!(
+        !store.complete_effect(&retry, now + 61_002).await.unwrap(),
+        "completion fenced"
+    );
+    assert!(
+        !store.fail_effect(&retry, "late", None).await.unwrap(),
+        "failure fenced"
+    );
+    assert!(store.renew_effect(&taken, now + 70_000).await.unwrap());
+    assert!(store.complete_effect(&taken, now + 61_003).await.unwrap());
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.outbox_pending, stats.outbox_done, stats.evidence), (0, 1, 3));
 
@@ -268,7 +293,7 @@ async fn upgrade_story(url: &str) {
     assert_eq!(records[0].document().unwrap().trigger(), Some(webhook("del-old")));
     assert_eq!(store.verify_chain().await.unwrap().broken, None);
     let msg = store
-        .claim_effect(1, 1_000)
+        .claim_effect(1, 1_000, None)
         .await
         .unwrap()
         .expect("the outbox message survives");

@@ -41,6 +41,8 @@ impl Effect {
 pub struct EffectError {
     pub message: String,
     pub retryable: bool,
+    /// How long the helpdesk asked to wait (`Retry-After` on a 429 or 503).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl EffectError {
@@ -48,6 +50,7 @@ impl EffectError {
         Self {
             message: message.into(),
             retryable: true,
+            retry_after: None,
         }
     }
 
@@ -55,6 +58,7 @@ impl EffectError {
         Self {
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
     }
 }

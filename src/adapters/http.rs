@@ -23,10 +23,28 @@ pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
     let message = format!("{what}: HTTP {status}");
     let retry = status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 408 | 409 | 429);
     Err(if retry {
-        EffectError::retryable(message)
+        EffectError {
+            retry_after: retry_after(response.headers()),
+            ..EffectError::retryable(message)
+        }
     } else {
         EffectError::permanent(message)
     })
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at a day.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+        }
+    };
+    Some(wait.min(Duration::from_secs(86_400)))
 }
 
 /// Parses a JSON response body.

@@ -147,6 +147,13 @@ impl SourceRegistry {
     pub fn get(&self, source: &str) -> Option<&Arc<dyn Adapter>> {
         self.adapters.get(source)
     }
+
+    /// Every configured source name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.adapters.keys().cloned().collect();
+        names.sort();
+        names
+    }
 }
 
 /// How a source that may lack a signing secret is authenticated: by its

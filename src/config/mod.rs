@@ -160,6 +160,13 @@ pub struct WorkerSettings {
     /// Claims re-verified per batch: one round trip per system per batch.
     #[serde(default = "default_sweep_batch")]
     pub sweep_batch: i64,
+    /// Outbox workers per source (each source is its own lane).
+    #[serde(default = "default_outbox_concurrency")]
+    pub outbox_concurrency: usize,
+}
+
+fn default_outbox_concurrency() -> usize {
+    2
 }
 
 fn default_drift_interval() -> i64 {

@@ -149,7 +149,7 @@ pub(super) async fn record(ctx: &Context, recording: Recording) -> Result<Option
             policy = record.policy.as_deref().unwrap_or("-"), evidence = %record.id, "decided");
     }
     if speaks {
-        ctx.effects_enqueued.notify_one();
+        ctx.effects_enqueued.notify_waiters();
     }
     Ok(record)
 }

@@ -22,55 +22,104 @@ pub struct ClaimedEffect {
     pub ticket: String,
     pub payload: String,
     pub attempts: i64,
+    /// This claim's fencing token: renewals and results must carry it.
+    pub lease_token: String,
 }
 
 pub(super) const ENQUEUE: &str = "INSERT INTO outbox \
     (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (idempotency_key) DO NOTHING";
 
-const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
+const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
     WHERE id = (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
-        AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at, created_at LIMIT 1 {lock}) \
+        AND (lease_until IS NULL OR lease_until < $2) AND ($3 IS NULL OR source = $3) \
+        ORDER BY next_attempt_at, created_at LIMIT 1 {lock}) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, idempotency_key, source, ticket, payload, attempts";
+    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token";
 
 impl Store {
-    /// Claims the message due soonest, if any is due at `now`.
-    pub async fn claim_effect(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedEffect>> {
+    /// Claims the message due soonest (of `source`, when given), if any is due
+    /// at `now`, with a fresh fencing token.
+    pub async fn claim_effect(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        source: Option<&str>,
+    ) -> StoreResult<Option<ClaimedEffect>> {
         let sql = self.with_claim_lock(CLAIM);
+        let token = uuid::Uuid::new_v4().to_string();
         Ok(with_pool!(&self.db, write, |pool| {
             sqlx::query_as(&sql)
                 .bind(now + lease_ms)
                 .bind(now)
+                .bind(source)
+                .bind(&token)
                 .fetch_optional(pool)
                 .await?
         }))
     }
 
-    /// Marks a message delivered.
-    pub async fn complete_effect(&self, id: &str, now: i64) -> StoreResult<()> {
+    /// Extends a claim's lease; false when the claim no longer holds it.
+    pub async fn renew_effect(&self, msg: &ClaimedEffect, until: i64) -> StoreResult<bool> {
+        const SQL: &str = "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+        Ok(with_pool!(&self.db, write, |pool| {
+            sqlx::query(SQL)
+                .bind(until)
+                .bind(&msg.id)
+                .bind(&msg.lease_token)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        }))
+    }
+
+    /// Marks a message delivered; false (and nothing written) when the claim
+    /// lost its lease to another replica.
+    pub async fn complete_effect(&self, msg: &ClaimedEffect, now: i64) -> StoreResult<bool> {
         const SQL: &str = "UPDATE outbox SET state = 'done', done_at = $1, lease_until = NULL, \
-            last_error = NULL WHERE id = $2";
-        with_pool!(&self.db, write, |pool| {
-            sqlx::query(SQL).bind(now).bind(id).execute(pool).await?;
-        });
-        Ok(())
+            last_error = NULL WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+        Ok(with_pool!(&self.db, write, |pool| {
+            sqlx::query(SQL)
+                .bind(now)
+                .bind(&msg.id)
+                .bind(&msg.lease_token)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        }))
     }
 
     /// Records a failed attempt: retried at `retry_at`, or parked as dead.
-    pub async fn fail_effect(&self, id: &str, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
+    /// False (and nothing written) when the claim lost its lease.
+    pub async fn fail_effect(&self, msg: &ClaimedEffect, error: &str, retry_at: Option<i64>) -> StoreResult<bool> {
         const RETRY: &str = "UPDATE outbox SET next_attempt_at = $1, lease_until = NULL, \
-            last_error = $2 WHERE id = $3";
+            last_error = $2 WHERE id = $3 AND lease_token = $4 AND state = 'pending'";
         const DEAD: &str = "UPDATE outbox SET state = 'dead', lease_until = NULL, last_error = $1 \
-            WHERE id = $2";
-        with_pool!(&self.db, write, |pool| match retry_at {
+            WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+        Ok(with_pool!(&self.db, write, |pool| match retry_at {
             Some(at) => {
-                sqlx::query(RETRY).bind(at).bind(error).bind(id).execute(pool).await?;
+                sqlx::query(RETRY)
+                    .bind(at)
+                    .bind(error)
+                    .bind(&msg.id)
+                    .bind(&msg.lease_token)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                    == 1
             }
             None => {
-                sqlx::query(DEAD).bind(error).bind(id).execute(pool).await?;
+                sqlx::query(DEAD)
+                    .bind(error)
+                    .bind(&msg.id)
+                    .bind(&msg.lease_token)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                    == 1
             }
-        });
-        Ok(())
+        }))
     }
 }

@@ -74,14 +74,41 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
         |ctx| async move { try_sweep_next(&ctx).await },
         |_| std::future::pending(),
     ));
-    tasks.spawn(run_loop(
-        ctx.clone(),
-        "outbox",
-        |ctx| async move { try_deliver_next(&ctx).await },
-        |ctx| async move { ctx.effects_enqueued.notified().await },
-    ));
+    // One lane per source, each with its own workers: a slow or hung helpdesk,
+    // or one that asked to wait, delays only its own messages.
+    for source in ctx.sources.names() {
+        for _ in 0..ctx.settings.outbox_concurrency.max(1) {
+            tasks.spawn(outbox_lane(ctx.clone(), source.clone()));
+        }
+    }
     tasks.spawn(sign_heads(ctx.clone()));
     while tasks.join_next().await.is_some() {}
+}
+
+/// Delivers one source's messages until the future is dropped, pausing the
+/// lane when its helpdesk asks to wait.
+async fn outbox_lane(ctx: Arc<Context>, source: String) {
+    let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
+    loop {
+        match outbox::deliver_next(&ctx, Some(&source)).await {
+            Ok(Some(None)) => {}
+            Ok(Some(Some(pause))) => {
+                tracing::info!(source = %source, pause_ms = pause.as_millis() as u64, "helpdesk asked to wait");
+                tokio::time::sleep(pause).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = ctx.effects_enqueued.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(worker = "outbox", source = %source, error.cause_chain = ?e, error.message = %e,
+                    "worker step failed");
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
 }
 
 /// Signs a tree head of the evidence log every `head_interval` when records

@@ -1,6 +1,8 @@
 //! Delivering outbox messages through the helpdesk adapters: at least once,
 //! made exactly-once in effect by the adapters' idempotency checks.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use rand::Rng;
 use tracing::Instrument as _;
@@ -27,60 +29,104 @@ pub fn retry_delay_ms(attempts: i64, settings: &WorkerSettings) -> i64 {
     delay / 2 + rand::thread_rng().gen_range(0..=delay / 2)
 }
 
-/// Claims the message due soonest and carries it out.
+/// Claims the message due soonest, of any source, and carries it out.
 pub async fn try_deliver_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> {
-    let now = ctx.now_ms();
+    Ok(match deliver_next(ctx, None).await? {
+        Some(_) => ExecutionOutcome::TaskCompleted,
+        None => ExecutionOutcome::EmptyQueue,
+    })
+}
+
+/// Claims the message of `lane` (a source; any when `None`) due soonest and
+/// carries it out. `None` when nothing was due; otherwise how long the
+/// helpdesk asked the lane to wait, if it did (`Retry-After`).
+pub async fn deliver_next(ctx: &Context, lane: Option<&str>) -> anyhow::Result<Option<Option<Duration>>> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
     let Some(msg) = ctx
         .store
-        .claim_effect(now, lease_ms)
+        .claim_effect(ctx.now_ms(), lease_ms, lane)
         .await
         .context("Failed to claim an outbox message")?
     else {
-        return Ok(ExecutionOutcome::EmptyQueue);
+        return Ok(None);
     };
     let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
         attempt = msg.attempts);
-    deliver(ctx, &msg).instrument(span).await?;
-    Ok(ExecutionOutcome::TaskCompleted)
+    deliver(ctx, &msg).instrument(span).await.map(Some)
 }
 
-/// Carries one claimed message out and records the result.
-async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<()> {
-    let result = match ctx.sources.get(&msg.source) {
-        None => Err(EffectError::retryable(format!(
-            "source {} is not configured",
-            msg.source
-        ))),
-        Some(adapter) => match effect(ctx, msg, adapter.comment_format()).await {
-            Ok(effect) => adapter.apply(&effect).await,
-            Err(e) => Err(e),
-        },
+/// Carries one claimed message out, renewing its lease while the helpdesk
+/// answers, and records the result under the claim's fencing token.
+async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Duration>> {
+    let work = async {
+        match ctx.sources.get(&msg.source) {
+            None => Err(EffectError::retryable(format!(
+                "source {} is not configured",
+                msg.source
+            ))),
+            Some(adapter) => match effect(ctx, msg, adapter.comment_format()).await {
+                Ok(effect) => adapter.apply(&effect).await,
+                Err(e) => Err(e),
+            },
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        lost = keep_lease(ctx, msg) => {
+            // Another replica may hold the message now: stop before posting twice.
+            tracing::warn!(error.message = %lost, "lost the lease during delivery; left to its new holder");
+            return Ok(None);
+        }
     };
     let done_at = ctx.now_ms();
-    match result {
+    let (recorded, pause) = match result {
         Ok(()) => {
-            ctx.store
-                .complete_effect(&msg.id, done_at)
+            let recorded = ctx
+                .store
+                .complete_effect(msg, done_at)
                 .await
                 .context("Failed to complete an outbox message")?;
-            tracing::info!("delivered");
+            if recorded {
+                tracing::info!("delivered");
+            }
+            (recorded, None)
         }
         Err(e) => {
             let give_up = !e.retryable || msg.attempts >= ctx.settings.max_attempts;
-            let retry_at = (!give_up).then(|| done_at + retry_delay_ms(msg.attempts, &ctx.settings));
+            let backoff = retry_delay_ms(msg.attempts, &ctx.settings);
+            let asked = e.retry_after.map_or(0, |d| d.as_millis() as i64);
+            let retry_at = (!give_up).then(|| done_at + backoff.max(asked));
             if give_up {
                 tracing::error!(error.message = %e, "outbox message parked as dead");
             } else {
-                tracing::warn!(error.message = %e, "outbox delivery failed; will retry");
+                tracing::warn!(error.message = %e, retry_in_ms = backoff.max(asked), "outbox delivery failed; will retry");
             }
-            ctx.store
-                .fail_effect(&msg.id, &e.message, retry_at)
+            let recorded = ctx
+                .store
+                .fail_effect(msg, &e.message, retry_at)
                 .await
                 .context("Failed to record an outbox failure")?;
+            (recorded, e.retry_after)
+        }
+    };
+    if !recorded {
+        tracing::warn!("result refused: the lease was lost to another replica before it was recorded");
+    }
+    Ok(pause)
+}
+
+/// Renews the lease every third of its length; returns only when it is lost.
+async fn keep_lease(ctx: &Context, msg: &ClaimedEffect) -> String {
+    let lease_ms = ctx.settings.lease_seconds * 1000;
+    let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        match ctx.store.renew_effect(msg, ctx.now_ms() + lease_ms).await {
+            Ok(true) => {}
+            Ok(false) => return "the lease was taken over".into(),
+            Err(e) => tracing::warn!(error.message = %e, "could not renew a lease; trying again"),
         }
     }
-    Ok(())
 }
 
 /// The effect a stored message asks for, rendered from its evidence record.
@@ -123,6 +169,7 @@ mod tests {
             max_attempts: 5,
             drift_interval_seconds: 3600,
             sweep_batch: 100,
+            outbox_concurrency: 1,
         }
     }
 

@@ -86,6 +86,8 @@ pub struct Options {
     pub unmatched: Option<Value>,
     /// The `evidence` settings (signing key, heads directory).
     pub evidence: Option<Value>,
+    /// Worker settings merged over the test defaults.
+    pub worker: Option<Value>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -133,6 +135,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
     if let Some(unmatched) = options.unmatched {
         yaml["unmatched"] = unmatched;
+    }
+    if let Some(Value::Object(worker)) = options.worker {
+        yaml["worker"].as_object_mut().unwrap().extend(worker);
     }
     if let Some(evidence) = options.evidence {
         yaml["evidence"] = evidence;

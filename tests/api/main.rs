@@ -12,5 +12,6 @@ mod idempotency;
 mod logs;
 mod modes;
 mod outbox;
+mod outbox_lanes;
 mod policy_cli;
 mod verifiers;

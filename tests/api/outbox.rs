@@ -64,7 +64,12 @@ async fn a_comment_already_posted_by_a_lost_attempt_is_not_posted_again() {
     // marker in the comment is found and nothing is posted twice.
     let app = spawn_app().await;
     close_ungranted_ticket(&app).await;
-    let claimed = app.store.claim_effect(app.ctx.now_ms(), 1).await.unwrap().unwrap();
+    let claimed = app
+        .store
+        .claim_effect(app.ctx.now_ms(), 1, None)
+        .await
+        .unwrap()
+        .unwrap();
     let intent: closegate::decide::Intent = serde_json::from_str(&claimed.payload).unwrap();
     let marker = format!("closegate:{}", intent.key);
     Mock::given(method("GET"))

@@ -1,0 +1,141 @@
+//! The outbox under a slow helpdesk: lanes per source, leases renewed while a
+//! delivery runs and fenced when lost, and a helpdesk's `Retry-After` honoured.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path},
+};
+
+use crate::helpers::*;
+
+async fn callbacks(app: &TestApp) -> usize {
+    app.helpdesk
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/callback")
+        .count()
+}
+
+#[tokio::test]
+async fn a_hung_helpdesk_delays_only_its_own_lane() {
+    // Arrange: GitHub hangs on every comment; the generic source answers at once.
+    let app = spawn_app().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/access-requests/issues/42/comments"))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(20)))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(20)))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&app.helpdesk)
+        .await;
+    for i in 0..4 {
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&grant_event("nobody", "public.none", "SELECT")).unwrap();
+        event["issue"]["number"] = json!(42);
+        event["issue"]["updated_at"] = json!(format!("2026-11-22T12:00:0{i}Z"));
+        app.post_github("issues", &format!("d-{i}"), &serde_json::to_vec(&event).unwrap())
+            .await;
+    }
+    app.decide_all().await;
+    app.close_generic("T-1", &[("request_type", "grant"), ("database_role", "nobody")])
+        .await;
+
+    // Act
+    let started = Instant::now();
+    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
+    while callbacks(&app).await == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = started.elapsed();
+    workers.abort();
+
+    // Assert
+    assert_eq!(callbacks(&app).await, 1);
+    assert!(
+        waited < Duration::from_secs(1),
+        "the other source's message waited {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_slower_than_the_lease_on_two_replicas_is_made_exactly_once() {
+    // Arrange: a 1 s lease and a helpdesk that takes 2.5 s to answer.
+    let app = spawn_app_with(Options {
+        worker: Some(json!({ "lease_seconds": 1 })),
+        ..Default::default()
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(2500)))
+        .expect(1)
+        .mount(&app.helpdesk)
+        .await;
+    app.close_generic("T-1", &[("request_type", "grant"), ("database_role", "nobody")])
+        .await;
+    let other = app.replica().await;
+
+    // Act: replica A delivers; replica B keeps trying while A waits on the helpdesk.
+    let a = closegate::workers::try_deliver_next(&app.ctx);
+    let b = async {
+        let mut took = 0;
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if closegate::workers::try_deliver_next(&other).await.unwrap()
+                == closegate::workers::ExecutionOutcome::TaskCompleted
+            {
+                took += 1;
+            }
+        }
+        took
+    };
+    let (a, b_took) = tokio::join!(a, b);
+    a.unwrap();
+
+    // Assert (the mock checks exactly one callback when dropped)
+    assert_eq!(b_took, 0, "the lease was renewed while the delivery ran");
+    assert_eq!(app.stats().await.outbox_done, 1);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_makes_the_message_wait_that_long() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "120"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&app.helpdesk)
+        .await;
+    app.close_generic("T-1", &[("request_type", "grant"), ("database_role", "nobody")])
+        .await;
+
+    assert_eq!(app.deliver_all().await, 1, "attempted once, answered 429");
+    app.advance(Duration::from_secs(100));
+    assert_eq!(app.deliver_all().await, 0, "still waiting as asked");
+    app.advance(Duration::from_secs(30));
+    assert_eq!(app.deliver_all().await, 1);
+
+    assert_eq!(app.stats().await.outbox_done, 1);
+    assert_eq!(callbacks(&app).await, 2);
+}
