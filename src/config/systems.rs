@@ -58,6 +58,9 @@ pub struct LdapSystem {
     /// Follow groups that are members of groups.
     #[serde(default)]
     pub nested_groups: bool,
+    /// A user the bind must always see. Looked up before each batch: when it is
+    /// not found, nothing the bind does not see is read as absent.
+    pub canary: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -71,6 +74,8 @@ pub struct ScimSystem {
     pub token: Option<SecretRef>,
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// A userName the token must always see, looked up before each batch.
+    pub canary: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use tokio::sync::Mutex;
 
-use super::{Verifier, VerifyError, observed, param, secret};
+use super::{Verifier, VerifyError, canary_unseen, observed, param, secret};
 use crate::{
     config::{LdapSystem, Secret},
     domain::{CheckSpec, Observation},
@@ -36,6 +36,7 @@ pub struct LdapVerifier {
     user_attribute: String,
     nested: bool,
     timeout: Duration,
+    canary: Option<String>,
     /// One bound connection, reused until it fails.
     connection: Mutex<Option<Ldap>>,
 }
@@ -63,6 +64,7 @@ impl LdapVerifier {
             user_attribute: config.user_attribute.clone(),
             nested: config.nested_groups,
             timeout: Duration::from_millis(config.timeout_ms),
+            canary: config.canary.clone(),
             connection: Mutex::new(None),
         })
     }
@@ -224,6 +226,17 @@ impl Verifier for LdapVerifier {
             other => return Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
         };
         Ok(observed(&self.url, user, object, true, held))
+    }
+
+    async fn observe_many(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        if let Some(canary) = &self.canary {
+            match self.find_user(canary, &["1.1"]).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return canary_unseen(&self.system, canary, checks.len()),
+                Err(e) => return vec![Err(e); checks.len()],
+            }
+        }
+        futures_util::future::join_all(checks.iter().map(|c| self.observe(c))).await
     }
 
     async fn healthcheck(&self) -> Result<String, VerifyError> {

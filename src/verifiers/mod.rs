@@ -31,6 +31,18 @@ pub enum VerifyError {
     BadParams(String),
 }
 
+/// The answers of a batch whose canary entry could not be seen: the bind or
+/// token may not see what it is asked about, so nothing reads as absent.
+pub(crate) fn canary_unseen(system: &str, canary: &str, n: usize) -> Vec<Result<Observation, VerifyError>> {
+    let error = VerifyError::Query {
+        system: system.to_string(),
+        message: format!(
+            "the canary entry {canary:?} is not visible: the credentials may not see what they are asked about"
+        ),
+    };
+    vec![Err(error); n]
+}
+
 /// A target system that can be asked what access exists.
 #[async_trait]
 pub trait Verifier: Send + Sync {

@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Verifier, VerifyError, observed, param, secret};
+use super::{Verifier, VerifyError, canary_unseen, observed, param, secret};
 use crate::{
     config::{ScimSystem, Secret},
     domain::{CheckSpec, Observation},
@@ -24,6 +24,7 @@ pub struct ScimVerifier {
     token: Option<Secret>,
     page_size: u32,
     timeout: Duration,
+    canary: Option<String>,
     client: reqwest::Client,
 }
 
@@ -54,6 +55,7 @@ impl ScimVerifier {
             token: config.token.as_ref().map(|t| secret(system, "token", t)).transpose()?,
             page_size: config.page_size.max(1),
             timeout,
+            canary: config.canary.clone(),
             client: crate::outbound::client(timeout)?,
         })
     }
@@ -180,6 +182,17 @@ impl Verifier for ScimVerifier {
             other => return Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
         };
         Ok(observed(&self.base_url, user_name, object, true, held))
+    }
+
+    async fn observe_many(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        if let Some(canary) = &self.canary {
+            match self.find_user(canary).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return canary_unseen(&self.system, canary, checks.len()),
+                Err(e) => return vec![Err(e); checks.len()],
+            }
+        }
+        futures_util::future::join_all(checks.iter().map(|c| self.observe(c))).await
     }
 
     async fn healthcheck(&self) -> Result<String, VerifyError> {

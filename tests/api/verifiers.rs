@@ -557,3 +557,47 @@ fn an_http_system_that_would_read_403_as_absent_stops_the_start() {
 
     assert!(error.contains("403"), "{error}");
 }
+
+#[tokio::test]
+async fn an_ldap_bind_that_cannot_see_its_canary_never_verifies_a_removal() {
+    // A canary user the bind must always see.
+    let canary = unique("cg_canary");
+    let canary_dn = format!("uid={canary},ou=people,dc=closegate,dc=test");
+    let mut ldap = ldap_admin().await;
+    let one = |v: &str| std::collections::HashSet::from([v.to_string()]);
+    ldap.add(
+        &canary_dn,
+        vec![
+            ("objectClass".to_string(), one("inetOrgPerson")),
+            ("uid".to_string(), one(&canary)),
+            ("cn".to_string(), one(&canary)),
+            ("sn".to_string(), one("Canary")),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let policy = r#"
+match: { labels: [access-request] }
+require_fields: [user]
+checks:
+  - { name: account removed, systems: [seen, blind], kind: entry, params: { user: "{{ fields.user }}" }, expect: absent }
+"#;
+    let directory = |canary: &str| {
+        json!({ "type": "ldap", "url": ldap_url(), "bind_dn": "cn=admin,dc=closegate,dc=test",
+            "bind_password": { "value": "admin" }, "user_base": "ou=people,dc=closegate,dc=test",
+            "group_base": "ou=groups,dc=closegate,dc=test", "canary": canary })
+    };
+    // `blind` stands for a bind whose view lost the people branch: its canary is gone.
+    let systems = json!({ "seen": directory(&canary), "blind": directory(&unique("cg_gone")) });
+    let (app, _dir) = app_with(systems, policy).await;
+
+    let record = app.close_generic("C-1", &[("user", &unique("cg_departed"))]).await;
+    ldap.delete(&canary_dn).await.unwrap();
+
+    let (verdict, checks) = summary(&record);
+    assert_eq!(verdict, "blocked");
+    let by_system: Vec<(&str, &str)> = checks.iter().map(|c| (c.0.as_str(), c.1.as_str())).collect();
+    assert_eq!(by_system, [("seen", "holds"), ("blind", "could_not_verify")]);
+}
