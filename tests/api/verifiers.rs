@@ -601,3 +601,57 @@ checks:
     let by_system: Vec<(&str, &str)> = checks.iter().map(|c| (c.0.as_str(), c.1.as_str())).collect();
     assert_eq!(by_system, [("seen", "holds"), ("blind", "could_not_verify")]);
 }
+
+#[tokio::test]
+async fn a_revoked_redis_credential_made_valid_again_is_drift_for_the_sweep() {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let user = unique("cg_svc");
+    let acl = |args: &[&str]| {
+        let mut cmd = redis::cmd("ACL");
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    };
+    let _: () = acl(&["SETUSER", &user, "on", ">new-key", "~app:*", "+@read"])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let fingerprint = hex::encode(Sha256::digest(b"old-key"));
+    let policy = r#"
+match: { labels: [access-request] }
+require_fields: [service_account, key_fingerprint]
+checks:
+  - name: old key revoked
+    system: cache
+    kind: credential
+    params: { user: "{{ fields.service_account }}" }
+    requested: "{{ fields.key_fingerprint }}"
+    expect: absent
+"#;
+    let (app, _dir) = app_with(json!({ "cache": { "type": "redis", "url": redis_url() } }), policy).await;
+    let revoked = app
+        .close_generic("R-9", &[("service_account", &user), ("key_fingerprint", &fingerprint)])
+        .await;
+    assert_eq!(revoked.verdict.as_str(), "allowed", "{:?}", summary(&revoked));
+
+    // Someone restores the old key.
+    let _: () = acl(&["SETUSER", &user, ">old-key"])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    app.advance(std::time::Duration::from_secs(3601));
+    app.sweep_due().await;
+    let _: () = acl(&["DELUSER", &user]).query_async(&mut redis).await.unwrap();
+
+    let records = app.store.evidence_for_ticket("generic", "R-9").await.unwrap();
+    assert_eq!(records.len(), 2);
+    let drift = records[1].content().unwrap();
+    assert_eq!(drift.finding, closegate::evidence::Finding::Drift);
+    assert!(
+        drift.decision.reasons[0].contains("still holds"),
+        "{:?}",
+        drift.decision.reasons
+    );
+}
