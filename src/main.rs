@@ -10,7 +10,7 @@ use closegate::{
     clock::SystemClock,
     config::{LogFormat, Settings},
     context::Context,
-    decide::{Decided, RecheckSummary, decide, recheck},
+    decide::{self, Decided, decide},
     domain::{EventKind, Trigger, TriggerKind, Verdict},
     evidence::{self, heads, log::EvidenceLog},
     policy,
@@ -324,17 +324,7 @@ async fn drift_scan(ctx: &Context, filter: &ClaimFilter, dry_run: bool) -> anyho
         ProgressStyle::with_template("{bar:40} {pos}/{len} claims  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut after = String::new();
-    let mut summary = RecheckSummary::default();
-    loop {
-        let page = ctx.store.list_claims(filter, &after, ctx.settings.sweep_batch).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        let n = page.len() as u64;
-        let trigger = Trigger::new(TriggerKind::Sweep, format!("scan-{}", uuid::Uuid::now_v7()));
-        summary += recheck(ctx, trigger, page, dry_run).await?;
-        bar.inc(n);
-    }
+    let summary = decide::drift_scan(ctx, filter, dry_run, &mut |n| bar.inc(n)).await?;
     bar.finish_and_clear();
     println!(
         "{} claims checked in {:.1} s: {} held, {} drifted (new), {} still drifted, {} resolved, {} could not verify{}",

@@ -7,7 +7,7 @@ use super::{Store, StoreError, StoreResult, with_pool};
 use crate::domain::{CheckSpec, Observation, TicketRef, UnknownName};
 
 /// Where a claim stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimState {
     /// Re-verified by the sweep and, when it has one, at its expiry.
@@ -172,8 +172,15 @@ pub(super) const INSERT: &str = "INSERT INTO claims (id, evidence_id, source, ti
 pub(super) const SUPERSEDE: &str = "UPDATE claims SET state = 'superseded', next_expiry_at = NULL, lease_until = NULL \
     WHERE source = $1 AND ticket = $2 AND state IN ('active', 'suspended')";
 
-pub(super) const UPDATE: &str = "UPDATE claims SET state = $1, drift = $2, last_checked_at = $3, next_sweep_at = $4, \
-    next_expiry_at = $5, unverified_until = $6, lease_until = NULL WHERE id = $7";
+/// Sets the same values on `n` claims, named by ids bound from `$7` on.
+pub(super) fn update_many(n: usize) -> String {
+    let ids: Vec<String> = (7..7 + n).map(|i| format!("${i}")).collect();
+    format!(
+        "UPDATE claims SET state = $1, drift = $2, last_checked_at = $3, next_sweep_at = $4, next_expiry_at = $5, \
+         unverified_until = $6, lease_until = NULL WHERE id IN ({})",
+        ids.join(", ")
+    )
+}
 
 fn typed(rows: Vec<ClaimRow>) -> StoreResult<Vec<Claim>> {
     rows.into_iter().map(Claim::try_from).collect()

@@ -132,20 +132,59 @@ impl Store {
                 }
                 record = Some(rec);
             }
-            for update in &recording.claim_updates {
-                sqlx::query(claims::UPDATE)
-                    .bind(update.state.as_str())
-                    .bind(&update.drift)
-                    .bind(update.checked_at)
-                    .bind(update.next_sweep_at)
-                    .bind(update.next_expiry_at)
-                    .bind(update.unverified_until)
-                    .bind(&update.id)
-                    .execute(&mut *tx)
-                    .await?;
+            // Claims re-verified alike (most of a sweep: still as verified) are
+            // updated together, one statement per group of ids.
+            for (change, ids) in group_updates(&recording.claim_updates) {
+                for chunk in ids.chunks(500) {
+                    let sql = claims::update_many(chunk.len());
+                    let mut query = sqlx::query(&sql)
+                        .bind(change.state.as_str())
+                        .bind(change.drift)
+                        .bind(change.checked_at)
+                        .bind(change.next_sweep_at)
+                        .bind(change.next_expiry_at)
+                        .bind(change.unverified_until);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
             Ok(Finish::Finished(record))
         })
     }
+}
+
+/// What a claim update sets, without the claim's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Change<'a> {
+    state: super::ClaimState,
+    drift: Option<&'a str>,
+    checked_at: i64,
+    next_sweep_at: i64,
+    next_expiry_at: Option<i64>,
+    unverified_until: Option<i64>,
+}
+
+/// The updates grouped by what they set, in first-seen order.
+fn group_updates(updates: &[ClaimUpdate]) -> Vec<(Change<'_>, Vec<&str>)> {
+    let mut groups: Vec<(Change<'_>, Vec<&str>)> = Vec::new();
+    let mut index: std::collections::HashMap<Change<'_>, usize> = std::collections::HashMap::new();
+    for u in updates {
+        let change = Change {
+            state: u.state,
+            drift: u.drift.as_deref(),
+            checked_at: u.checked_at,
+            next_sweep_at: u.next_sweep_at,
+            next_expiry_at: u.next_expiry_at,
+            unverified_until: u.unverified_until,
+        };
+        let i = *index.entry(change).or_insert_with(|| {
+            groups.push((change, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(&u.id);
+    }
+    groups
 }
