@@ -275,6 +275,57 @@ impl Adapter for JiraAdapter {
         }
     }
 
+    /// Without a signature nothing in the body is trusted: the issue (status,
+    /// summary, labels, reporter and the mapped fields) is read from the API,
+    /// and the event is what the API says. Synchronous checks without fields
+    /// are read the same way.
+    async fn refresh(&self, event: TicketEvent) -> Result<TicketEvent, EffectError> {
+        if self.inbound_auth.is_signed() && !(event.synchronous && event.fields.is_empty()) {
+            return Ok(event);
+        }
+        if self.token.is_none() {
+            return Err(EffectError::retryable(
+                "an unsigned source needs an API token to re-read the issue",
+            ));
+        }
+        let mut fields = vec!["status", "summary", "labels", "reporter"];
+        fields.extend(self.fields.keys().map(String::as_str));
+        let path = format!(
+            "/issue/{}?fields={}",
+            http::segment(&event.ticket.key),
+            fields.join(",")
+        );
+        let issue = http::json(
+            "read issue",
+            http::send("read issue", self.request(reqwest::Method::GET, &path)).await?,
+        )
+        .await?;
+        if json_str(&issue, "/key") != Some(event.ticket.key.as_str()) {
+            return Err(EffectError::permanent("the API answered for another issue"));
+        }
+        let status = json_str(&issue, "/fields/status/name").unwrap_or_default();
+        let payload = json!({
+            "webhookEvent": event.event,
+            "issue": issue,
+            "changelog": { "items": [{ "field": "status", "fromString": event.old_state, "toString": status }] },
+        });
+        let mut fresh = self
+            .parse(&payload)
+            .map_err(|e| EffectError::permanent(format!("read issue: {e}")))?;
+        fresh.actor = event.actor;
+        fresh.caused_by_gate = false;
+        // Whether this delivery was a transition cannot be read from the API:
+        // the state closegate saw last decides (a re-read that is still closed
+        // is not a new close), as for other helpdesks that send no old state.
+        fresh.old_state = None;
+        fresh.state_closed = Some(fresh.kind == EventKind::Closed);
+        fresh.synchronous = event.synchronous;
+        if event.synchronous {
+            fresh.kind = EventKind::Closed;
+        }
+        Ok(fresh)
+    }
+
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
         let key = &effect.ticket.key;
         if effect.pre_verification {

@@ -109,28 +109,61 @@ impl RedisVerifier {
         }
     }
 
-    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, VerifyError> {
+    /// The shared connection, opened on first use.
+    async fn connection(&self) -> Result<MultiplexedConnection, VerifyError> {
         let mut slot = self.connection.lock().await;
-        let mut conn = match slot.as_ref() {
-            Some(conn) => conn.clone(),
-            None => {
-                let conn = self
-                    .client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| self.error(e))?;
-                *slot = Some(conn.clone());
-                conn
-            }
-        };
-        drop(slot);
-        let result = cmd.query_async::<Value>(&mut conn).await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| self.error(e))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets a connection that failed, so the next call opens a new one.
+    async fn settle<T>(&self, result: redis::RedisResult<T>) -> Result<T, VerifyError> {
         if let Err(e) = &result {
             if e.is_io_error() || e.is_connection_dropped() {
                 *self.connection.lock().await = None;
             }
         }
         result.map_err(|e| self.error(e))
+    }
+
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, VerifyError> {
+        let mut conn = self.connection().await?;
+        let result = cmd.query_async::<Value>(&mut conn).await;
+        self.settle(result).await
+    }
+
+    /// What an `ACL GETUSER` reply says about one check's subject.
+    fn from_reply(&self, check: &CheckSpec, user: &str, reply: &Value) -> Result<Observation, VerifyError> {
+        if *reply == Value::Nil {
+            return Ok(observed(&self.location, user, "", false, []));
+        }
+        let acl = parse_acl_user(reply).ok_or_else(|| VerifyError::Query {
+            system: self.system.clone(),
+            message: "unexpected ACL GETUSER reply".into(),
+        })?;
+        let enabled = acl.flags.contains("on");
+        let (object, held): (&str, BTreeSet<String>) = match check.kind.as_str() {
+            "user" => ("account", acl.flags),
+            // A disabled user cannot authenticate with anything; `nopass` takes any credential.
+            "credential" if !enabled => ("credentials", BTreeSet::new()),
+            "credential" if acl.flags.contains("nopass") => ("credentials", check.requested.clone()),
+            "credential" => ("credentials", acl.passwords.iter().map(|p| p.to_lowercase()).collect()),
+            "commands" => (
+                "command permissions",
+                acl.commands.iter().map(|c| c.to_lowercase()).collect(),
+            ),
+            "keys" => ("key permissions", acl.keys),
+            other => return Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
+        };
+        Ok(observed(&self.location, user, object, true, held))
     }
 }
 
@@ -154,28 +187,42 @@ impl Verifier for RedisVerifier {
     async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError> {
         let user = param(check, "user")?;
         let reply = self.command(redis::cmd("ACL").arg("GETUSER").arg(user)).await?;
-        if reply == Value::Nil {
-            return Ok(observed(&self.location, user, "", false, []));
+        self.from_reply(check, user, &reply)
+    }
+
+    /// Every check's `ACL GETUSER` in one pipelined round trip.
+    async fn observe_many(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        let users: Vec<Result<&str, VerifyError>> = checks.iter().map(|c| param(c, "user")).collect();
+        let mut pipe = redis::pipe();
+        for user in users.iter().flatten() {
+            pipe.cmd("ACL").arg("GETUSER").arg(*user);
         }
-        let acl = parse_acl_user(&reply).ok_or_else(|| VerifyError::Query {
-            system: self.system.clone(),
-            message: "unexpected ACL GETUSER reply".into(),
-        })?;
-        let enabled = acl.flags.contains("on");
-        let (object, held): (&str, BTreeSet<String>) = match check.kind.as_str() {
-            "user" => ("account", acl.flags),
-            // A disabled user cannot authenticate with anything; `nopass` takes any credential.
-            "credential" if !enabled => ("credentials", BTreeSet::new()),
-            "credential" if acl.flags.contains("nopass") => ("credentials", check.requested.clone()),
-            "credential" => ("credentials", acl.passwords.iter().map(|p| p.to_lowercase()).collect()),
-            "commands" => (
-                "command permissions",
-                acl.commands.iter().map(|c| c.to_lowercase()).collect(),
-            ),
-            "keys" => ("key permissions", acl.keys),
-            other => return Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
+        if users.iter().all(Result::is_err) {
+            return users.into_iter().map(|u| u.map(|_| unreachable!())).collect();
+        }
+        let replies = match self.connection().await {
+            Ok(mut conn) => {
+                let result = pipe.query_async::<Vec<Value>>(&mut conn).await;
+                self.settle(result).await
+            }
+            Err(e) => Err(e),
         };
-        Ok(observed(&self.location, user, object, true, held))
+        let mut replies = match replies {
+            Ok(replies) => replies.into_iter(),
+            Err(e) => return vec![Err(e); checks.len()],
+        };
+        checks
+            .iter()
+            .zip(users)
+            .map(|(check, user)| {
+                let user = user?;
+                let reply = replies.next().ok_or_else(|| VerifyError::Query {
+                    system: self.system.clone(),
+                    message: "the pipeline answered fewer replies than it was sent".into(),
+                })?;
+                self.from_reply(check, user, &reply)
+            })
+            .collect()
     }
 
     async fn healthcheck(&self) -> Result<String, VerifyError> {

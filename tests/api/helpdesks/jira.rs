@@ -1,4 +1,8 @@
 use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path},
+};
 
 use super::{mock, received};
 use crate::helpers::*;
@@ -200,4 +204,95 @@ async fn jira_signatures_are_checked_and_edits_echoes_and_redeliveries_decide_no
     assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}
+
+const PATH_TOKEN: &str = "jira-path-token-Zk81";
+
+/// The issue as the API answers it: `status`, with the given role and table.
+fn issue_as_read(status: &str, category: &str, role: &str, table: &str) -> Value {
+    let mut v: Value = serde_json::from_str(&fixture("jira/issue_updated_done.json", role, table)).unwrap();
+    let mut issue = v["issue"].take();
+    issue["fields"]["customfield_10050"] = json!(role);
+    issue["fields"]["customfield_10053"] = json!(table);
+    issue["fields"]["status"] = json!({ "name": status, "statusCategory": { "key": category } });
+    issue
+}
+
+#[tokio::test]
+async fn a_jira_path_token_source_acts_on_the_issue_as_read_not_on_the_body() {
+    // Arrange: no signing secret, only a path token; the API says what is true.
+    let source = json!({ "type": "jira", "flavor": "cloud", "path_token": { "value": PATH_TOKEN },
+        "api_url": "{helpdesk}", "email": "closegate@acme.example", "token": { "value": "jira-token" },
+        "bot_account": "712020:closegate", "reopen_status": "In Progress",
+        "fields": { "customfield_10050": "Database role", "customfield_10051": "Privileges",
+                    "customfield_10052": "Request type", "customfield_10053": "Table" } });
+    let app = spawn_app_with(Options {
+        sources: Some(json!({ "jira": source })),
+        ..Default::default()
+    })
+    .await;
+    let mut target = Target::new().await;
+    let (granted, table) = target.role_with_grant("SELECT").await;
+    let ungranted = target.login_role().await;
+    let send = |id: &'static str, body: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/hooks/jira/{PATH_TOKEN}", app.address))
+                .header("x-atlassian-webhook-identifier", id)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A spoofed "Done" while the issue is still in progress.
+    let in_progress = Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/ACC-42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue_as_read(
+            "In Progress",
+            "indeterminate",
+            &ungranted,
+            &table,
+        )))
+        .mount_as_scoped(&app.helpdesk)
+        .await;
+    assert_eq!(
+        send("wh-1", event("jira/issue_updated_done.json", &granted, &table))
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+    app.decide_all().await;
+    assert!(
+        app.store
+            .evidence_for_ticket("jira", "ACC-42")
+            .await
+            .unwrap()
+            .is_empty(),
+        "not a close"
+    );
+    drop(in_progress);
+
+    // Act: the real close; the body names a granted role, the issue an ungranted one.
+    mock_issue(&app, "/rest/api/3", 1, 1).await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/ACC-42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue_as_read("Done", "done", &ungranted, &table)))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    let mut real: Value = serde_json::from_str(&event("jira/issue_updated_done.json", &granted, &table)).unwrap();
+    real["timestamp"] = json!(real["timestamp"].as_i64().unwrap() + 60_000);
+    send("wh-2", real.to_string()).await;
+
+    // Assert
+    assert_eq!(app.settle("jira", "ACC-42").await, ["blocked"]);
+    let record = &app.store.evidence_for_ticket("jira", "ACC-42").await.unwrap()[0];
+    let judged = record.content().unwrap().event;
+    assert_eq!(
+        judged.fields["database_role"], ungranted,
+        "the fields as read, not as sent"
+    );
 }
