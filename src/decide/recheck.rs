@@ -86,7 +86,13 @@ pub async fn recheck(
         match outcome.finding {
             None => unchanged.extend(outcome.updates),
             Some(finding) => {
-                let trigger = Trigger::new(trigger.kind, format!("{}/{evidence_id}", trigger.id));
+                // A break-glass close checked at its deadline is recorded as such.
+                let kind = if outcome.break_glass {
+                    TriggerKind::BreakGlassDeadline
+                } else {
+                    trigger.kind
+                };
+                let trigger = Trigger::new(kind, format!("{}/{evidence_id}", trigger.id));
                 record_finding(ctx, trigger, &evidence_id, group, finding, outcome.updates).await?;
             }
         }
@@ -107,6 +113,8 @@ pub async fn recheck(
 struct GroupOutcome {
     /// What to record, when something changed.
     finding: Option<Finding>,
+    /// The claims are a break-glass close's, not yet verified.
+    break_glass: bool,
     updates: Vec<ClaimUpdate>,
     summary: RecheckSummary,
 }
@@ -184,6 +192,7 @@ fn judge_group(ctx: &Context, group: &[(Claim, CheckResult)], now: i64, at_expir
     }
     GroupOutcome {
         finding,
+        break_glass,
         updates,
         summary,
     }

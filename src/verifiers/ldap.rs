@@ -3,7 +3,10 @@
 //! configured). Ticket values only ever enter searches through RFC 4515 filter
 //! escaping; no DN is built from ticket text.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
@@ -164,6 +167,149 @@ impl LdapVerifier {
     }
 }
 
+impl LdapVerifier {
+    /// Many users in one search (an OR filter, each value escaped), by the
+    /// lower-cased value of the user attribute; a value matching several
+    /// entries maps to an error.
+    async fn find_users(
+        &self,
+        users: &[&str],
+        attrs: &[&str],
+    ) -> Result<HashMap<String, Result<SearchEntry, VerifyError>>, VerifyError> {
+        let mut found: HashMap<String, Result<SearchEntry, VerifyError>> = HashMap::new();
+        for chunk in users.chunks(200) {
+            let terms: String = chunk
+                .iter()
+                .map(|u| format!("({}={})", self.user_attribute, ldap_escape(*u)))
+                .collect();
+            let mut wanted: Vec<&str> = attrs.to_vec();
+            wanted.push(&self.user_attribute);
+            for entry in self.search(&self.user_base, &format!("(|{terms})"), &wanted).await? {
+                let values = entry
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&self.user_attribute))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                for value in values {
+                    let key = value.to_lowercase();
+                    let duplicate = found.contains_key(&key);
+                    if duplicate {
+                        found.insert(
+                            key,
+                            Err(VerifyError::Query {
+                                system: self.system.clone(),
+                                message: format!("several entries match {}={value}; expected one", self.user_attribute),
+                            }),
+                        );
+                    } else {
+                        found.insert(key, Ok(entry.clone()));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The groups naming each of `dns` as a member, in one search per chunk
+    /// (direct membership; nested groups are followed per user).
+    async fn direct_groups(&self, dns: &[String]) -> Result<HashMap<String, BTreeSet<String>>, VerifyError> {
+        let mut groups: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for chunk in dns.chunks(200) {
+            let terms: String = chunk
+                .iter()
+                .map(|dn| {
+                    let e = ldap_escape(dn.as_str());
+                    format!("(member={e})(uniqueMember={e})")
+                })
+                .collect();
+            let found = self
+                .search(
+                    &self.group_base,
+                    &format!("(|{terms})"),
+                    &["cn", "member", "uniqueMember"],
+                )
+                .await?;
+            for group in found {
+                let Some(cn) = group.attrs.get("cn").and_then(|v| v.first()).map(|c| c.to_lowercase()) else {
+                    continue;
+                };
+                let members = group
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("member") || k.eq_ignore_ascii_case("uniqueMember"))
+                    .flat_map(|(_, v)| v.iter().map(|m| m.to_lowercase()));
+                for member in members {
+                    groups.entry(member).or_default().insert(cn.clone());
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// A batch: every user in one search, their groups in another.
+    async fn observe_batch(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        let users: Vec<Result<&str, VerifyError>> = checks.iter().map(|c| param(c, "user")).collect();
+        let wanted: Vec<&str> = users.iter().flatten().copied().collect();
+        let mut attrs: Vec<&str> = LOCK_ATTRIBUTES.to_vec();
+        attrs.push("memberOf");
+        let entries = match self.find_users(&wanted, &attrs).await {
+            Ok(entries) => entries,
+            Err(e) => return vec![Err(e); checks.len()],
+        };
+        let member_dns: Vec<String> = checks
+            .iter()
+            .zip(&users)
+            .filter(|(c, _)| c.kind == "group_membership")
+            .filter_map(|(_, u)| u.as_ref().ok())
+            .filter_map(|u| entries.get(&u.to_lowercase()).and_then(|e| e.as_ref().ok()))
+            .map(|e| e.dn.clone())
+            .collect();
+        let direct = if member_dns.is_empty() || self.nested {
+            HashMap::new()
+        } else {
+            match self.direct_groups(&member_dns).await {
+                Ok(direct) => direct,
+                Err(e) => return vec![Err(e); checks.len()],
+            }
+        };
+        let mut results = Vec::with_capacity(checks.len());
+        for (check, user) in checks.iter().zip(users) {
+            let result = async {
+                let user = user?;
+                let entry = match entries.get(&user.to_lowercase()) {
+                    None => return Ok(observed(&self.url, user, "", false, [])),
+                    Some(Err(e)) => return Err(e.clone()),
+                    Some(Ok(entry)) => entry,
+                };
+                let (object, held) = match check.kind.as_str() {
+                    "entry" => (
+                        entry.dn.clone(),
+                        BTreeSet::from([if is_locked(entry) { "LOCKED" } else { "ACTIVE" }.to_string()]),
+                    ),
+                    "group_membership" => {
+                        let member_of = entry.attrs.get("memberOf").cloned().unwrap_or_default();
+                        let held = if self.nested {
+                            self.groups_of(&entry.dn, &member_of).await?
+                        } else {
+                            let mut held: BTreeSet<String> =
+                                member_of.iter().filter_map(|g| first_rdn_value(g)).collect();
+                            held.extend(direct.get(&entry.dn.to_lowercase()).cloned().unwrap_or_default());
+                            held
+                        };
+                        ("group membership".to_string(), held)
+                    }
+                    other => return Err(VerifyError::BadParams(format!("unknown check kind {other}"))),
+                };
+                Ok(observed(&self.url, user, object, true, held))
+            }
+            .await;
+            results.push(result);
+        }
+        results
+    }
+}
+
 /// `cn=dba,ou=groups,...` → `dba` (lower case).
 fn first_rdn_value(dn: &str) -> Option<String> {
     let first = dn.split(',').next()?;
@@ -236,7 +382,7 @@ impl Verifier for LdapVerifier {
                 Err(e) => return vec![Err(e); checks.len()],
             }
         }
-        futures_util::future::join_all(checks.iter().map(|c| self.observe(c))).await
+        self.observe_batch(checks).await
     }
 
     async fn healthcheck(&self) -> Result<String, VerifyError> {

@@ -9,7 +9,11 @@ use closegate::{
     evidence::Finding,
     store::{ClaimFilter, ClaimState, EvidenceRecord},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path_regex},
+};
 
 use crate::helpers::*;
 
@@ -434,7 +438,10 @@ async fn a_break_glass_close_is_allowed_as_an_exception_and_drift_if_not_complia
     app.deliver_all().await;
 
     let records = app.evidence(REPO_ISSUE).await;
-    assert_eq!(last(&records), (TriggerKind::Sweep, Verdict::Blocked, Finding::Drift));
+    assert_eq!(
+        last(&records),
+        (TriggerKind::BreakGlassDeadline, Verdict::Blocked, Finding::Drift)
+    );
 }
 
 #[tokio::test]
@@ -463,7 +470,11 @@ async fn a_break_glass_close_made_compliant_by_its_deadline_is_verified_after_th
     let records = app.evidence(REPO_ISSUE).await;
     assert_eq!(
         last(&records),
-        (TriggerKind::Sweep, Verdict::Allowed, Finding::BreakGlassVerified)
+        (
+            TriggerKind::BreakGlassDeadline,
+            Verdict::Allowed,
+            Finding::BreakGlassVerified
+        )
     );
     assert!(posted_comments(&app).await[1].contains("verified after the fact"));
 }
@@ -499,4 +510,80 @@ async fn a_grant_made_just_after_the_close_is_allowed_within_the_settle_window_w
         "the attempts that did not hold are in the evidence"
     );
     assert!(attempts[0].reasons[0].contains("missing SELECT"), "{attempts:?}");
+}
+
+#[tokio::test]
+async fn two_replicas_sweeping_at_once_report_a_drift_once() {
+    let (app, _dir) = app_with(GRANT).await;
+    let mut target = Target::new().await;
+    let mut closes = Vec::new();
+    for _ in 0..3 {
+        closes.push(target.role_with_grant("SELECT").await);
+    }
+    let closed_at = now_rfc3339(&app);
+    // Three tickets (issues 1, 2, 3), each a comment at its close and one at its drift.
+    let github = |verb: &'static str, at: &'static str, body: Value| {
+        Mock::given(method(verb))
+            .and(path_regex(at))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    github("GET", r"^/repos/acme/access-requests/issues/\d+/comments$", json!([]))
+        .mount(&app.helpdesk)
+        .await;
+    github(
+        "POST",
+        r"^/repos/acme/access-requests/issues/\d+/comments$",
+        json!({ "id": 1 }),
+    )
+    .expect(6)
+    .mount(&app.helpdesk)
+    .await;
+    github(
+        "GET",
+        r"^/repos/acme/access-requests/issues/\d+$",
+        json!({ "state": "closed", "closed_at": closed_at }),
+    )
+    .mount(&app.helpdesk)
+    .await;
+    github(
+        "PATCH",
+        r"^/repos/acme/access-requests/issues/\d+$",
+        json!({ "state": "open" }),
+    )
+    .expect(3)
+    .mount(&app.helpdesk)
+    .await;
+    for (i, (role, table)) in closes.iter().enumerate() {
+        let fields = [
+            ("Database role", role.as_str()),
+            ("Table", table.as_str()),
+            ("Privileges", "SELECT"),
+        ];
+        let mut event: Value = serde_json::from_slice(&close_event(&closed_at, "access-request", &fields)).unwrap();
+        event["issue"]["number"] = json!(i + 1);
+        app.close_on_github(&format!("d-{i}"), &serde_json::to_vec(&event).unwrap())
+            .await;
+        target.exec(&format!("GRANT INSERT ON {table} TO {role}")).await;
+    }
+    let other = app.replica().await;
+    app.advance(HOUR + Duration::from_secs(1));
+
+    let (a, b) = tokio::join!(
+        closegate::workers::try_sweep_next(&app.ctx),
+        closegate::workers::try_sweep_next(&other)
+    );
+    a.unwrap();
+    b.unwrap();
+    app.sweep_due().await;
+    app.deliver_all().await;
+
+    let mut drifts = 0;
+    for n in 1..=3 {
+        let records = app.evidence(&format!("acme/access-requests#{n}")).await;
+        drifts += records.iter().filter(|r| r.trigger.kind == TriggerKind::Sweep).count();
+    }
+    assert_eq!(
+        drifts, 3,
+        "one drift record per widened grant, whichever replica swept it"
+    );
 }
