@@ -10,15 +10,15 @@ use serde::Serialize;
 
 use super::{
     DecideError, Intent,
-    service::{drift_interval_ms, encode, record},
+    service::{drift_interval_ms, encode, new_evidence, record},
 };
 use crate::{
     context::Context,
     domain::{CheckOutcome, CheckResult, CheckSpec, EventKind, Expect, Mode, Trigger, TriggerKind},
-    evidence::{EvidenceContent, Finding},
+    evidence::Finding,
     gate::eval,
     policy::OnDrift,
-    store::{Claim, ClaimState, ClaimUpdate, NewEvidence, Recording},
+    store::{Claim, ClaimState, ClaimUpdate, Recording},
     workers::retry_delay_ms,
 };
 
@@ -248,22 +248,7 @@ async fn record_finding(
     };
     let recording = Recording {
         claim_updates: updates,
-        ..Recording::evidence(
-            NewEvidence {
-                id,
-                trigger,
-                ticket: event.ticket.clone(),
-                verdict: decision.verdict,
-                policy: decision.policy.clone(),
-                mode,
-                content: EvidenceContent {
-                    event,
-                    decision,
-                    finding,
-                },
-            },
-            encode(intents)?,
-        )
+        ..Recording::evidence(new_evidence(id, trigger, event, decision, finding), encode(intents)?)
     };
     record(ctx, recording).await?;
     Ok(())

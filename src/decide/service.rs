@@ -109,26 +109,34 @@ async fn conclude(
         delivery: delivery.map(|d| (d, DeliveryOutcome::Decided)),
         claims,
         claim_updates: Vec::new(),
-        ..Recording::evidence(
-            NewEvidence {
-                id,
-                trigger,
-                ticket: event.ticket.clone(),
-                verdict: decision.verdict,
-                policy: decision.policy.clone(),
-                mode: decision.mode,
-                content: EvidenceContent {
-                    event,
-                    decision,
-                    finding: Finding::Close,
-                },
-            },
-            effects,
-        )
+        ..Recording::evidence(new_evidence(id, trigger, event, decision, Finding::Close), effects)
     };
     match record(ctx, recording).await? {
         Some(record) => Ok(Decided::Recorded(record)),
         None => Ok(Decided::AlreadyFinished),
+    }
+}
+
+/// The evidence record of a decision about `event`.
+pub(super) fn new_evidence(
+    id: String,
+    trigger: Trigger,
+    event: TicketEvent,
+    decision: Decision,
+    finding: Finding,
+) -> NewEvidence {
+    NewEvidence {
+        id,
+        trigger,
+        ticket: event.ticket.clone(),
+        verdict: decision.verdict,
+        policy: decision.policy.clone(),
+        mode: decision.mode,
+        content: EvidenceContent {
+            event,
+            decision,
+            finding,
+        },
     }
 }
 

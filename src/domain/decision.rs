@@ -1,6 +1,9 @@
 use serde::{Deserialize, Serialize};
 
-use super::{CheckResult, trigger::UnknownName};
+use super::{
+    CheckResult,
+    trigger::{UnknownName, by_name},
+};
 
 /// How hard a policy bites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -29,10 +32,7 @@ impl std::str::FromStr for Mode {
     type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Mode::Enforce, Mode::Warn, Mode::DryRun]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
+        by_name(&[Mode::Enforce, Mode::Warn, Mode::DryRun], Mode::as_str, s)
     }
 }
 
@@ -62,10 +62,11 @@ impl std::str::FromStr for Verdict {
     type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Verdict::Allowed, Verdict::Blocked, Verdict::Ungated]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
+        by_name(
+            &[Verdict::Allowed, Verdict::Blocked, Verdict::Ungated],
+            Verdict::as_str,
+            s,
+        )
     }
 }
 

@@ -9,4 +9,4 @@ mod trigger;
 pub use check::{CheckOutcome, CheckResult, CheckSpec, Expect, Observation, error_summary};
 pub use decision::{Attempt, Decision, Exception, Mode, Verdict};
 pub use ticket::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key};
-pub use trigger::{Trigger, TriggerKind, UnknownName};
+pub use trigger::{Trigger, TriggerKind, UnknownName, by_name};

@@ -43,17 +43,18 @@ impl std::str::FromStr for TriggerKind {
     type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            TriggerKind::Webhook,
-            TriggerKind::SyncCheck,
-            TriggerKind::Expiry,
-            TriggerKind::Sweep,
-            TriggerKind::BreakGlassDeadline,
-            TriggerKind::Manual,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| UnknownName(s.to_string()))
+        by_name(
+            &[
+                TriggerKind::Webhook,
+                TriggerKind::SyncCheck,
+                TriggerKind::Expiry,
+                TriggerKind::Sweep,
+                TriggerKind::BreakGlassDeadline,
+                TriggerKind::Manual,
+            ],
+            TriggerKind::as_str,
+            s,
+        )
     }
 }
 
@@ -80,3 +81,11 @@ impl std::fmt::Display for Trigger {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value {0:?}")]
 pub struct UnknownName(pub String);
+
+/// The value among `all` whose `name` is `s`: how stored enum names are read back.
+pub fn by_name<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str, s: &str) -> Result<T, UnknownName> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v) == s)
+        .ok_or_else(|| UnknownName(s.to_string()))
+}

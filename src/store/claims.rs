@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{Store, StoreError, StoreResult, with_pool};
-use crate::domain::{CheckSpec, Observation, TicketRef, UnknownName};
+use crate::domain::{CheckSpec, Observation, TicketRef, UnknownName, by_name};
 
 /// Where a claim stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -35,15 +35,16 @@ impl std::str::FromStr for ClaimState {
     type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            ClaimState::Active,
-            ClaimState::Superseded,
-            ClaimState::Suspended,
-            ClaimState::Ended,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
-        .ok_or_else(|| UnknownName(s.to_string()))
+        by_name(
+            &[
+                ClaimState::Active,
+                ClaimState::Superseded,
+                ClaimState::Suspended,
+                ClaimState::Ended,
+            ],
+            ClaimState::as_str,
+            s,
+        )
     }
 }
 

@@ -120,6 +120,16 @@ impl MysqlVerifier {
     }
 }
 
+/// The account's host (`%` when the check names none).
+fn host_of(check: &CheckSpec) -> &str {
+    check
+        .params
+        .get("host")
+        .map(String::as_str)
+        .filter(|h| !h.is_empty())
+        .unwrap_or("%")
+}
+
 /// One check of a batch, with its parameters read.
 struct Asked<'a> {
     check: &'a CheckSpec,
@@ -258,12 +268,7 @@ impl Verifier for MysqlVerifier {
 
     async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError> {
         let user = param(check, "user")?;
-        let host = check
-            .params
-            .get("host")
-            .map(String::as_str)
-            .filter(|h| !h.is_empty())
-            .unwrap_or("%");
+        let host = host_of(check);
         let subject = format!("'{user}'@'{host}'");
         let Some(locked) = self.account(user, host).await? else {
             return Ok(observed(&self.location, &subject, "", false, []));
@@ -310,12 +315,7 @@ impl Verifier for MysqlVerifier {
             match param(check, "user") {
                 Err(e) => results[i] = Some(Err(e)),
                 Ok(user) => {
-                    let host = check
-                        .params
-                        .get("host")
-                        .map(String::as_str)
-                        .filter(|h| !h.is_empty())
-                        .unwrap_or("%");
+                    let host = host_of(check);
                     batch.push(Asked {
                         check,
                         user,

@@ -403,13 +403,14 @@ fn with_labels(event: Vec<u8>, labels: &[&str]) -> Vec<u8> {
 
 const BREAK_GLASS: &str = "break_glass:\n  label: break-glass\n  verify_within: 4h\n";
 
-#[tokio::test]
-async fn a_break_glass_close_is_allowed_as_an_exception_and_drift_if_not_compliant_by_its_deadline() {
-    let (app, _dir) = app_with(&format!("{GRANT}{BREAK_GLASS}")).await;
+/// A grant ticket closed with the break-glass label while the grant is
+/// missing; the fake GitHub expects two comments and `reopens` reopens.
+async fn break_glass_close(reopens: u64) -> (TestApp, tempfile::TempDir, Target, (String, String)) {
+    let (app, dir) = app_with(&format!("{GRANT}{BREAK_GLASS}")).await;
     let mut target = Target::new().await;
     let (role, table) = target.role_with_grant("").await;
     let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 2, 1, &closed_at).await;
+    mock_github_closed_at(&app, 2, reopens, &closed_at).await;
     let fields = [
         ("Database role", role.as_str()),
         ("Table", table.as_str()),
@@ -419,8 +420,13 @@ async fn a_break_glass_close_is_allowed_as_an_exception_and_drift_if_not_complia
         close_event(&closed_at, "access-request", &fields),
         &["access-request", "break-glass"],
     );
-
     app.close_on_github("d-1", &event).await;
+    (app, dir, target, (role, table))
+}
+
+#[tokio::test]
+async fn a_break_glass_close_is_allowed_as_an_exception_and_drift_if_not_compliant_by_its_deadline() {
+    let (app, _dir, _target, _grant) = break_glass_close(/* reopens */ 1).await;
 
     let records = app.evidence(REPO_ISSUE).await;
     let decision = records[0].content().unwrap().decision;
@@ -446,21 +452,7 @@ async fn a_break_glass_close_is_allowed_as_an_exception_and_drift_if_not_complia
 
 #[tokio::test]
 async fn a_break_glass_close_made_compliant_by_its_deadline_is_verified_after_the_fact() {
-    let (app, _dir) = app_with(&format!("{GRANT}{BREAK_GLASS}")).await;
-    let mut target = Target::new().await;
-    let (role, table) = target.role_with_grant("").await;
-    let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 2, 0, &closed_at).await;
-    let fields = [
-        ("Database role", role.as_str()),
-        ("Table", table.as_str()),
-        ("Privileges", "SELECT"),
-    ];
-    let event = with_labels(
-        close_event(&closed_at, "access-request", &fields),
-        &["access-request", "break-glass"],
-    );
-    app.close_on_github("d-1", &event).await;
+    let (app, _dir, mut target, (role, table)) = break_glass_close(/* reopens */ 0).await;
 
     target.exec(&format!("GRANT SELECT ON {table} TO {role}")).await;
     app.advance(4 * HOUR + Duration::from_secs(1));

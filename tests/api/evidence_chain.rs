@@ -32,41 +32,10 @@ async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detect
     let tampered = records[1].record.replace("blocked", "allowed").replace('\'', "''");
     Db::open(&app)
         .await
-        .exec(&format!("UPDATE evidence SET record = '{tampered}' WHERE seq = 2"))
+        .exec(&format!("UPDATE evidence SET record = '{tampered}' WHERE seq = 2"), &[])
         .await;
     let report = app.store.verify_chain().await.unwrap();
     assert_eq!(report.broken.map(|b| b.0), Some(2));
-}
-
-/// The app's store, opened behind its back.
-enum Db {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Db {
-    async fn open(app: &TestApp) -> Db {
-        let config = std::fs::read_to_string(app.dir().join("closegate.yaml")).unwrap();
-        let url = config
-            .lines()
-            .find_map(|l| l.strip_prefix("database_url: "))
-            .unwrap()
-            .trim_matches('\'')
-            .to_string();
-        if url.starts_with("sqlite") {
-            Db::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap())
-        } else {
-            Db::Postgres(sqlx::PgPool::connect(&url).await.unwrap())
-        }
-    }
-
-    async fn exec(&self, sql: &str) {
-        match self {
-            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
 }
 
 /// Every column the store keeps beside the hashed record, with a forged value.
@@ -105,16 +74,20 @@ async fn editing_any_column_of_any_evidence_record_is_detected_by_verify() {
     }
     app.decide_all().await;
     let db = Db::open(&app).await;
-    db.exec("DELETE FROM outbox").await;
+    db.exec("DELETE FROM outbox", &[]).await;
     for seq in 1..=3 {
         for (column, forged) in FORGERIES {
             // Arrange: remember the row, then forge one column of it.
-            db.exec(&format!(
-                "CREATE TABLE kept AS SELECT * FROM evidence WHERE seq = {seq}"
-            ))
+            db.exec(
+                &format!("CREATE TABLE kept AS SELECT * FROM evidence WHERE seq = {seq}"),
+                &[],
+            )
             .await;
-            db.exec(&format!("UPDATE evidence SET {column} = {forged} WHERE seq = {seq}"))
-                .await;
+            db.exec(
+                &format!("UPDATE evidence SET {column} = {forged} WHERE seq = {seq}"),
+                &[],
+            )
+            .await;
 
             let report = app.store.verify_chain().await;
 
@@ -123,12 +96,13 @@ async fn editing_any_column_of_any_evidence_record_is_detected_by_verify() {
                 Err(_) => true,
             };
             assert!(detected, "{column} of #{seq} forged and not detected: {report:?}");
-            db.exec(&format!(
-                "DELETE FROM evidence WHERE id = 'forged-id' OR seq IN ({seq}, {seq} + 100)"
-            ))
+            db.exec(
+                &format!("DELETE FROM evidence WHERE id = 'forged-id' OR seq IN ({seq}, {seq} + 100)"),
+                &[],
+            )
             .await;
-            db.exec("INSERT INTO evidence SELECT * FROM kept").await;
-            db.exec("DROP TABLE kept").await;
+            db.exec("INSERT INTO evidence SELECT * FROM kept", &[]).await;
+            db.exec("DROP TABLE kept", &[]).await;
         }
     }
     assert_eq!(app.store.verify_chain().await.unwrap().broken, None, "restored");

@@ -43,60 +43,6 @@ async fn log_with_head(app: &TestApp, n: usize) -> Vec<SignedHead> {
     app.ctx.log.sink().heads().unwrap()
 }
 
-/// The app's store, opened behind its back.
-struct Db(Backend);
-
-enum Backend {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Db {
-    async fn open(app: &TestApp) -> Db {
-        let config = std::fs::read_to_string(app.dir().join("closegate.yaml")).unwrap();
-        let url = config
-            .lines()
-            .find_map(|l| l.strip_prefix("database_url: "))
-            .unwrap()
-            .trim_matches('\'')
-            .to_string();
-        Db(if url.starts_with("sqlite") {
-            Backend::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap())
-        } else {
-            Backend::Postgres(sqlx::PgPool::connect(&url).await.unwrap())
-        })
-    }
-
-    async fn exec(&self, sql: &str, binds: &[&str]) {
-        match &self.0 {
-            Backend::Sqlite(pool) => {
-                let mut q = sqlx::query(sql);
-                for b in binds {
-                    q = q.bind(*b);
-                }
-                q.execute(pool).await.map(drop)
-            }
-            Backend::Postgres(pool) => {
-                let mut q = sqlx::query(sql);
-                for b in binds {
-                    q = q.bind(*b);
-                }
-                q.execute(pool).await.map(drop)
-            }
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// (seq, record) of every row.
-    async fn records(&self) -> Vec<(i64, String)> {
-        const SQL: &str = "SELECT seq, record FROM evidence ORDER BY seq";
-        match &self.0 {
-            Backend::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
-            Backend::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
-        }
-    }
-}
-
 /// What a writer of the database may try.
 #[derive(Debug, Clone, Copy)]
 enum Tamper {

@@ -100,18 +100,7 @@ checks:
 #[tokio::test]
 async fn a_redis_api_key_revocation_is_verified_by_fingerprint_without_holding_the_key() {
     let user = unique("cg_svc");
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis is reachable");
-    let acl = |args: &[&str]| {
-        let mut cmd = redis::cmd("ACL");
-        for a in args {
-            cmd.arg(*a);
-        }
-        cmd
-    };
+    let (mut redis, acl) = redis_admin().await;
     let _: () = acl(&["SETUSER", &user, "on", ">old-key", "~app:*", "+@read"])
         .query_async(&mut redis)
         .await
@@ -160,6 +149,23 @@ checks:
         !still_valid.record.contains("old-key"),
         "the key itself never reaches the evidence"
     );
+}
+
+/// A connection to the real Redis and a builder of `ACL` commands.
+async fn redis_admin() -> (redis::aio::MultiplexedConnection, impl Fn(&[&str]) -> redis::Cmd) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis is reachable");
+    let acl = |args: &[&str]| {
+        let mut cmd = redis::cmd("ACL");
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    };
+    (redis, acl)
 }
 
 async fn ldap_admin() -> ldap3::Ldap {
@@ -604,16 +610,8 @@ checks:
 
 #[tokio::test]
 async fn a_revoked_redis_credential_made_valid_again_is_drift_for_the_sweep() {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let user = unique("cg_svc");
-    let acl = |args: &[&str]| {
-        let mut cmd = redis::cmd("ACL");
-        for a in args {
-            cmd.arg(*a);
-        }
-        cmd
-    };
+    let (mut redis, acl) = redis_admin().await;
     let _: () = acl(&["SETUSER", &user, "on", ">new-key", "~app:*", "+@read"])
         .query_async(&mut redis)
         .await

@@ -47,34 +47,19 @@ async fn close(http: &reqwest::Client, ticket: i64) {
 async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done() {
     // Arrange: closegate with a path-token source pointed at the real helpdesk,
     // and the helpdesk's follow-up webhook pointed at closegate.
-    let policies = policy_dir(&[("revoke", POLICY)]);
-    let app = spawn_app_with(Options {
-        policies: Some(policies.path().to_path_buf()),
-        sources: Some(
-            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
-            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
-        ),
-        ..Default::default()
-    })
-    .await;
+    let Setup {
+        app,
+        http,
+        id,
+        role,
+        mut target,
+        ..
+    } = revoke_ticket().await;
     std::fs::write(
         format!("{}/webhook_url", dh_dir()),
         format!("{}/hooks/dh/{TOKEN}", app.address),
     )
     .unwrap();
-    let mut target = Target::new().await;
-    let role = target.login_role().await;
-    let http = reqwest::Client::new();
-    let created = api(
-        &http,
-        reqwest::Method::POST,
-        "/tickets/",
-        Some(json!({
-        "queue": 1, "title": "Offboard contractor", "description": "Remove database access", "priority": 3,
-        "submitter_email": "hr@acme.example", "custom_request_type": "revoke", "custom_database_role": role })),
-    )
-    .await;
-    let id = created["id"].as_i64().unwrap();
     let key = id.to_string();
 
     // Act 1: closed while the role still exists.
@@ -161,10 +146,19 @@ async fn a_django_helpdesk_call_without_the_path_token_is_refused_and_changes_no
     assert_eq!(app.stats().await.deliveries, 0);
 }
 
-/// closegate on a path-token source pointed at the real helpdesk (whose own
-/// webhook is not pointed at it: the test delivers the bodies itself), and a
-/// revoke ticket whose role still exists: every real close must be blocked.
-async fn spoofable_setup() -> (TestApp, tempfile::TempDir, reqwest::Client, i64) {
+/// closegate on a path-token source pointed at the real helpdesk, and a
+/// revoke ticket whose role still exists: every close must be blocked until
+/// the role is dropped. The helpdesk's own webhook is not pointed at it.
+struct Setup {
+    app: TestApp,
+    _policies: tempfile::TempDir,
+    http: reqwest::Client,
+    id: i64,
+    role: String,
+    target: Target,
+}
+
+async fn revoke_ticket() -> Setup {
     let policies = policy_dir(&[("revoke", POLICY)]);
     let app = spawn_app_with(Options {
         policies: Some(policies.path().to_path_buf()),
@@ -187,7 +181,15 @@ async fn spoofable_setup() -> (TestApp, tempfile::TempDir, reqwest::Client, i64)
         "submitter_email": "hr@acme.example", "custom_request_type": "revoke", "custom_database_role": role })),
     )
     .await;
-    (app, policies, http, created["id"].as_i64().unwrap())
+    let id = created["id"].as_i64().unwrap();
+    Setup {
+        app,
+        _policies: policies,
+        http,
+        id,
+        role,
+        target,
+    }
 }
 
 async fn deliver(app: &TestApp, body: Value) -> reqwest::Response {
@@ -223,7 +225,7 @@ async fn status(http: &reqwest::Client, id: i64) -> i64 {
 
 #[tokio::test]
 async fn a_spoofed_unsigned_body_claiming_an_earlier_close_by_closegate_does_not_ungate_the_real_close() {
-    let (app, _dir, http, id) = spoofable_setup().await;
+    let Setup { app, http, id, .. } = revoke_ticket().await;
     // The attack: a body that says the ticket is already closed, by closegate's own account.
     let spoof = json!({ "ticket": { "id": id, "status": 4, "custom_request_type": "revoke",
         "followup_set": [{ "id": 990001, "user": 2 }] }, "followup_id": 990001, "queue_slug": "access" });
@@ -241,7 +243,7 @@ async fn a_spoofed_unsigned_body_claiming_an_earlier_close_by_closegate_does_not
 
 #[tokio::test]
 async fn a_forged_body_sent_in_advance_under_the_real_follow_up_id_does_not_swallow_the_real_close() {
-    let (app, _dir, http, id) = spoofable_setup().await;
+    let Setup { app, http, id, .. } = revoke_ticket().await;
     // The helpdesk records the close; the attacker's harmless body under that
     // follow-up's id reaches closegate first.
     let followup = json!({ "ticket": id, "comment": "Done.", "public": true, "new_status": 4 });
