@@ -7,3 +7,13 @@ CREATE TABLE governed_tickets (
     since   BIGINT NOT NULL,
     PRIMARY KEY (source, ticket, policy)
 );
+
+-- The labels and fields last seen per ticket, so that edits of a governed
+-- ticket's request can be recorded as evidence.
+CREATE TABLE ticket_snapshots (
+    source      TEXT NOT NULL,
+    ticket      TEXT NOT NULL,
+    snapshot    TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (source, ticket)
+);

@@ -76,6 +76,86 @@ async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Re
     conclude(ctx, trigger, event, decision, delivery).await
 }
 
+/// Records, as evidence, an edit of the labels or fields of a ticket that a
+/// policy governs (or governed): what changed, and which delivery said so.
+/// Finishes the delivery as not gated either way.
+pub async fn record_edit(
+    ctx: &Context,
+    trigger: Trigger,
+    event: TicketEvent,
+    governing: &[String],
+) -> Result<Option<EvidenceRecord>, DecideError> {
+    let mut labels: Vec<String> = event.labels.iter().map(|l| l.to_lowercase()).collect();
+    labels.sort();
+    labels.dedup();
+    let snapshot = serde_json::json!({ "labels": labels, "fields": event.fields });
+    let previous = ctx
+        .store
+        .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms())
+        .await
+        .map_err(DecideError::Store)?;
+    let changes = previous
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        .map(|before| edits(&before, &snapshot))
+        .unwrap_or_default();
+    let delivery = (trigger.kind == TriggerKind::Webhook).then(|| (trigger.id.clone(), DeliveryOutcome::NotGated));
+    let Some(policy) = governing.first().filter(|_| !changes.is_empty()) else {
+        if let Some((id, outcome)) = delivery {
+            ctx.store
+                .finish_delivery(&id, outcome, ctx.now_ms())
+                .await
+                .map_err(DecideError::Store)?;
+        }
+        return Ok(None);
+    };
+    let decision = Decision {
+        verdict: Verdict::Ungated,
+        policy: Some(policy.clone()),
+        policy_hash: ctx.gate.policies().by_name(policy).map(|p| p.hash.clone()),
+        mode: Mode::DryRun,
+        reasons: Vec::new(),
+        checks: Vec::new(),
+        valid_until: None,
+        exception: None,
+        attempts: Vec::new(),
+        notes: changes,
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let recording = Recording {
+        delivery,
+        ..Recording::evidence(new_evidence(id, trigger, event, decision, Finding::Edit), Vec::new())
+    };
+    record(ctx, recording).await
+}
+
+/// What differs between two snapshots of labels and fields, in words.
+fn edits(before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+    let set = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect()
+    };
+    let (was, now) = (set(before), set(after));
+    let mut changes: Vec<String> = was.difference(&now).map(|l| format!("label {l:?} removed")).collect();
+    changes.extend(now.difference(&was).map(|l| format!("label {l:?} added")));
+    let empty = serde_json::Map::new();
+    let fields = |v: &serde_json::Value| v["fields"].as_object().cloned().unwrap_or_else(|| empty.clone());
+    let (old, new) = (fields(before), fields(after));
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        match (old.get(key), new.get(key)) {
+            (Some(a), Some(b)) if a != b => changes.push(format!("field {key} changed from {a} to {b}")),
+            (Some(a), None) => changes.push(format!("field {key} removed (was {a})")),
+            (None, Some(b)) => changes.push(format!("field {key} added: {b}")),
+            _ => {}
+        }
+    }
+    changes
+}
+
 /// Records a blocked "could not verify" decision for a ticket whose helpdesk
 /// could not be asked after every retry: never a silent drop, never an allow.
 pub async fn unverifiable(

@@ -38,6 +38,8 @@ pub enum Finding {
     Unverified,
     /// A break-glass close verified by its deadline.
     BreakGlassVerified,
+    /// The labels or fields of a governed ticket were edited.
+    Edit,
 }
 
 /// The hashed document. Every column the store keeps beside it is a copy of

@@ -198,6 +198,7 @@ fn headline(finding: Finding, decision: &Decision) -> (&'static str, &'static st
         (Finding::DriftResolved, _, _) => ("ok", "closegate: drift resolved, the access matches this ticket again"),
         (Finding::Unverified, _, _) => ("warn", "closegate: could not verify that expired access was removed"),
         (Finding::BreakGlassVerified, _, _) => ("ok", "closegate: break-glass change verified after the fact"),
+        (Finding::Edit, _, _) => ("warn", "closegate: the request of a governed ticket was edited"),
     }
 }
 
@@ -209,6 +210,7 @@ fn finding_name(finding: Finding) -> &'static str {
         Finding::DriftResolved => "drift_resolved",
         Finding::Unverified => "unverified",
         Finding::BreakGlassVerified => "break_glass_verified",
+        Finding::Edit => "edit",
     }
 }
 

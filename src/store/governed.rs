@@ -39,3 +39,30 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// Stores `snapshot` as the ticket's labels and fields and returns the
+    /// one it replaces, if any.
+    pub async fn swap_snapshot(&self, ticket: &TicketRef, snapshot: &str, now: i64) -> StoreResult<Option<String>> {
+        const GET: &str = "SELECT snapshot FROM ticket_snapshots WHERE source = $1 AND ticket = $2";
+        const PUT: &str = "INSERT INTO ticket_snapshots (source, ticket, snapshot, updated_at) VALUES ($1, $2, $3, $4) \
+            ON CONFLICT (source, ticket) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at";
+        with_pool!(&self.db, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let previous: Option<String> = sqlx::query_scalar(GET)
+                .bind(&ticket.source)
+                .bind(&ticket.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            sqlx::query(PUT)
+                .bind(&ticket.source)
+                .bind(&ticket.key)
+                .bind(snapshot)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(previous)
+        })
+    }
+}

@@ -7,7 +7,7 @@ use tracing::Instrument as _;
 use super::{ExecutionOutcome, outbox::retry_delay_ms};
 use crate::{
     context::Context,
-    decide::{DecideError, decide, unverifiable},
+    decide::{DecideError, decide, record_edit, unverifiable},
     domain::{EventKind, TicketEvent, Trigger, TriggerKind},
     store::{ClaimedDelivery, DeliveryOutcome},
 };
@@ -62,8 +62,9 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
         suspend_claims(ctx, event.clone()).await?;
     }
     if not_gated == Some(DeliveryOutcome::NotGated) {
-        // Learn which tickets are access requests when they are opened or edited.
-        let governing: Vec<String> = ctx
+        // Learn which tickets are access requests when they are opened or
+        // edited, and record edits of governed tickets as evidence.
+        let mut governing: Vec<String> = ctx
             .gate
             .policies()
             .governing(&event)
@@ -74,6 +75,17 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
             .remember_governed(&event.ticket, &governing, ctx.now_ms())
             .await
             .context("Failed to remember a governed ticket")?;
+        if governing.is_empty() {
+            governing = ctx
+                .store
+                .governed_by(&event.ticket)
+                .await
+                .context("Failed to read the policies that governed a ticket")?;
+        }
+        record_edit(ctx, trigger, event, &governing)
+            .await
+            .context("Failed to record an edit")?;
+        return Ok(());
     }
     if let Some(outcome) = not_gated {
         ctx.store

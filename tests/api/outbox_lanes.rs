@@ -74,15 +74,15 @@ async fn a_hung_helpdesk_delays_only_its_own_lane() {
 
 #[tokio::test]
 async fn a_delivery_slower_than_the_lease_on_two_replicas_is_made_exactly_once() {
-    // Arrange: a 1 s lease and a helpdesk that takes 2.5 s to answer.
+    // Arrange: a 2 s lease and a helpdesk that takes 4.5 s to answer.
     let app = spawn_app_with(Options {
-        worker: Some(json!({ "lease_seconds": 1 })),
+        worker: Some(json!({ "lease_seconds": 2 })),
         ..Default::default()
     })
     .await;
     Mock::given(method("POST"))
         .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(2500)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(4500)))
         .expect(1)
         .mount(&app.helpdesk)
         .await;
@@ -94,7 +94,7 @@ async fn a_delivery_slower_than_the_lease_on_two_replicas_is_made_exactly_once()
     let a = closegate::workers::try_deliver_next(&app.ctx);
     let b = async {
         let mut took = 0;
-        for _ in 0..15 {
+        for _ in 0..27 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if closegate::workers::try_deliver_next(&other).await.unwrap()
                 == closegate::workers::ExecutionOutcome::TaskCompleted
