@@ -65,6 +65,22 @@ impl DjangoHelpdeskAdapter {
         .await
     }
 
+    /// When the ticket entered its current close: the date of the last
+    /// follow-up that set a closed status. A later reopen and re-close moves it.
+    fn closed_at(&self, ticket: &Value) -> Option<String> {
+        ticket["followup_set"]
+            .as_array()?
+            .iter()
+            .filter(|f| {
+                f.get("new_status")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|s| self.closed.contains(&s))
+            })
+            .filter_map(|f| json_str(f, "/date"))
+            .max()
+            .map(String::from)
+    }
+
     /// The event a ticket snapshot describes (from the webhook or the API).
     fn event_from(&self, ticket: &Value, queue: Option<&str>, followup_user: Option<i64>) -> TicketEvent {
         let status = ticket.get("status").and_then(Value::as_i64).unwrap_or_default();
@@ -102,7 +118,7 @@ impl DjangoHelpdeskAdapter {
             labels: queue.map(|q| vec![q.to_string()]).unwrap_or_default(),
             fields,
             url: None,
-            occurred_at: None,
+            occurred_at: if closed { self.closed_at(ticket) } else { None },
             state_closed: Some(closed),
             synchronous: false,
         }
@@ -184,7 +200,9 @@ impl Adapter for DjangoHelpdeskAdapter {
         });
         let status = ticket.get("status").and_then(Value::as_i64).unwrap_or_default();
         if effect.reopen {
-            if self.closed.contains(&status) {
+            // Only the close that was judged is reverted, not a later one.
+            let same_close = effect.closed_at.is_none() || self.closed_at(&ticket) == effect.closed_at;
+            if self.closed.contains(&status) && same_close {
                 followup["new_status"] = json!(self.reopen_status);
             } else {
                 tracing::info!(ticket = %effect.ticket, "not reopening: the ticket has moved on since the close");

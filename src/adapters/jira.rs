@@ -188,14 +188,14 @@ impl JiraAdapter {
         }
     }
 
-    async fn reopen(&self, key: &str) -> Result<(), EffectError> {
+    async fn reopen(&self, key: &str, closed_at: Option<&str>) -> Result<(), EffectError> {
         let issue = http::json(
             "read issue",
             http::send(
                 "read issue",
                 self.request(
                     reqwest::Method::GET,
-                    &format!("/issue/{}?fields=status", http::segment(key)),
+                    &format!("/issue/{}?fields=status,statuscategorychangedate", http::segment(key)),
                 ),
             )
             .await?,
@@ -205,6 +205,16 @@ impl JiraAdapter {
         if !self.is_closed(status, json_str(&issue, "/fields/status/statusCategory/key")) {
             tracing::info!(ticket = %key, status, "not reopening: the issue has moved on since the close");
             return Ok(());
+        }
+        // The close judged is the current one when the status category changed
+        // when the close was reported (Jira stamps both; allow clock skew).
+        let changed = json_str(&issue, "/fields/statuscategorychangedate").and_then(jira_time);
+        let judged = closed_at.and_then(jira_time);
+        if let (Some(changed), Some(judged)) = (changed, judged) {
+            if (changed - judged).num_seconds().abs() > 5 {
+                tracing::info!(ticket = %key, "not reopening: the issue was closed again since the close judged");
+                return Ok(());
+            }
         }
         let path = format!("/issue/{}/transitions", http::segment(key));
         let listed = http::json(
@@ -230,6 +240,14 @@ impl JiraAdapter {
         http::send("transition issue", post).await?;
         Ok(())
     }
+}
+
+/// A Jira timestamp (`2026-11-22T10:03:11.482+0000`) or RFC 3339.
+fn jira_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 #[async_trait]
@@ -288,7 +306,7 @@ impl Adapter for JiraAdapter {
                 "an unsigned source needs an API token to re-read the issue",
             ));
         }
-        let mut fields = vec!["status", "summary", "labels", "reporter"];
+        let mut fields = vec!["status", "summary", "labels", "reporter", "statuscategorychangedate"];
         fields.extend(self.fields.keys().map(String::as_str));
         let path = format!(
             "/issue/{}?fields={}",
@@ -319,6 +337,9 @@ impl Adapter for JiraAdapter {
         // is not a new close), as for other helpdesks that send no old state.
         fresh.old_state = None;
         fresh.state_closed = Some(fresh.kind == EventKind::Closed);
+        fresh.occurred_at = json_str(&issue, "/fields/statuscategorychangedate")
+            .and_then(jira_time)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         fresh.synchronous = event.synchronous;
         if event.synchronous {
             fresh.kind = EventKind::Closed;
@@ -347,7 +368,7 @@ impl Adapter for JiraAdapter {
             return Ok(());
         }
         if effect.reopen {
-            self.reopen(key).await?;
+            self.reopen(key, effect.closed_at.as_deref()).await?;
         }
         let marker = effect.marker();
         if self.already_commented(key, &marker).await? {

@@ -150,6 +150,8 @@ async fn a_django_helpdesk_call_without_the_path_token_is_refused_and_changes_no
 /// revoke ticket whose role still exists: every close must be blocked until
 /// the role is dropped. The helpdesk's own webhook is not pointed at it.
 struct Setup {
+    /// The helpdesk is one server with one webhook URL: its tests take turns.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
     app: TestApp,
     _policies: tempfile::TempDir,
     http: reqwest::Client,
@@ -158,7 +160,10 @@ struct Setup {
     target: Target,
 }
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn revoke_ticket() -> Setup {
+    let serial = SERIAL.lock().await;
     let policies = policy_dir(&[("revoke", POLICY)]);
     let app = spawn_app_with(Options {
         policies: Some(policies.path().to_path_buf()),
@@ -183,6 +188,7 @@ async fn revoke_ticket() -> Setup {
     .await;
     let id = created["id"].as_i64().unwrap();
     Setup {
+        _serial: serial,
         app,
         _policies: policies,
         http,
@@ -269,4 +275,30 @@ async fn a_forged_body_sent_in_advance_under_the_real_follow_up_id_does_not_swal
     let verdicts = app.settle("dh", &id.to_string()).await;
     assert!(verdicts.contains(&"blocked".to_string()), "{verdicts:?}");
     assert_eq!(status(&http, id).await, 2, "reopened in the real helpdesk");
+}
+
+#[tokio::test]
+async fn a_reopen_is_skipped_when_the_ticket_was_reopened_and_closed_again_since_the_close_judged() {
+    let Setup { app, http, id, .. } = revoke_ticket().await;
+    real_close(&app, &http, id).await;
+    app.decide_all().await;
+
+    // Before closegate's reopen goes out, a person reopens and closes again.
+    for new_status in [1, 4] {
+        let followup = json!({ "ticket": id, "comment": "Again.", "public": true, "new_status": new_status });
+        api(&http, reqwest::Method::POST, "/followups/", Some(followup)).await;
+    }
+    app.deliver_all().await;
+
+    let ticket = api(&http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await;
+    assert_eq!(
+        ticket["status"], 4,
+        "the later close is not reverted by the earlier decision"
+    );
+    let noted = ticket["followup_set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["comment"].as_str().is_some_and(|c| c.contains("closure blocked")));
+    assert!(noted, "the rejection is still posted");
 }

@@ -296,3 +296,33 @@ async fn a_jira_path_token_source_acts_on_the_issue_as_read_not_on_the_body() {
         "the fields as read, not as sent"
     );
 }
+
+#[tokio::test]
+async fn a_jira_issue_closed_again_since_the_close_judged_is_not_transitioned_back() {
+    let app = jira_app("cloud").await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock_issue(&app, "/rest/api/3", 1, 0).await;
+    // The issue's status category changed an hour after the close judged.
+    let mut issue: Value = serde_json::from_str(&fixture("jira/issue_get.json", "", "")).unwrap();
+    issue["fields"]["statuscategorychangedate"] = json!("2026-11-22T11:03:11.482+0000");
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/ACC-42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    let mut body: Value = serde_json::from_str(&event("jira/issue_updated_done.json", &role, &table)).unwrap();
+    body["timestamp"] = json!(
+        chrono::DateTime::parse_from_rfc3339("2026-11-22T10:03:11.482Z")
+            .unwrap()
+            .timestamp_millis()
+    );
+
+    post(&app, "wh-1", &body.to_string()).await;
+
+    assert_eq!(app.settle("jira", "ACC-42").await, ["blocked"]);
+    assert_eq!(
+        received(&app, "POST", "/rest/api/3/issue/ACC-42/comment").await.len(),
+        1
+    );
+}
