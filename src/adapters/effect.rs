@@ -25,6 +25,12 @@ pub struct Effect {
     /// helpdesk's own validator reads it, instead of commenting.
     #[serde(default)]
     pub pre_verification: bool,
+    /// The ticket fields the decision verified (policy field names).
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// When the decision was made (RFC 3339).
+    #[serde(default)]
+    pub decided_at: Option<String>,
 }
 
 impl Effect {

@@ -188,6 +188,33 @@ impl JiraAdapter {
         }
     }
 
+    /// The `closegate` issue property: the result, the field values it was
+    /// verified for (by Jira field id, so a validator can compare them with
+    /// the issue's current values) and a MAC that only closegate can write.
+    fn property(&self, effect: &Effect) -> Value {
+        let fields: BTreeMap<String, String> = self
+            .fields
+            .iter()
+            .filter_map(|(id, name)| effect.fields.get(&field_key(name)).map(|v| (id.clone(), v.clone())))
+            .collect();
+        let at = effect.decided_at.clone().unwrap_or_default();
+        let verdict = effect.verdict.as_str();
+        let key = match &self.inbound_auth {
+            SourceAuth::Signed(secret) | SourceAuth::PathToken(secret) => secret.expose().as_bytes().to_vec(),
+        };
+        json!({
+            "allowed": effect.verdict == Verdict::Allowed || effect.verdict == Verdict::Ungated,
+            "verdict": verdict,
+            "reasons": effect.reasons,
+            "evidenceId": effect.evidence_id,
+            "evidenceHash": effect.evidence_hash,
+            "policy": effect.policy,
+            "fields": fields,
+            "verifiedAt": at,
+            "mac": property_mac(&key, &effect.ticket.key, &fields, verdict, &at),
+        })
+    }
+
     async fn reopen(&self, key: &str, closed_at: Option<&str>) -> Result<(), EffectError> {
         let issue = http::json(
             "read issue",
@@ -240,6 +267,16 @@ impl JiraAdapter {
         http::send("transition issue", post).await?;
         Ok(())
     }
+}
+
+/// The MAC of a pre-verification property: HMAC-SHA256 (hex) keyed with the
+/// source's secret (or path token) over the compact JSON text of
+/// `{"fields", "issue", "verdict", "verifiedAt"}`, keys sorted.
+pub fn property_mac(key: &[u8], issue: &str, fields: &BTreeMap<String, String>, verdict: &str, at: &str) -> String {
+    let text =
+        serde_json::to_string(&json!({ "issue": issue, "fields": fields, "verdict": verdict, "verifiedAt": at }))
+            .unwrap_or_default();
+    hex::encode(crate::signature::hmac_tag(key, &[text.as_bytes()]))
 }
 
 /// A Jira timestamp (`2026-11-22T10:03:11.482+0000`) or RFC 3339.
@@ -350,14 +387,7 @@ impl Adapter for JiraAdapter {
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
         let key = &effect.ticket.key;
         if effect.pre_verification {
-            let property = json!({
-                "allowed": effect.verdict == Verdict::Allowed || effect.verdict == Verdict::Ungated,
-                "verdict": effect.verdict,
-                "reasons": effect.reasons,
-                "evidenceId": effect.evidence_id,
-                "evidenceHash": effect.evidence_hash,
-                "policy": effect.policy,
-            });
+            let property = self.property(effect);
             let put = self
                 .request(
                     reqwest::Method::PUT,

@@ -114,6 +114,8 @@ impl Intent {
             reasons: decision.reasons.clone(),
             evidence_id: record.id.clone(),
             evidence_hash: record.hash.clone(),
+            fields: content.event.fields.clone(),
+            decided_at: Some(decided_at),
         })
     }
 }

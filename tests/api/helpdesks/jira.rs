@@ -176,6 +176,24 @@ async fn entering_ready_to_close_writes_the_result_to_the_issue_property_for_a_v
         property["reasons"][0].as_str().unwrap().contains("missing SELECT"),
         "{property}"
     );
+    // The verified field values travel with the result, under a MAC only
+    // closegate can write: recomputed here from the documented bytes.
+    assert_eq!(property["fields"]["customfield_10050"], json!(role));
+    let mac = |p: &Value| {
+        let text =
+            json!({ "issue": "ACC-42", "fields": p["fields"], "verdict": p["verdict"], "verifiedAt": p["verifiedAt"] });
+        sign_hex(SECRET, &[text.to_string().as_bytes()])
+    };
+    assert_eq!(property["mac"].as_str().unwrap(), mac(property));
+    // A property written by hand (allowed, for the same fields) does not verify.
+    let mut forged = property.clone();
+    forged["allowed"] = json!(true);
+    forged["verdict"] = json!("allowed");
+    assert_ne!(
+        forged["mac"].as_str().unwrap(),
+        mac(&forged),
+        "a hand-written property is not verified"
+    );
 }
 
 #[tokio::test]
