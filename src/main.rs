@@ -270,6 +270,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     }
 }
 
+/// Writes one JSON line; false when the reader has gone (`| head`), which is
+/// not an error.
+fn write_line(out: &mut impl std::io::Write, line: &serde_json::Value) -> anyhow::Result<bool> {
+    match writeln!(out, "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn open_context(settings: &Settings) -> anyhow::Result<Context> {
     let store = open_store(settings).await?;
     build_context(settings, store, Arc::new(SystemClock))
@@ -502,7 +512,6 @@ async fn evidence(
             }
         },
         EvidenceCommand::Export { after } => {
-            use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             let mut after = after;
             loop {
@@ -513,15 +522,19 @@ async fn evidence(
                     // The record is the exact hashed text, so each line can be
                     // checked on its own: hash = SHA-256(prev_hash || record).
                     let line = serde_json::json!({
-                        "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash, "record": r.record,
+                        "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash,
+                        "leaf_hash": hex::encode(evidence::merkle::leaf_hash(r.record.as_bytes())),
+                        "record": r.record,
                     });
-                    if let Err(e) = writeln!(out, "{line}") {
-                        // A reader that stops early (`| head`) is not an error.
-                        if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            return Ok(0);
-                        }
-                        return Err(e.into());
+                    if !write_line(&mut out, &line)? {
+                        return Ok(0);
                     }
+                }
+            }
+            // The signed heads close the export, so it can be checked on its own.
+            for head in log.sink().heads()? {
+                if !write_line(&mut out, &serde_json::json!({ "signed_head": head }))? {
+                    return Ok(0);
                 }
             }
             Ok(0)

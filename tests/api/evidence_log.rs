@@ -28,9 +28,14 @@ fn public_key() -> VerifyingKey {
 /// `n` decided closes, then a signed head over them.
 async fn log_with_head(app: &TestApp, n: usize) -> Vec<SignedHead> {
     for i in 0..n {
+        let justification = "Needed for the quarterly reconciliation. ".repeat(50);
         app.close_generic(
             &format!("T-{i}"),
-            &[("request_type", "grant"), ("database_role", "nobody")],
+            &[
+                ("request_type", "grant"),
+                ("database_role", "nobody"),
+                ("justification", &justification),
+            ],
         )
         .await;
     }
@@ -280,4 +285,55 @@ async fn each_comment_carries_a_signed_tree_head_that_covers_its_record() {
     assert!(comment.contains("signed log head size 1, root "), "{comment}");
     let kept = app.ctx.log.sink().heads().unwrap();
     assert_eq!(kept.len(), 1, "signed on demand and kept outside the database");
+}
+
+#[tokio::test]
+async fn an_export_carries_leaf_hashes_and_signed_heads_and_ends_quietly_when_the_reader_stops() {
+    // Enough records that the output outgrows a pipe's buffer.
+    let app = signed_app().await;
+    log_with_head(&app, 80).await;
+    let export = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_closegate"))
+            .arg("--config")
+            .arg(app.dir().join("closegate.yaml"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let out = export(&["evidence", "export"]).wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // `| head -1`: the reader goes away after one line.
+    let mut early = export(&["evidence", "export"]);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(early.stdout.take().unwrap()), &mut first).unwrap();
+    let early = early.wait_with_output().unwrap();
+
+    assert_eq!(lines.len(), 81, "eighty records and one signed head");
+    assert!(
+        lines.iter().map(|l| l.to_string().len()).sum::<usize>() > 128 * 1024,
+        "more than a pipe holds"
+    );
+    for line in &lines[..80] {
+        let record = line["record"].as_str().unwrap();
+        let leaf: [u8; 32] = Sha256::new()
+            .chain_update([0])
+            .chain_update(record.as_bytes())
+            .finalize()
+            .into();
+        assert_eq!(line["leaf_hash"], json!(hex::encode(leaf)));
+    }
+    assert!(lines[80]["signed_head"]["signature"].is_string());
+    assert!(early.status.success(), "exit {:?}", early.status);
+    assert!(
+        String::from_utf8_lossy(&early.stderr).is_empty(),
+        "quiet: {}",
+        String::from_utf8_lossy(&early.stderr)
+    );
 }
