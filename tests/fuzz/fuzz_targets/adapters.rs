@@ -57,21 +57,69 @@ fuzz_target!(|body: &[u8]| {
     let ts = NOW.to_string();
     let standard = StandardWebhooksKey::parse(WHSEC).unwrap().sign("msg", NOW, body);
     let cases: Vec<(&str, Vec<(&str, String)>, Option<&str>)> = vec![
-        ("github", vec![("x-hub-signature-256", format!("sha256={hex_tag}")), ("x-github-event", "issues".into()), ("x-github-delivery", "d".into())], None),
-        ("gitea", vec![("x-gitea-signature", hex_tag.clone()), ("x-gitea-event", "issues".into()), ("x-gitea-delivery", "d".into())], None),
-        ("gitlab", vec![("x-gitlab-token", SECRET.into()), ("x-gitlab-event", "Issue Hook".into())], None),
-        ("zendesk", vec![("x-zendesk-webhook-signature", b64(tag(&[ts.as_bytes(), body]))), ("x-zendesk-webhook-signature-timestamp", ts.clone())], None),
-        ("linear", vec![("linear-signature", hex_tag.clone()), ("linear-delivery", "d".into())], None),
+        (
+            "github",
+            vec![
+                ("x-hub-signature-256", format!("sha256={hex_tag}")),
+                ("x-github-event", "issues".into()),
+                ("x-github-delivery", "d".into()),
+            ],
+            None,
+        ),
+        (
+            "gitea",
+            vec![
+                ("x-gitea-signature", hex_tag.clone()),
+                ("x-gitea-event", "issues".into()),
+                ("x-gitea-delivery", "d".into()),
+            ],
+            None,
+        ),
+        (
+            "gitlab",
+            vec![
+                ("x-gitlab-token", SECRET.into()),
+                ("x-gitlab-event", "Issue Hook".into()),
+            ],
+            None,
+        ),
+        (
+            "zendesk",
+            vec![
+                ("x-zendesk-webhook-signature", b64(tag(&[ts.as_bytes(), body]))),
+                ("x-zendesk-webhook-signature-timestamp", ts.clone()),
+            ],
+            None,
+        ),
+        (
+            "linear",
+            vec![("linear-signature", hex_tag.clone()), ("linear-delivery", "d".into())],
+            None,
+        ),
         ("jira", vec![("x-hub-signature", format!("sha256={hex_tag}"))], None),
         ("jira-token", vec![], Some(TOKEN)),
         ("servicenow", vec![("x-closegate-signature", b64(tag(&[body])))], None),
         ("servicenow-token", vec![], Some(TOKEN)),
         ("django", vec![], Some(TOKEN)),
-        ("generic", vec![("webhook-id", "msg".into()), ("webhook-timestamp", ts.clone()), ("webhook-signature", standard)], None),
+        (
+            "generic",
+            vec![
+                ("webhook-id", "msg".into()),
+                ("webhook-timestamp", ts.clone()),
+                ("webhook-signature", standard),
+            ],
+            None,
+        ),
     ];
     for (source, headers, path_token) in cases {
         let headers: BTreeMap<String, String> = headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let inbound = Inbound { source, headers: &headers, body, now: NOW, path_token };
+        let inbound = Inbound {
+            source,
+            headers: &headers,
+            body,
+            now: NOW,
+            path_token,
+        };
         let _ = SOURCES.get(source).unwrap().accept(&inbound);
     }
 });
