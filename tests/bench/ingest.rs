@@ -2,8 +2,12 @@
 //! 1. authenticate + parse one signed GitHub webhook (no IO);
 //! 2. signed webhooks over HTTP into a running closegate, acknowledged only
 //!    once durably stored: throughput and latency percentiles, on SQLite and,
-//!    when CLOSEGATE_BENCH_PG is set to a server URL, on PostgreSQL.
-//! Sizes: CLOSEGATE_BENCH_REQUESTS (default 20000), CLOSEGATE_BENCH_CONCURRENCY (64).
+//!    when CLOSEGATE_BENCH_PG is set to a server URL, on PostgreSQL;
+//! 3. beside each, in the same run and with the same load, a bare receiver:
+//!    actix-web + HMAC + serde storing each delivery's row (SQLite: one writer
+//!    that group-commits; PostgreSQL: one commit per request): the limit.
+//! Sizes: CLOSEGATE_BENCH_REQUESTS (default 20000; 2000 under `cargo test`),
+//! CLOSEGATE_BENCH_CONCURRENCY (64).
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,13 @@ const SECRET: &str = "bench-secret";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Requests per run: `cargo bench` passes --bench; `cargo test --all-targets`
+/// runs this as a small smoke run.
+fn requests() -> usize {
+    let benching = std::env::args().any(|a| a == "--bench");
+    env_or("CLOSEGATE_BENCH_REQUESTS", if benching { 20_000 } else { 2_000 })
 }
 
 fn body(n: usize) -> Vec<u8> {
@@ -88,13 +99,17 @@ fn verify_and_parse(settings: &Settings) {
     );
 }
 
-async fn http_ingest(label: &str, settings: Settings) {
-    let requests = env_or("CLOSEGATE_BENCH_REQUESTS", 20_000);
+/// Throughput and latency of `requests` signed deliveries sent to `url`.
+struct Load {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+async fn load(url: &str) -> Load {
+    let requests = requests();
     let concurrency = env_or("CLOSEGATE_BENCH_CONCURRENCY", 64);
-    let app = Application::build(settings).await.unwrap();
-    let url = format!("http://127.0.0.1:{}/hooks/github", app.port());
-    let handle = app.server_handle();
-    tokio::spawn(app.run_until_stopped());
     let bodies: Vec<(Vec<u8>, String)> = (0..requests)
         .map(|n| {
             let b = body(n);
@@ -111,7 +126,7 @@ async fn http_ingest(label: &str, settings: Settings) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, bodies, next) = (client.clone(), url.clone(), bodies.clone(), next.clone());
+        let (client, url, bodies, next) = (client.clone(), url.to_string(), bodies.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -142,14 +157,188 @@ async fn http_ingest(label: &str, settings: Settings) {
     let elapsed = start.elapsed();
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Load {
+        per_second: requests as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: *latencies.last().unwrap(),
+    }
+}
+
+fn print(label: &str, load: &Load) {
     println!(
-        "http ingest   {label:<10} {requests} requests, {concurrency} concurrent: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        requests as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3,
+        "  {label:<46} {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
+        load.per_second,
+        load.p50.as_secs_f64() * 1e3,
+        load.p99.as_secs_f64() * 1e3,
+        load.max.as_secs_f64() * 1e3,
     );
+}
+
+/// closegate's ack path, then the bare receiver on the same backend.
+async fn http_ingest(label: &str, settings: Settings, bare_store: BareStore) {
+    let app = Application::build(settings).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/hooks/github", app.port());
+    let handle = app.server_handle();
+    tokio::spawn(app.run_until_stopped());
+    let closegate = load(&url).await;
     handle.stop(true).await;
+    let (bare_url, bare) = bare_receiver(bare_store);
+    let limit = load(&bare_url).await;
+    bare.stop(true).await;
+    println!(
+        "http ingest on {label}, {} requests, {} concurrent, {} cores:",
+        requests(),
+        env_or("CLOSEGATE_BENCH_CONCURRENCY", 64),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    print("closegate (workers off)", &closegate);
+    let reference = match label {
+        "sqlite" => "bare receiver, one writer, group commit",
+        _ => "bare receiver, one commit per request",
+    };
+    print(reference, &limit);
+    println!(
+        "  ratio closegate / bare: {:.2}",
+        closegate.per_second / limit.per_second
+    );
+}
+
+/// Where the bare receiver stores its rows.
+enum BareStore {
+    /// Rows go to one writer task that commits whatever has queued up at once.
+    Sqlite(tokio::sync::mpsc::Sender<(String, Vec<u8>, tokio::sync::oneshot::Sender<()>)>),
+    Postgres(sqlx::PgPool),
+}
+
+impl BareStore {
+    async fn sqlite(path: &std::path::Path) -> BareStore {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE bare (delivery TEXT PRIMARY KEY, body BLOB NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>, tokio::sync::oneshot::Sender<()>)>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let mut db = pool.begin().await.unwrap();
+                for (delivery, body, _) in &batch {
+                    sqlx::query("INSERT INTO bare (delivery, body) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(delivery)
+                        .bind(body)
+                        .execute(&mut *db)
+                        .await
+                        .unwrap();
+                }
+                db.commit().await.unwrap();
+                for (_, _, done) in batch {
+                    let _ = done.send(());
+                }
+            }
+        });
+        BareStore::Sqlite(tx)
+    }
+
+    async fn postgres(url: &str) -> BareStore {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE bare (delivery TEXT PRIMARY KEY, body BYTEA NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        BareStore::Postgres(pool)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BareIssue {
+    #[allow(dead_code)]
+    number: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct BareEvent {
+    #[allow(dead_code)]
+    action: String,
+    #[allow(dead_code)]
+    issue: BareIssue,
+}
+
+/// The least a receiver can do: verify, parse, store, answer.
+async fn bare_hook(
+    request: actix_web::HttpRequest,
+    body: actix_web::web::Bytes,
+    store: actix_web::web::Data<BareStore>,
+) -> actix_web::HttpResponse {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let Some(tag) = header("x-hub-signature-256")
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return actix_web::HttpResponse::Unauthorized().finish();
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    if mac.verify_slice(&tag).is_err() {
+        return actix_web::HttpResponse::Unauthorized().finish();
+    }
+    if serde_json::from_slice::<BareEvent>(&body).is_err() {
+        return actix_web::HttpResponse::BadRequest().finish();
+    }
+    let delivery = header("x-github-delivery").unwrap_or_default().to_string();
+    match store.get_ref() {
+        BareStore::Sqlite(tx) => {
+            let (done, stored) = tokio::sync::oneshot::channel();
+            tx.send((delivery, body.to_vec(), done)).await.unwrap();
+            stored.await.unwrap();
+        }
+        BareStore::Postgres(pool) => {
+            sqlx::query("INSERT INTO bare (delivery, body) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(delivery)
+                .bind(body.to_vec())
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    actix_web::HttpResponse::Accepted().finish()
+}
+
+fn bare_receiver(store: BareStore) -> (String, actix_web::dev::ServerHandle) {
+    let store = actix_web::web::Data::new(store);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(store.clone())
+            .route("/hook", actix_web::web::post().to(bare_hook))
+    })
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}/hook"), handle)
 }
 
 fn rss_mib() -> f64 {
@@ -169,13 +358,18 @@ async fn main() {
         &format!("sqlite://{}", dir.path().join("bench.db").display()),
     );
     verify_and_parse(&sqlite);
-    http_ingest("sqlite", sqlite).await;
+    let bare = BareStore::sqlite(&dir.path().join("bare.db")).await;
+    http_ingest("sqlite", sqlite, bare).await;
     if let Ok(base) = std::env::var("CLOSEGATE_BENCH_PG") {
         use sqlx::{Connection, Executor};
-        let name = format!("cg_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
-        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-        http_ingest("postgres", settings(dir.path(), &format!("{base}/{name}"))).await;
+        let fresh = || format!("cg_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let (name, bare_name) = (fresh(), fresh());
+        for db in [&name, &bare_name] {
+            admin.execute(format!("CREATE DATABASE {db}").as_str()).await.unwrap();
+        }
+        let bare = BareStore::postgres(&format!("{base}/{bare_name}")).await;
+        http_ingest("postgres", settings(dir.path(), &format!("{base}/{name}")), bare).await;
     }
     println!(
         "peak RSS      {:.1} MiB (benchmark process: server and load generator)",
