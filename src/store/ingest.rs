@@ -67,39 +67,60 @@ pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJo
     tx
 }
 
+/// Stores a batch with one multi-row statement; rows the statement did not
+/// insert (a known delivery id or body) are looked up one by one.
 async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
-    const INSERT: &str = "INSERT INTO deliveries \
-        (id, source, delivery_id, body_sha256, received_at, event, body, lease_until) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING id";
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
+    let ids: Vec<String> = deliveries.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let rows: Vec<String> = (0..deliveries.len())
+        .map(|i| {
+            let n = i * 8;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8
+            )
+        })
+        .collect();
+    let insert = format!(
+        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, event, body, lease_until) \
+         VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+        rows.join(", ")
+    );
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            let id = uuid::Uuid::now_v7().to_string();
-            let inserted: Option<String> = sqlx::query_scalar(INSERT)
-                .bind(&id)
+        let mut query = sqlx::query_scalar::<_, String>(&insert);
+        for (id, d) in ids.iter().zip(deliveries) {
+            query = query
+                .bind(id)
                 .bind(&d.source)
                 .bind(&d.delivery_id)
                 .bind(&d.body_sha256)
                 .bind(d.received_at)
                 .bind(&d.event)
                 .bind(&d.body)
-                .bind(d.lease_until)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let outcome = match inserted {
-                Some(id) => IngestOutcome { id, duplicate: false },
-                None => {
-                    let id: String = sqlx::query_scalar(EXISTING)
-                        .bind(&d.source)
-                        .bind(&d.delivery_id)
-                        .bind(&d.body_sha256)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    IngestOutcome { id, duplicate: true }
-                }
+                .bind(d.lease_until);
+        }
+        let inserted: std::collections::HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for (id, d) in ids.into_iter().zip(deliveries) {
+            let outcome = if inserted.contains(&id) {
+                IngestOutcome { id, duplicate: false }
+            } else {
+                let id: String = sqlx::query_scalar(EXISTING)
+                    .bind(&d.source)
+                    .bind(&d.delivery_id)
+                    .bind(&d.body_sha256)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                IngestOutcome { id, duplicate: true }
             };
             outcomes.push(outcome);
         }
