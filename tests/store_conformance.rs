@@ -215,6 +215,23 @@ async fn story(url: &str) {
         Some(true)
     );
 
+    // Housekeeping: finished rows past retention go; pending, dead and evidence stay.
+    let before = store.stats().await.unwrap();
+    let swept = store.housekeep(now + 1, now + 70_000).await.unwrap();
+    assert_eq!(
+        (swept.deliveries, swept.outbox),
+        (3, 1),
+        "a, b and c were finished at `now`; one message done"
+    );
+    let after = store.stats().await.unwrap();
+    assert_eq!(after.deliveries, before.deliveries - 3);
+    assert_eq!(after.deliveries_pending, before.deliveries_pending);
+    assert_eq!((after.evidence, after.outbox_done), (before.evidence, 0));
+    assert_eq!(
+        store.housekeep(now + 1, now + 70_000).await.unwrap(),
+        Default::default()
+    );
+
     // Reopening the store keeps everything.
     drop(store);
     let reopened = Store::connect(url).await.unwrap();

@@ -163,6 +163,22 @@ pub struct WorkerSettings {
     /// Outbox workers per source (each source is its own lane).
     #[serde(default = "default_outbox_concurrency")]
     pub outbox_concurrency: usize,
+    /// Finished deliveries are deleted this many days after their decision
+    /// (a redelivery after that is decided afresh).
+    #[serde(default = "default_deliveries_retention")]
+    pub deliveries_retention_days: i64,
+    /// Delivered outbox messages are deleted this many days after delivery
+    /// (dead ones are kept).
+    #[serde(default = "default_outbox_retention")]
+    pub outbox_retention_days: i64,
+}
+
+fn default_deliveries_retention() -> i64 {
+    30
+}
+
+fn default_outbox_retention() -> i64 {
+    7
 }
 
 fn default_outbox_concurrency() -> usize {

@@ -11,6 +11,7 @@ mod deliveries;
 mod evidence;
 mod gate_checks;
 mod governed;
+mod housekeeping;
 mod ingest;
 mod outbox;
 mod tickets;
@@ -29,6 +30,7 @@ pub use decisions::Recording;
 pub use deliveries::{ClaimedDelivery, DeliveryOutcome, Finish};
 pub use evidence::{ChainReport, EvidenceRecord, NewEvidence};
 pub use gate_checks::GateCheckClaim;
+pub use housekeeping::Swept;
 pub use ingest::{IngestOutcome, NewDelivery};
 pub use outbox::{ClaimedEffect, NewEffect};
 

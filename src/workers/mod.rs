@@ -82,6 +82,7 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
         }
     }
     tasks.spawn(sign_heads(ctx.clone()));
+    tasks.spawn(housekeeping(ctx.clone()));
     while tasks.join_next().await.is_some() {}
 }
 
@@ -108,6 +109,34 @@ async fn outbox_lane(ctx: Arc<Context>, source: String) {
                 tokio::time::sleep(poll).await;
             }
         }
+    }
+}
+
+/// Deletes finished deliveries and delivered messages past their retention,
+/// once an hour.
+async fn housekeeping(ctx: Arc<Context>) {
+    const DAY_MS: i64 = 86_400_000;
+    loop {
+        let now = ctx.now_ms();
+        let result = ctx
+            .store
+            .housekeep(
+                now - ctx.settings.deliveries_retention_days * DAY_MS,
+                now - ctx.settings.outbox_retention_days * DAY_MS,
+            )
+            .await;
+        match result {
+            Ok(swept) if swept.deliveries + swept.outbox > 0 => {
+                tracing::info!(
+                    deliveries = swept.deliveries,
+                    outbox = swept.outbox,
+                    "finished rows deleted"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error.message = %e, "housekeeping failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 

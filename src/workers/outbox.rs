@@ -170,6 +170,8 @@ mod tests {
             drift_interval_seconds: 3600,
             sweep_batch: 100,
             outbox_concurrency: 1,
+            deliveries_retention_days: 30,
+            outbox_retention_days: 7,
         }
     }
 
