@@ -78,6 +78,24 @@ async fn app_with(policy: &str) -> (TestApp, tempfile::TempDir) {
     (app, dir)
 }
 
+/// A SELECT grant closed on GitHub and allowed, so a claim is active; the fake
+/// GitHub expects `posts` comments and `reopens` reopens in all.
+async fn allowed_grant(posts: u64, reopens: u64) -> (TestApp, tempfile::TempDir, Target, (String, String)) {
+    let (app, dir) = app_with(GRANT).await;
+    let mut target = Target::new().await;
+    let (role, table) = target.role_with_grant("SELECT").await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, posts, reopens, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "access-request", &fields))
+        .await;
+    (app, dir, target, (role, table))
+}
+
 /// Creates a role that is a member of a fresh group role: (role, group).
 async fn member_of_group(target: &mut Target) -> (String, String) {
     let role = target.login_role().await;
@@ -271,18 +289,7 @@ async fn the_expiry_fires_after_a_restart_and_once_across_two_replicas() {
 
 #[tokio::test]
 async fn a_grant_widened_after_the_close_is_reported_once_by_the_sweep_and_resolved_when_fixed() {
-    let (app, _dir) = app_with(GRANT).await;
-    let mut target = Target::new().await;
-    let (role, table) = target.role_with_grant("SELECT").await;
-    let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 3, 1, &closed_at).await;
-    let fields = [
-        ("Database role", role.as_str()),
-        ("Table", table.as_str()),
-        ("Privileges", "SELECT"),
-    ];
-    app.close_on_github("d-1", &close_event(&closed_at, "access-request", &fields))
-        .await;
+    let (app, _dir, mut target, (role, table)) = allowed_grant(/* posts */ 3, /* reopens */ 1).await;
 
     // Widened: INSERT added after the close.
     target.exec(&format!("GRANT INSERT ON {table} TO {role}")).await;
@@ -365,18 +372,7 @@ fn cli(app: &TestApp, args: &[&str]) -> (i32, String) {
 
 #[tokio::test]
 async fn drift_scan_reports_a_widened_grant_and_claims_list_shows_the_claim() {
-    let (app, _dir) = app_with(GRANT).await;
-    let mut target = Target::new().await;
-    let (role, table) = target.role_with_grant("SELECT").await;
-    let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 1, 0, &closed_at).await;
-    let fields = [
-        ("Database role", role.as_str()),
-        ("Table", table.as_str()),
-        ("Privileges", "SELECT"),
-    ];
-    app.close_on_github("d-1", &close_event(&closed_at, "access-request", &fields))
-        .await;
+    let (app, _dir, mut target, (role, table)) = allowed_grant(/* posts */ 1, /* reopens */ 0).await;
 
     let (code, listed) = cli(&app, &["claims", "list", "--ticket", REPO_ISSUE]);
     assert_eq!(code, 0, "{listed}");
@@ -577,5 +573,31 @@ async fn two_replicas_sweeping_at_once_report_a_drift_once() {
     assert_eq!(
         drifts, 3,
         "one drift record per widened grant, whichever replica swept it"
+    );
+}
+
+#[tokio::test]
+async fn a_ticket_reopened_by_a_person_suspends_its_claims_until_it_closes_again() {
+    let (app, _dir, mut target, (role, table)) = allowed_grant(/* posts */ 1, /* reopens */ 0).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Table", table.as_str()),
+        ("Privileges", "SELECT"),
+    ];
+    let reopened = github_issue_event("reopened", &fields, &["access-request"]);
+
+    app.post_github("issues", "d-reopen", &serde_json::to_vec(&reopened).unwrap())
+        .await;
+    app.decide_all().await;
+    target.exec(&format!("GRANT INSERT ON {table} TO {role}")).await;
+    app.advance(2 * HOUR);
+    app.sweep_due().await;
+
+    let claims = app.store.list_claims(&ClaimFilter::default(), "", 10).await.unwrap();
+    assert_eq!(claims[0].state, ClaimState::Suspended);
+    assert_eq!(
+        app.evidence(REPO_ISSUE).await.len(),
+        1,
+        "a suspended claim is not swept"
     );
 }

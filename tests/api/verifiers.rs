@@ -653,3 +653,41 @@ checks:
         drift.decision.reasons
     );
 }
+
+#[tokio::test]
+async fn a_scim_token_that_cannot_see_its_canary_never_verifies_a_removal() {
+    let http = reqwest::Client::new();
+    let canary = unique("cg.canary");
+    let created: Value = http
+        .post(format!("{}/Users", scim_url()))
+        .json(&json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": canary, "active": true }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let policy = r#"
+match: { labels: [access-request] }
+require_fields: [user]
+checks:
+  - { name: account removed, systems: [seen, blind], kind: user, params: { user: "{{ fields.user }}" }, expect: absent }
+"#;
+    // `blind` stands for a token whose view lost the users: its canary is gone.
+    let systems = json!({
+        "seen": { "type": "scim", "base_url": scim_url(), "canary": canary },
+        "blind": { "type": "scim", "base_url": scim_url(), "canary": unique("cg.gone") },
+    });
+    let (app, _dir) = app_with(systems, policy).await;
+
+    let record = app.close_generic("S-1", &[("user", &unique("cg.departed"))]).await;
+    http.delete(format!("{}/Users/{}", scim_url(), created["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+
+    let (verdict, checks) = summary(&record);
+    assert_eq!(verdict, "blocked");
+    let by_system: Vec<(&str, &str)> = checks.iter().map(|c| (c.0.as_str(), c.1.as_str())).collect();
+    assert_eq!(by_system, [("seen", "holds"), ("blind", "could_not_verify")]);
+}
