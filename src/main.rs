@@ -102,6 +102,12 @@ enum PolicyCommand {
         /// Policy directory (defaults to the configured policies_dir).
         dir: Option<PathBuf>,
     },
+    /// Run the policy test suites in DIR/tests against stubbed observations
+    /// (no target system is asked); exits 1 on any failure.
+    Test {
+        /// Policy directory (defaults to the configured policies_dir).
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +203,36 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => {
+            let dir = dir.unwrap_or(settings.policies_dir.clone());
+            let policies = match policy::load_dir(&dir, &verifiers::catalog(&settings)) {
+                Ok(set) => set,
+                Err(errors) => {
+                    for e in &errors {
+                        println!("{e}");
+                    }
+                    return Ok(1);
+                }
+            };
+            let files = policy::suite::suite_files(&dir);
+            if files.is_empty() {
+                println!("no policy tests under {}", dir.join("tests").display());
+                return Ok(1);
+            }
+            let real = verifiers::VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+            let results = policy::suite::run(Arc::new(policies), &real, Arc::new(SystemClock), &files).await?;
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None => println!("ok    {}: {}", r.suite, r.case),
+                    Some(diff) => println!("FAIL  {}: {}\n{diff}", r.suite, r.case),
+                }
+            }
+            println!("{} cases, {} failed", results.len(), failed);
+            Ok(if failed == 0 { 0 } else { 1 })
         }
         Command::Verifiers {
             command: VerifiersCommand::Check,

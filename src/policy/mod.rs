@@ -3,6 +3,7 @@
 mod load;
 mod model;
 mod render;
+pub mod suite;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -119,6 +119,11 @@ impl VerifierRegistry {
         Ok(Self { verifiers })
     }
 
+    /// A registry of the given verifiers (stubs for policy tests, fakes).
+    pub fn from_verifiers(verifiers: HashMap<String, Arc<dyn Verifier>>) -> Self {
+        Self { verifiers }
+    }
+
     pub fn get(&self, system: &str) -> Option<&Arc<dyn Verifier>> {
         self.verifiers.get(system)
     }

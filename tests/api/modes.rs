@@ -11,6 +11,9 @@ fn policies_in_mode(dir: &Path, mode: &str) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     for entry in std::fs::read_dir(shipped).unwrap() {
         let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("mode: enforce", &format!("mode: {mode}"));

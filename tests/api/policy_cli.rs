@@ -90,3 +90,56 @@ fn broken_expiry_and_drift_blocks_are_reported_with_file_line_and_problem() {
         "{out}"
     );
 }
+
+fn policy_test(dir: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
+        .args(["policy", "test"])
+        .arg(dir)
+        .env("CLOSEGATE_DEMO_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_policy_tests_pass_without_any_target_system() {
+    let (code, out) = policy_test(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("8 cases, 0 failed"), "{out}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_difference() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    for name in ["db-table-grant.yaml", "db-access-revoke.yaml"] {
+        std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("tests/wrong.yaml"),
+        "cases:\n  - name: write given is wrongly expected to pass\n    ticket:\n      labels: [access-request]\n      \
+         fields: { request_type: grant, database_role: r, table: s.t, privileges: SELECT }\n    observe:\n      \
+         role can log in: { held: [LOGIN] }\n      table privileges: { held: [SELECT, INSERT] }\n    \
+         expect: { verdict: allowed }\n",
+    )
+    .unwrap();
+
+    let (code, out) = policy_test(dir.path());
+
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  wrong: write given is wrongly expected to pass"),
+        "{out}"
+    );
+    assert!(out.contains("verdict: expected allowed, got blocked"), "{out}");
+    assert!(
+        out.contains("got reason: table privileges: r: holds more than requested: INSERT"),
+        "{out}"
+    );
+    assert!(out.contains("1 cases, 1 failed"), "{out}");
+}
