@@ -78,6 +78,29 @@ async fn app_with(policy: &str) -> (TestApp, tempfile::TempDir) {
     (app, dir)
 }
 
+/// An elevation (membership of a group role) closed on GitHub and allowed,
+/// expiring after `expires`; the fake GitHub expects `posts` comments and
+/// `reopens` reopens in all. Returns the close time too.
+async fn elevation(
+    posts: u64,
+    reopens: u64,
+    expires: &str,
+) -> (TestApp, tempfile::TempDir, Target, (String, String), String) {
+    let (app, dir) = app_with(ELEVATION).await;
+    let mut target = Target::new().await;
+    let (role, group) = member_of_group(&mut target).await;
+    let closed_at = now_rfc3339(&app);
+    mock_github_closed_at(&app, posts, reopens, &closed_at).await;
+    let fields = [
+        ("Database role", role.as_str()),
+        ("Group", group.as_str()),
+        ("Expires", expires),
+    ];
+    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
+        .await;
+    (app, dir, target, (role, group), closed_at)
+}
+
 /// A SELECT grant closed on GitHub and allowed, so a claim is active; the fake
 /// GitHub expects `posts` comments and `reopens` reopens in all.
 async fn allowed_grant(posts: u64, reopens: u64) -> (TestApp, tempfile::TempDir, Target, (String, String)) {
@@ -113,18 +136,7 @@ fn last(records: &[EvidenceRecord]) -> (TriggerKind, Verdict, Finding) {
 #[tokio::test]
 async fn an_elevation_still_held_at_its_expiry_is_reported_as_drift_and_the_ticket_reopened() {
     // Arrange
-    let (app, _dir) = app_with(ELEVATION).await;
-    let mut target = Target::new().await;
-    let (role, group) = member_of_group(&mut target).await;
-    let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 2, 1, &closed_at).await;
-    let fields = [
-        ("Database role", role.as_str()),
-        ("Group", group.as_str()),
-        ("Expires", "2h"),
-    ];
-    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
-        .await;
+    let (app, _dir, _target, (_role, group), closed_at) = elevation(/* posts */ 2, /* reopens */ 1, "2h").await;
     let claims = app.store.list_claims(&ClaimFilter::default(), "", 10).await.unwrap();
     assert_eq!(claims.len(), 1);
     let closed_ms = chrono::DateTime::parse_from_rfc3339(&closed_at)
@@ -161,18 +173,7 @@ async fn an_elevation_still_held_at_its_expiry_is_reported_as_drift_and_the_tick
 
 #[tokio::test]
 async fn an_elevation_revoked_before_its_expiry_is_recorded_as_verified_removed_without_a_reopen() {
-    let (app, _dir) = app_with(ELEVATION).await;
-    let mut target = Target::new().await;
-    let (role, group) = member_of_group(&mut target).await;
-    let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 2, 0, &closed_at).await;
-    let fields = [
-        ("Database role", role.as_str()),
-        ("Group", group.as_str()),
-        ("Expires", "2h"),
-    ];
-    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
-        .await;
+    let (app, _dir, mut target, (role, group), _closed_at) = elevation(/* posts */ 2, /* reopens */ 0, "2h").await;
 
     target.exec(&format!("REVOKE {group} FROM {role}")).await;
     app.advance(2 * HOUR + Duration::from_secs(1));
@@ -253,18 +254,7 @@ async fn a_target_that_cannot_be_reached_at_expiry_is_could_not_verify_and_retri
 
 #[tokio::test]
 async fn the_expiry_fires_after_a_restart_and_once_across_two_replicas() {
-    let (app, _dir) = app_with(ELEVATION).await;
-    let mut target = Target::new().await;
-    let (role, group) = member_of_group(&mut target).await;
-    let closed_at = now_rfc3339(&app);
-    mock_github_closed_at(&app, 2, 1, &closed_at).await;
-    let fields = [
-        ("Database role", role.as_str()),
-        ("Group", group.as_str()),
-        ("Expires", "1h"),
-    ];
-    app.close_on_github("d-1", &close_event(&closed_at, "elevation", &fields))
-        .await;
+    let (app, _dir, _target, _, _) = elevation(/* posts */ 2, /* reopens */ 1, "1h").await;
 
     let app = app.restart().await;
     let other = app.replica().await;

@@ -4,8 +4,8 @@ use closegate::store::EvidenceRecord;
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detected() {
+/// An app whose log holds three decisions.
+async fn three_blocked_closes() -> TestApp {
     let app = spawn_app().await;
     mock_github(&app, 0, 0).await;
     for i in 0..3 {
@@ -16,6 +16,12 @@ async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detect
             .await;
     }
     app.decide_all().await;
+    app
+}
+
+#[tokio::test]
+async fn every_evidence_record_links_to_the_previous_one_and_tampering_is_detected() {
+    let app = three_blocked_closes().await;
 
     let records: Vec<EvidenceRecord> = app.store.evidence_page(0, 100).await.unwrap();
     assert_eq!(records.len(), 3);
@@ -63,16 +69,7 @@ const FORGERIES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn editing_any_column_of_any_evidence_record_is_detected_by_verify() {
-    let app = spawn_app().await;
-    mock_github(&app, 0, 0).await;
-    for i in 0..3 {
-        let mut event: serde_json::Value =
-            serde_json::from_slice(&grant_event("nobody", "public.none", "SELECT")).unwrap();
-        event["issue"]["updated_at"] = format!("2026-11-22T12:00:0{i}Z").into();
-        app.post_github("issues", &format!("d-{i}"), &serde_json::to_vec(&event).unwrap())
-            .await;
-    }
-    app.decide_all().await;
+    let app = three_blocked_closes().await;
     let db = Db::open(&app).await;
     db.exec("DELETE FROM outbox", &[]).await;
     for seq in 1..=3 {

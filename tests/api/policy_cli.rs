@@ -3,8 +3,13 @@
 use std::process::Command;
 
 fn check(dir: &std::path::Path) -> (i32, String) {
+    policy("check", dir)
+}
+
+/// `closegate policy COMMAND DIR`: exit code and standard output.
+fn policy(command: &str, dir: &std::path::Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
-        .args(["policy", "check"])
+        .args(["policy", command])
         .arg(dir)
         .env("CLOSEGATE_DEMO_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         .output()
@@ -92,16 +97,7 @@ fn broken_expiry_and_drift_blocks_are_reported_with_file_line_and_problem() {
 }
 
 fn policy_test(dir: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
-        .args(["policy", "test"])
-        .arg(dir)
-        .env("CLOSEGATE_DEMO_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    policy("test", dir)
 }
 
 #[test]
