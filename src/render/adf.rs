@@ -51,6 +51,27 @@ pub(super) fn document(view: &DecisionView<'_>) -> Value {
             text(&format!("{} ({:?})", view.actor.id, view.actor.kind).to_lowercase()),
         ]),
     ];
+    if let Some(until) = view.valid_until {
+        content.push(paragraph(vec![
+            strong("Access ends: "),
+            text(&format!("{until}: closegate verifies then that it is gone")),
+        ]));
+    }
+    if let Some(e) = view.exception {
+        content.push(paragraph(vec![
+            strong("Break-glass: "),
+            text(&format!(
+                "closed by {} with label \"{}\" ({}). The access must match this ticket by {}; closegate verifies it then.",
+                e.closer.id, e.label, e.reason, e.verify_by
+            )),
+        ]));
+    }
+    if view.attempts > 0 {
+        content.push(paragraph(vec![text(&format!(
+            "Checked {} times within the settle window.",
+            view.attempts + 1
+        ))]));
+    }
     for note in view.notes {
         content.push(paragraph(vec![strong("Note: "), text(note)]));
     }

@@ -296,6 +296,31 @@ mod tests {
     }
 
     #[test]
+    fn every_format_shows_the_expiry_the_exception_and_the_notes() {
+        let mut content = content();
+        content.decision.valid_until = Some("2026-11-29T10:00:00Z".into());
+        content.decision.notes = vec!["label \"access-request\" removed".into()];
+        content.decision.exception = Some(Exception {
+            label: "break-glass".into(),
+            closer: content.event.actor.clone(),
+            reason: "prod outage".into(),
+            verify_by: "2026-11-28T14:00:00Z".into(),
+        });
+        let renderer = Renderer::new(None).unwrap();
+        for format in [
+            CommentFormat::Markdown,
+            CommentFormat::Text,
+            CommentFormat::JiraWiki,
+            CommentFormat::Adf,
+        ] {
+            let text = renderer.decision(format, &content, "T", "ev-1", "h", None).unwrap();
+            for needle in ["2026-11-29T10:00:00Z", "prod outage", "access-request"] {
+                assert!(text.contains(needle), "{format:?}: {needle} not in {text}");
+            }
+        }
+    }
+
+    #[test]
     fn a_template_in_templates_dir_overrides_the_shipped_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DECISION), "custom {{ verdict }} {{ evidence_id }}").unwrap();
