@@ -12,5 +12,5 @@ mod sync_check;
 pub use intent::{Action, Intent, StoredMessage};
 pub use recheck::{RecheckSummary, expected_now, recheck};
 pub use scan::drift_scan;
-pub use service::{DecideError, Decided, decide, record_edit, unverifiable};
+pub use service::{DecideError, Decided, Freshness, decide, decide_as, record_edit, unverifiable};
 pub use sync_check::{SyncAnswer, SyncCheckError, check_synchronously};

@@ -42,15 +42,39 @@ pub enum DecideError {
 /// the evidence record, the outbox intents and (for a webhook) the end of the
 /// delivery in one transaction.
 pub async fn decide(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Result<Decided, DecideError> {
-    let span = tracing::info_span!("decide", trigger = %trigger, ticket = %event.ticket);
-    decide_inner(ctx, trigger, event).instrument(span).await
+    decide_as(ctx, trigger, event, Freshness::AsSent).await
 }
 
-async fn decide_inner(ctx: &Context, trigger: Trigger, event: TicketEvent) -> Result<Decided, DecideError> {
+/// Whether the event still has to be re-read from the helpdesk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// As the trigger delivered it: the source re-reads where it must.
+    AsSent,
+    /// Already re-read from the helpdesk by the caller: not read again.
+    Reread,
+}
+
+/// [`decide`] for an event whose freshness the caller knows.
+pub async fn decide_as(
+    ctx: &Context,
+    trigger: Trigger,
+    event: TicketEvent,
+    freshness: Freshness,
+) -> Result<Decided, DecideError> {
+    let span = tracing::info_span!("decide", trigger = %trigger, ticket = %event.ticket);
+    decide_inner(ctx, trigger, event, freshness).instrument(span).await
+}
+
+async fn decide_inner(
+    ctx: &Context,
+    trigger: Trigger,
+    event: TicketEvent,
+    freshness: Freshness,
+) -> Result<Decided, DecideError> {
     let adapter = ctx.sources.get(&event.ticket.source);
     // A synchronous caller that sent the fields is the helpdesk itself, asking
     // before the change; every other trigger reads the ticket as it is now.
-    let refresh = trigger.kind != TriggerKind::SyncCheck || event.fields.is_empty();
+    let refresh = freshness == Freshness::AsSent && (trigger.kind != TriggerKind::SyncCheck || event.fields.is_empty());
     let event = match adapter {
         Some(adapter) if refresh => adapter.refresh(event).await.map_err(DecideError::Refresh)?,
         _ => event,

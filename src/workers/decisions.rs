@@ -7,7 +7,7 @@ use tracing::Instrument as _;
 use super::{ExecutionOutcome, outbox::retry_delay_ms};
 use crate::{
     context::Context,
-    decide::{DecideError, decide, record_edit, unverifiable},
+    decide::{DecideError, Freshness, decide_as, record_edit, unverifiable},
     domain::{EventKind, TicketEvent, Trigger, TriggerKind},
     store::{ClaimedDelivery, DeliveryOutcome},
 };
@@ -39,6 +39,7 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
 async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
     let mut event: TicketEvent = serde_json::from_str(&claimed.event).context("Failed to read the stored event")?;
     let trigger = Trigger::new(TriggerKind::Webhook, claimed.id.clone());
+    let mut freshness = Freshness::AsSent;
     if let Some(adapter) = ctx.sources.get(&claimed.source).filter(|a| !a.trusts_body()) {
         // Nothing in an unsigned body (own-echo flag, state, fields) is used
         // before the helpdesk's own record confirms it.
@@ -51,6 +52,7 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("Failed to re-read the ticket")),
         };
+        freshness = Freshness::Reread;
     }
     track_state(ctx, &claimed.id, &mut event).await?;
     let not_gated = match (event.caused_by_gate, event.kind) {
@@ -59,7 +61,7 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
         (false, _) => Some(DeliveryOutcome::NotGated),
     };
     if event.kind == EventKind::Reopened && !event.caused_by_gate {
-        suspend_claims(ctx, event.clone()).await?;
+        suspend_claims(ctx, event.clone(), freshness).await?;
     }
     if not_gated == Some(DeliveryOutcome::NotGated) {
         // Learn which tickets are access requests when they are opened or
@@ -95,7 +97,7 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
         tracing::debug!(ticket = %event.ticket, ?outcome, "recorded, not gated");
         return Ok(());
     }
-    match decide(ctx, trigger.clone(), event.clone()).await {
+    match decide_as(ctx, trigger.clone(), event.clone(), freshness).await {
         Err(DecideError::Refresh(e)) if claimed.attempts >= ctx.settings.max_attempts => {
             tracing::error!(error.message = %e, "the ticket cannot be re-read; recording could not verify");
             unverifiable(ctx, trigger, event, &e.to_string()).await?;
@@ -110,10 +112,11 @@ async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
 /// A person reopened the ticket: its claims are not checked until it closes
 /// again. The helpdesk's own record must agree, so an unsigned body cannot
 /// switch the checks off.
-async fn suspend_claims(ctx: &Context, event: TicketEvent) -> anyhow::Result<()> {
-    let event = match ctx.sources.get(&event.ticket.source) {
-        Some(adapter) => adapter.refresh(event).await.context("Failed to re-read the ticket")?,
-        None => return Ok(()),
+async fn suspend_claims(ctx: &Context, event: TicketEvent, freshness: Freshness) -> anyhow::Result<()> {
+    let event = match (ctx.sources.get(&event.ticket.source), freshness) {
+        (_, Freshness::Reread) => event,
+        (Some(adapter), Freshness::AsSent) => adapter.refresh(event).await.context("Failed to re-read the ticket")?,
+        (None, _) => return Ok(()),
     };
     if event.kind == EventKind::Reopened {
         let n = ctx

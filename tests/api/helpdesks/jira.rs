@@ -313,6 +313,15 @@ async fn a_jira_path_token_source_acts_on_the_issue_as_read_not_on_the_body() {
         judged.fields["database_role"], ungranted,
         "the fields as read, not as sent"
     );
+    let rereads = app
+        .helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.query().is_some_and(|q| q.contains("summary")))
+        .count();
+    assert_eq!(rereads, 2, "one re-read per delivery, not one per step");
 }
 
 #[tokio::test]
