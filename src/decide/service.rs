@@ -109,20 +109,12 @@ pub async fn record_edit(
     event: TicketEvent,
     governing: &[String],
 ) -> Result<Option<EvidenceRecord>, DecideError> {
-    let mut labels: Vec<String> = event.labels.iter().map(|l| l.to_lowercase()).collect();
-    labels.sort();
-    labels.dedup();
-    let snapshot = serde_json::json!({ "labels": labels, "fields": event.fields });
-    let previous = ctx
-        .store
-        .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms())
-        .await
-        .map_err(DecideError::Store)?;
-    let changes = previous
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-        .map(|before| edits(&before, &snapshot))
-        .unwrap_or_default();
     let delivery = (trigger.kind == TriggerKind::Webhook).then(|| (trigger.id.clone(), DeliveryOutcome::NotGated));
+    // Tickets no policy governs are not followed: no snapshot, no write.
+    let changes = match governing.first() {
+        Some(_) => snapshot_changes(ctx, &event).await?,
+        None => Vec::new(),
+    };
     let Some(policy) = governing.first().filter(|_| !changes.is_empty()) else {
         if let Some((id, outcome)) = delivery {
             ctx.store
@@ -150,6 +142,24 @@ pub async fn record_edit(
         ..Recording::evidence(new_evidence(id, trigger, event, decision, Finding::Edit), Vec::new())
     };
     record(ctx, recording).await
+}
+
+/// Stores the ticket's labels and fields and says what differs from the
+/// snapshot before (nothing the first time).
+async fn snapshot_changes(ctx: &Context, event: &TicketEvent) -> Result<Vec<String>, DecideError> {
+    let mut labels: Vec<String> = event.labels.iter().map(|l| l.to_lowercase()).collect();
+    labels.sort();
+    labels.dedup();
+    let snapshot = serde_json::json!({ "labels": labels, "fields": event.fields });
+    let previous = ctx
+        .store
+        .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms())
+        .await
+        .map_err(DecideError::Store)?;
+    Ok(previous
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        .map(|before| edits(&before, &snapshot))
+        .unwrap_or_default())
 }
 
 /// What differs between two snapshots of labels and fields, in words.
