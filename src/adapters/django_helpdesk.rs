@@ -121,6 +121,7 @@ impl DjangoHelpdeskAdapter {
             occurred_at: if closed { self.closed_at(ticket) } else { None },
             state_closed: Some(closed),
             synchronous: false,
+            approvals: Vec::new(),
         }
     }
 }

@@ -19,7 +19,7 @@ pub enum Dialect {
 }
 
 pub struct ForgeApi {
-    dialect: Dialect,
+    pub(super) dialect: Dialect,
     /// The API root (`https://api.github.com`, `https://HOST/api/v1`, `https://HOST/api/v4`).
     base: String,
     token: Option<Secret>,
@@ -28,7 +28,7 @@ pub struct ForgeApi {
 
 /// Compares two helpdesk timestamps as instants when both parse (GitLab writes
 /// `2026-11-22 10:03:11 UTC` in webhooks and ISO 8601 in its API).
-fn same_instant(a: &str, b: &str) -> bool {
+pub(super) fn same_instant(a: &str, b: &str) -> bool {
     let parse = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp())
@@ -58,7 +58,7 @@ impl ForgeApi {
     }
 
     /// `owner/repo#12` → the issue's API path.
-    fn issue_path(&self, key: &str) -> Result<String, EffectError> {
+    pub(super) fn issue_path(&self, key: &str) -> Result<String, EffectError> {
         let (repo, number) = key
             .rsplit_once('#')
             .ok_or_else(|| EffectError::permanent(format!("not an issue key: {key}")))?;
@@ -79,7 +79,7 @@ impl ForgeApi {
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(super) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         let token = self.token.as_ref().map(Secret::expose);
         req = match (self.dialect, token) {
@@ -96,15 +96,20 @@ impl ForgeApi {
         req
     }
 
+    /// The page-size parameter and the largest page it allows.
+    pub(super) fn page_size(&self) -> (&'static str, usize) {
+        match self.dialect {
+            Dialect::Gitea => ("limit", 50),
+            _ => ("per_page", 100),
+        }
+    }
+
     async fn already_commented(&self, issue_path: &str, marker: &str) -> Result<bool, EffectError> {
         let comments = match self.dialect {
             Dialect::Gitlab => "notes",
             _ => "comments",
         };
-        let (size_param, size) = match self.dialect {
-            Dialect::Gitea => ("limit", 50),
-            _ => ("per_page", 100),
-        };
+        let (size_param, size) = self.page_size();
         for page in 1..=50 {
             let path = format!("{issue_path}/{comments}?{size_param}={size}&page={page}");
             let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
@@ -285,5 +290,6 @@ pub fn parse_issues_event(
         occurred_at: issue.closed_at.filter(|_| kind == EventKind::Closed),
         state_closed: None,
         synchronous: false,
+        approvals: Vec::new(),
     })
 }

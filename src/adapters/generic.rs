@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http};
 use crate::{
     config::GenericSource,
-    domain::{Actor, EventKind, TicketEvent, TicketRef, field_key},
+    domain::{Actor, Approval, ApprovalMarks, EventKind, TicketEvent, TicketRef, field_key},
     signature::StandardWebhooksKey,
 };
 
@@ -43,6 +43,9 @@ struct Data {
     fields: std::collections::BTreeMap<String, String>,
     actor: Actor,
     requester: Option<Actor>,
+    /// Approvals, covered by the signature like everything else here.
+    #[serde(default)]
+    approvals: Vec<Approval>,
     url: Option<String>,
     closed_at: Option<String>,
 }
@@ -128,6 +131,7 @@ impl Adapter for GenericAdapter {
             caused_by_gate,
             state_closed: None,
             synchronous: false,
+            approvals: d.approvals,
         };
         // `verify` has already refused a missing id.
         Ok(Accepted {
@@ -142,6 +146,11 @@ impl Adapter for GenericAdapter {
 
     fn signs_delivery_id(&self) -> bool {
         true
+    }
+
+    /// The approvals in the signed payload.
+    async fn approvals(&self, event: &TicketEvent, _: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        Ok(event.approvals.clone())
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

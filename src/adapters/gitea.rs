@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     config::{GiteaSource, Secret},
+    domain::{Approval, ApprovalMarks, TicketEvent},
     signature::{SignatureError, TagEncoding, verify_body_hmac},
 };
 
@@ -73,6 +74,10 @@ impl Adapter for GiteaAdapter {
 
     fn delivers_effects(&self) -> bool {
         self.api.has_token()
+    }
+
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        self.api.approvals(&event.ticket.key, marks).await
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

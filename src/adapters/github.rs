@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     config::{GithubSource, Secret},
+    domain::{Approval, ApprovalMarks, TicketEvent},
     signature::{SignatureError, verify_hub_signature},
 };
 
@@ -63,6 +64,10 @@ impl Adapter for GithubAdapter {
 
     fn delivers_effects(&self) -> bool {
         self.api.has_token()
+    }
+
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        self.api.approvals(&event.ticket.key, marks).await
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     config::{GitlabSource, Secret},
-    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
+    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, TicketEvent, TicketRef},
     signature::{SignatureError, StandardWebhooksKey, secret_matches},
 };
 
@@ -113,6 +113,7 @@ impl GitlabAdapter {
                 .map(String::from),
             state_closed: None,
             synchronous: false,
+            approvals: Vec::new(),
         })
     }
 }
@@ -157,6 +158,10 @@ impl Adapter for GitlabAdapter {
 
     fn delivers_effects(&self) -> bool {
         self.api.has_token()
+    }
+
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        self.api.approvals(&event.ticket.key, marks).await
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

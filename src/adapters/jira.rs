@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, SourceAuth, http, json_object, json_str};
 use crate::{
     config::{JiraFlavor, JiraSource, Secret},
-    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, Verdict, field_key},
+    domain::{
+        Actor, ActorKind, Approval, ApprovalMarks, EventKind, Person, TicketEvent, TicketRef, Verdict, field_key,
+    },
     render::CommentFormat,
     signature::verify_hub_signature,
 };
@@ -79,9 +81,12 @@ impl JiraAdapter {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self
-            .client
-            .request(method, format!("{}{}{path}", self.api_url, self.rest()));
+        self.request_at(method, &format!("{}{path}", self.rest()))
+    }
+
+    /// A request to any API under the site (the platform or Service Management).
+    fn request_at(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.api_url));
         match (&self.email, &self.token) {
             (Some(email), Some(token)) => req.basic_auth(email, Some(token.expose())),
             (None, Some(token)) => req.bearer_auth(token.expose()),
@@ -163,6 +168,7 @@ impl JiraAdapter {
             occurred_at: at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             state_closed: None,
             synchronous: false,
+            approvals: Vec::new(),
         })
     }
 
@@ -382,6 +388,62 @@ impl Adapter for JiraAdapter {
             fresh.kind = EventKind::Closed;
         }
         Ok(fresh)
+    }
+
+    /// Jira Service Management approvals: each approver who approved an
+    /// approval whose final decision is "approved".
+    async fn approvals(&self, event: &TicketEvent, _: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        let key = http::segment(&event.ticket.key);
+        let when = |v: &Value| {
+            v.get("epochMillis")
+                .and_then(Value::as_i64)
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .or_else(|| json_str(v, "/iso8601").and_then(jira_time))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        };
+        let mut approvals = Vec::new();
+        let mut start = 0;
+        for _ in 0..20 {
+            let path = format!("/rest/servicedeskapi/request/{key}/approval?start={start}&limit=50");
+            let response = http::send("read approvals", self.request_at(reqwest::Method::GET, &path)).await?;
+            let page = http::json("read approvals", response).await?;
+            let values = page["values"].as_array().cloned().unwrap_or_default();
+            for approval in &values {
+                if json_str(approval, "/finalDecision") != Some("approved") {
+                    continue;
+                }
+                let at = approval
+                    .get("completedDate")
+                    .and_then(when)
+                    .or_else(|| approval.get("createdDate").and_then(when))
+                    .unwrap_or_default();
+                let name = json_str(approval, "/name").unwrap_or_default();
+                let id = json_str(approval, "/id").unwrap_or_default();
+                for approver in approval["approvers"].as_array().into_iter().flatten() {
+                    if json_str(approver, "/approverDecision") != Some("approved") {
+                        continue;
+                    }
+                    let user = &approver["approver"];
+                    let Some(account) = json_str(user, "/accountId").or_else(|| json_str(user, "/name")) else {
+                        continue;
+                    };
+                    approvals.push(Approval {
+                        approver: Person {
+                            id: account.to_string(),
+                            email: json_str(user, "/emailAddress").map(String::from),
+                            name: json_str(user, "/displayName").map(String::from),
+                        },
+                        at: at.clone(),
+                        via: format!("Jira approval {id} {name:?}"),
+                    });
+                }
+            }
+            if values.is_empty() || page["isLastPage"].as_bool().unwrap_or(true) {
+                break;
+            }
+            start += values.len();
+        }
+        Ok(approvals)
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -158,6 +158,7 @@ impl Adapter for LinearAdapter {
                 .map(String::from),
             state_closed: Some(closed),
             synchronous: false,
+            approvals: Vec::new(),
         };
         Ok(Accepted { delivery_id, event })
     }

@@ -5,6 +5,7 @@
 mod django_helpdesk;
 mod effect;
 mod forge;
+mod forge_approvals;
 mod generic;
 mod gitea;
 mod github;
@@ -22,7 +23,11 @@ use async_trait::async_trait;
 
 pub use effect::{Effect, EffectError};
 
-use crate::{config::SourceConfig, domain::TicketEvent, signature::SignatureError};
+use crate::{
+    config::SourceConfig,
+    domain::{Approval, ApprovalMarks, TicketEvent},
+    signature::SignatureError,
+};
 
 /// Read access to request headers, whatever the HTTP framework.
 pub trait HeaderLookup {
@@ -108,6 +113,16 @@ pub trait Adapter: Send + Sync {
     /// own. Others return the event unchanged.
     async fn refresh(&self, event: TicketEvent) -> Result<TicketEvent, EffectError> {
         Ok(event)
+    }
+
+    /// The ticket's approvals as the helpdesk records them, read through its
+    /// API with closegate's own credentials (never from a webhook body).
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        let _ = (event, marks);
+        Err(EffectError::permanent(format!(
+            "{} sources cannot report approvals",
+            self.kind()
+        )))
     }
 
     /// Carries one decision back (comment, reopen, callback). Safe to repeat:

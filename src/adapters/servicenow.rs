@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, SourceAuth, http, json_object, json_str};
 use crate::{
     config::{Secret, ServicenowSource},
-    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key},
+    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, Person, TicketEvent, TicketRef, field_key},
     render::CommentFormat,
     signature::{TagEncoding, verify_body_hmac},
 };
@@ -138,6 +138,7 @@ impl ServicenowAdapter {
             occurred_at: record.get("sys_updated_on").and_then(text),
             state_closed: Some(closed),
             synchronous: false,
+            approvals: Vec::new(),
         }
     }
 
@@ -218,6 +219,52 @@ impl Adapter for ServicenowAdapter {
             fresh.kind = EventKind::Closed;
         }
         Ok(fresh)
+    }
+
+    /// `sysapproval_approver` rows in state approved for the record, with
+    /// the approver's user name and email dot-walked from `sys_user`.
+    async fn approvals(&self, event: &TicketEvent, _: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        let record = self.record(&event.ticket.key).await?;
+        let sys_id = record.get("sys_id").and_then(text).unwrap_or_default();
+        let sys_id = http::query_value("record sys_id", &sys_id)?.to_string();
+        let request = self
+            .request(reqwest::Method::GET, "/api/now/table/sysapproval_approver")
+            .query(&[
+                (
+                    "sysparm_query",
+                    format!("sysapproval={sys_id}^state=approved^ORDERBYsys_updated_on"),
+                ),
+                (
+                    "sysparm_fields",
+                    "sys_id,state,sys_updated_on,approver,approver.user_name,approver.email,approver.name".into(),
+                ),
+                ("sysparm_display_value", "false".into()),
+                ("sysparm_limit", "1000".into()),
+            ]);
+        let body = http::json("read approvals", http::send("read approvals", request).await?).await?;
+        let rows = body["result"].as_array().cloned().unwrap_or_default();
+        Ok(rows
+            .iter()
+            .filter(|row| row.get("state").and_then(text).as_deref() == Some("approved"))
+            .filter_map(|row| {
+                let field = |k: &str| row.get(k).and_then(text).filter(|v| !v.is_empty());
+                let id = field("approver.user_name").or_else(|| row.get("approver").and_then(text))?;
+                let at = field("sys_updated_on").and_then(|t| {
+                    chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S")
+                        .ok()
+                        .map(|t| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                })?;
+                Some(Approval {
+                    approver: Person {
+                        id,
+                        email: field("approver.email"),
+                        name: field("approver.name"),
+                    },
+                    at,
+                    via: format!("sysapproval_approver {}", field("sys_id").unwrap_or_default()),
+                })
+            })
+            .collect())
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -200,6 +200,7 @@ impl Adapter for ZendeskAdapter {
             occurred_at: json_str(&payload, "/detail/updated_at").map(String::from),
             state_closed: None,
             synchronous: false,
+            approvals: Vec::new(),
         };
         Ok(Accepted {
             delivery_id: delivery_id.to_string(),

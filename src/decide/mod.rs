@@ -3,6 +3,7 @@
 //! through [`decide`], which refreshes the ticket where the source requires it,
 //! runs the gate and records the evidence and the outbox intents together.
 
+mod approvals;
 mod intent;
 mod recheck;
 mod scan;

@@ -90,7 +90,10 @@ async fn decide_inner(
         return Ok(Decided::NotClosing);
     }
     let remembered = ctx.store.governed_by(&event.ticket).await.map_err(DecideError::Store)?;
-    let decision = ctx.gate.decide(&event, &remembered).await;
+    let decision = ctx
+        .gate
+        .decide(&event, &remembered, &super::approvals::HelpdeskApprovals { ctx })
+        .await;
     if let Some(policy) = &decision.policy {
         ctx.store
             .remember_governed(&event.ticket, std::slice::from_ref(policy), ctx.now_ms())
@@ -135,6 +138,7 @@ pub async fn record_edit(
         exception: None,
         attempts: Vec::new(),
         notes: changes,
+        governance: Default::default(),
     };
     let id = uuid::Uuid::now_v7().to_string();
     let recording = Recording {
@@ -151,9 +155,12 @@ async fn snapshot_changes(ctx: &Context, event: &TicketEvent) -> Result<Vec<Stri
     labels.sort();
     labels.dedup();
     let snapshot = serde_json::json!({ "labels": labels, "fields": event.fields });
+    let fields_changed = |before: &str| {
+        serde_json::from_str::<serde_json::Value>(before).map_or(true, |b| b["fields"] != snapshot["fields"])
+    };
     let previous = ctx
         .store
-        .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms())
+        .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms(), fields_changed)
         .await
         .map_err(DecideError::Store)?;
     Ok(previous

@@ -104,6 +104,9 @@ pub struct Decision {
     /// What the reader should know besides the verdict (a selector edited away).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Who approved, with what authority, and who owns a non-human requester.
+    #[serde(default, skip_serializing_if = "super::Governance::is_empty")]
+    pub governance: super::Governance,
 }
 
 /// A break-glass close: allowed now, verified by `verify_by`.

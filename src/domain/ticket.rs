@@ -23,6 +23,8 @@ impl std::fmt::Display for TicketRef {
 pub enum ActorKind {
     Human,
     Service,
+    /// An automated agent acting on someone's behalf.
+    Agent,
     #[default]
     Unknown,
 }
@@ -81,6 +83,10 @@ pub struct TicketEvent {
     /// A synchronous gate check: the caller acts on the answer, nothing is posted.
     #[serde(default)]
     pub synchronous: bool,
+    /// Approvals carried in a signed payload (Standard Webhooks sources only;
+    /// every other source's approvals are read from its API, never from here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<super::Approval>,
 }
 
 /// Normalises a field name the way policies refer to it: lower case, words

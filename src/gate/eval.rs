@@ -83,6 +83,7 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
         exception: None,
         attempts: Vec::new(),
         notes: Vec::new(),
+        governance: Default::default(),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: 
         exception: None,
         attempts: Vec::new(),
         notes: Vec::new(),
+        governance: Default::default(),
     }
 }
 

@@ -4,20 +4,50 @@
 
 pub mod eval;
 pub mod expiry;
+pub mod governance;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
+pub use governance::ApprovalsRead;
 
 use crate::{
     clock::SharedClock,
     config::{UnmatchedAction, UnmatchedSettings},
     domain::{
-        Attempt, CheckOutcome, CheckResult, CheckSpec, Decision, Exception, Mode, Observation, TicketEvent, Verdict,
+        ApprovalMarks, Attempt, CheckOutcome, CheckResult, CheckSpec, Decision, Exception, Mode, Observation,
+        TicketEvent, Verdict,
     },
-    policy::{Policy, PolicySet, Rendered, render_checks, render_expiry},
+    policy::{Policy, PolicySet, Rendered, render_checks, render_expiry, render_identity},
     verifiers::{VerifierRegistry, VerifyError},
 };
+
+/// Why a ticket's approvals could not be read: never read as "no approvals".
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApprovalsUnreadable {
+    pub message: String,
+}
+
+/// Reads a ticket's approvals where they are recorded (the helpdesk's API,
+/// a signed payload, a test suite's stubs).
+#[async_trait]
+pub trait ApprovalReader: Send + Sync {
+    async fn read(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<ApprovalsRead, ApprovalsUnreadable>;
+}
+
+/// For triggers that judge no approvals: reading them is an error.
+pub struct NoApprovals;
+
+#[async_trait]
+impl ApprovalReader for NoApprovals {
+    async fn read(&self, _: &TicketEvent, _: &ApprovalMarks) -> Result<ApprovalsRead, ApprovalsUnreadable> {
+        Err(ApprovalsUnreadable {
+            message: "approvals are not read for this trigger".into(),
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct Gate {
@@ -54,8 +84,8 @@ impl Gate {
     /// it before: a ticket once gated stays gated when its labels or fields are
     /// edited away. Never fails: anything that goes wrong blocks.
     #[tracing::instrument(name = "decide", skip_all, fields(ticket = %event.ticket))]
-    pub async fn decide(&self, event: &TicketEvent, remembered: &[String]) -> Decision {
-        let mut decision = self.decide_inner(event, remembered).await;
+    pub async fn decide(&self, event: &TicketEvent, remembered: &[String], approvals: &dyn ApprovalReader) -> Decision {
+        let mut decision = self.decide_inner(event, remembered, approvals).await;
         if decision.policy.is_some() && self.policies.governing(event).is_empty() && !remembered.is_empty() {
             decision.notes.push(format!(
                 "this ticket no longer matches the selector of policy {} (its labels or fields were changed \
@@ -66,7 +96,12 @@ impl Gate {
         decision
     }
 
-    async fn decide_inner(&self, event: &TicketEvent, remembered: &[String]) -> Decision {
+    async fn decide_inner(
+        &self,
+        event: &TicketEvent,
+        remembered: &[String],
+        approvals: &dyn ApprovalReader,
+    ) -> Decision {
         let mut governing = self.policies.governing(event);
         if governing.is_empty() {
             governing = remembered
@@ -90,6 +125,7 @@ impl Gate {
                     exception: None,
                     attempts: Vec::new(),
                     notes: Vec::new(),
+                    governance: Default::default(),
                 };
             }
             [one] => *one,
@@ -152,7 +188,43 @@ impl Gate {
                 });
             }
         }
+        // Break-glass covers the entitlement, never a missing approval or a
+        // separation-of-duties breach: those are judged after it.
+        self.govern(policy, event, approvals, &mut decision).await;
         decision
+    }
+
+    /// Judges the policy's approval and requester rules, observing approver
+    /// authority and owner status in the directory.
+    async fn govern(&self, policy: &Policy, event: &TicketEvent, reader: &dyn ApprovalReader, decision: &mut Decision) {
+        let mut reasons = Vec::new();
+        if let Some(rule) = &policy.approval {
+            let read = reader.read(event, &rule.marks).await.map_err(|e| e.to_string());
+            let screened = match &read {
+                Ok(read) => governance::screen(rule, event, read, |a| render_identity(&rule.identity, &a.approver)),
+                Err(_) => Vec::new(),
+            };
+            let (at, specs): (Vec<usize>, Vec<CheckSpec>) =
+                governance::authority_checks(rule, &screened).into_iter().unzip();
+            let authority = at.into_iter().zip(self.run_checks(specs).await).collect();
+            let (report, why) = governance::judge_approvals(rule, event, read, screened, authority);
+            decision.governance.approval = Some(report);
+            reasons.extend(why);
+        }
+        if let Some(rule) = &policy.requester {
+            let checks = match governance::owner_check(rule, event) {
+                Some(spec) => self.run_checks(vec![spec]).await,
+                None => Vec::new(),
+            };
+            let (report, why) = governance::judge_requester(rule, event, checks, decision.governance.approval.as_ref());
+            decision.governance.requester = report;
+            reasons.extend(why);
+        }
+        if !reasons.is_empty() {
+            decision.reasons.extend(reasons);
+            decision.verdict = Verdict::Blocked;
+            decision.exception = None;
+        }
     }
 
     /// A close of a marked ticket that no policy governs, per `unmatched`.

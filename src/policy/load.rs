@@ -8,7 +8,7 @@ use std::{
 use marked_yaml::Spanned;
 use sha2::{Digest, Sha256};
 
-use super::{BreakGlass, CheckTemplate, ExpiryRule, OnDrift, Policy, PolicySet, model::PolicyFile};
+use super::{BreakGlass, CheckTemplate, ExpiryRule, OnDrift, Policy, PolicySet, governance, model::PolicyFile};
 use crate::domain::{Expect, Mode, field_key};
 
 /// What policies may name: each system with the check kinds its verifier
@@ -218,6 +218,14 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
             "require_expiry and max_duration need `expires` (where the expiry is read)".into(),
         );
     }
+    let approval = raw
+        .approval
+        .as_ref()
+        .and_then(|def| governance::approval(def, systems, &mut err));
+    let requester = raw
+        .requester
+        .as_ref()
+        .map(|def| governance::requester(def, systems, &mut err));
     let mut checks = Vec::new();
     for (i, def) in raw.checks.iter().enumerate() {
         let names: Vec<&Spanned<String>> = match (&def.system, &def.systems) {
@@ -329,6 +337,8 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
         drift_interval,
         break_glass,
         settle,
+        approval,
+        requester,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Policies: which tickets are gated, and what must be true in which system.
 
+mod governance;
 mod load;
 mod model;
 mod render;
@@ -7,8 +8,9 @@ pub mod suite;
 
 use std::{collections::BTreeMap, time::Duration};
 
+pub use governance::{ApprovalRule, Approvers, Directory, RequesterRule, Separation};
 pub use load::{PolicyError, SystemCatalog, load_dir};
-pub use render::{ExpiryValue, Rendered, fields_named, render_checks, render_expiry};
+pub use render::{ExpiryValue, Rendered, fields_named, render_checks, render_expiry, render_identity};
 
 use crate::domain::{Expect, Mode, TicketEvent};
 
@@ -34,6 +36,8 @@ pub struct Policy {
     pub break_glass: Option<BreakGlass>,
     /// How long a mismatch is re-checked before the close is blocked.
     pub settle: Option<Duration>,
+    pub approval: Option<ApprovalRule>,
+    pub requester: Option<RequesterRule>,
 }
 
 /// A policy's emergency path.

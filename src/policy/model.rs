@@ -36,6 +36,60 @@ pub struct PolicyFile {
     pub break_glass: Option<BreakGlassDef>,
     /// Before blocking on a mismatch, re-check with backoff for this long (`60s`).
     pub settle: Option<Spanned<String>>,
+    /// Who must approve the request before it may close.
+    pub approval: Option<ApprovalDef>,
+    /// Rules for requesters that are not people (service accounts, CI jobs, agents).
+    pub requester: Option<RequesterDef>,
+}
+
+/// The approval a policy needs, read from the helpdesk at decision time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDef {
+    /// Distinct approvers needed (default 1).
+    pub required: Option<Spanned<u32>>,
+    /// Who may approve.
+    pub approvers: ApproversDef,
+    /// How a helpdesk account maps to its directory entry: a template over
+    /// `approver.id`, `approver.email`, `approver.name` (default `{{ approver.id }}`).
+    pub identity: Option<Spanned<String>>,
+    /// Roles that must be different people: `requester`, `approver`, `closer`.
+    #[serde(default)]
+    pub separate: Vec<Spanned<String>>,
+    /// The comment command that approves (default `/approve`).
+    pub command: Option<Spanned<String>>,
+    /// A label that approves when an approver adds it.
+    pub label: Option<Spanned<String>>,
+    /// A field that approves when an approver sets it (Zendesk).
+    pub field: Option<Spanned<String>>,
+}
+
+/// Who may approve: members of a group observed live in a directory, or a list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproversDef {
+    /// A configured LDAP or SCIM system.
+    pub system: Option<Spanned<String>>,
+    /// The group in that system.
+    pub group: Option<Spanned<String>>,
+    /// Or a fixed list of identities.
+    pub users: Option<Vec<Spanned<String>>>,
+}
+
+/// What a non-human requester must have.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequesterDef {
+    /// Requester ids that are machines whatever the helpdesk says (`svc-*`, `*[bot]`).
+    #[serde(default)]
+    pub non_human: Vec<Spanned<String>>,
+    /// The ticket field naming the accountable human owner.
+    pub owner_field: Option<Spanned<String>>,
+    /// A configured LDAP or SCIM system where the owner must be an active entry.
+    pub owner_system: Option<Spanned<String>>,
+    /// The owner must be one of the counted approvers.
+    #[serde(default)]
+    pub owner_approves: bool,
 }
 
 /// An emergency path: allowed now, verified after the fact.

@@ -123,3 +123,28 @@ pub fn split_list(text: &str) -> BTreeSet<String> {
         .map(String::from)
         .collect()
 }
+
+/// The directory identity of an approver, from the policy's `identity`
+/// template (`{{ approver.email }}`). An attribute the helpdesk did not give
+/// is an error, never an empty identity.
+pub fn render_identity(template: &str, approver: &crate::domain::Person) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let mut person = std::collections::BTreeMap::new();
+    person.insert("id", approver.id.as_str());
+    if let Some(email) = &approver.email {
+        person.insert("email", email.as_str());
+    }
+    if let Some(name) = &approver.name {
+        person.insert("name", name.as_str());
+    }
+    let rendered = env
+        .render_str(template, context! { approver => person })
+        .map_err(|e| e.detail().unwrap_or("template error").to_string())?;
+    let identity = rendered.trim().to_string();
+    if identity.is_empty() {
+        Err("the identity template gave an empty value".into())
+    } else {
+        Ok(identity)
+    }
+}

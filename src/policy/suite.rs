@@ -15,8 +15,10 @@ use serde::Deserialize;
 
 use crate::{
     clock::SharedClock,
-    domain::{Actor, CheckSpec, EventKind, Observation, TicketEvent, TicketRef, Verdict, field_key},
-    gate::Gate,
+    domain::{
+        Actor, Approval, ApprovalMarks, CheckSpec, EventKind, Observation, TicketEvent, TicketRef, Verdict, field_key,
+    },
+    gate::{ApprovalReader, ApprovalsRead, ApprovalsUnreadable, Gate},
     policy::PolicySet,
     verifiers::{Verifier, VerifierRegistry, VerifyError},
 };
@@ -38,7 +40,27 @@ pub struct Case {
     /// What each check (by its name in the policy) observes.
     #[serde(default)]
     pub observe: BTreeMap<String, Stub>,
+    /// The approvals the helpdesk reports; absent means they cannot be read.
+    pub approvals: Option<Vec<Approval>>,
+    /// When the request's fields last changed (RFC 3339).
+    pub request_changed_at: Option<String>,
     pub expect: Expectation,
+}
+
+/// Answers with the case's approvals.
+struct StubApprovals<'a>(&'a Case);
+
+#[async_trait]
+impl ApprovalReader for StubApprovals<'_> {
+    async fn read(&self, _: &TicketEvent, _: &ApprovalMarks) -> Result<ApprovalsRead, ApprovalsUnreadable> {
+        let approvals = self.0.approvals.clone().ok_or_else(|| ApprovalsUnreadable {
+            message: "the case stubs no approvals".into(),
+        })?;
+        Ok(ApprovalsRead {
+            approvals,
+            request_changed_at: self.0.request_changed_at.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,7 +245,7 @@ pub async fn run(
                 None,
             );
             let event = event(&case.ticket);
-            let decision = gate.decide(&event, &[]).await;
+            let decision = gate.decide(&event, &[], &StubApprovals(&case)).await;
             let mut problems = Vec::new();
             if decision.verdict != case.expect.verdict {
                 problems.push(format!(
@@ -290,5 +312,6 @@ fn event(ticket: &TicketSpec) -> TicketEvent {
         caused_by_gate: false,
         state_closed: Some(true),
         synchronous: false,
+        approvals: Vec::new(),
     }
 }

@@ -114,6 +114,15 @@ pub(super) fn document(view: &DecisionView<'_>) -> Value {
         }
         content.push(json!({ "type": "table", "attrs": { "isNumberColumnEnabled": false, "layout": "default" }, "content": rows }));
     }
+    if !view.audit.is_empty() {
+        content.push(paragraph(vec![strong("Audit:")]));
+        let items: Vec<Value> = view
+            .audit
+            .iter()
+            .map(|a| json!({ "type": "listItem", "content": [paragraph(vec![strong(&format!("{}: ", a.label)), text(&a.text)])] }))
+            .collect();
+        content.push(json!({ "type": "bulletList", "content": items }));
+    }
     content.push(paragraph(vec![
         text(&format!("Verified at {} · evidence record ", view.decided_at)),
         code(view.evidence_id),

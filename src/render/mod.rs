@@ -12,6 +12,7 @@ use crate::{
 };
 
 mod adf;
+pub mod audit;
 
 const DECISION: &str = "decision.md.j2";
 const SHIPPED: &[(&str, &str)] = &[
@@ -88,6 +89,8 @@ pub(crate) struct DecisionView<'a> {
     evidence_hash: &'a str,
     /// The signed tree head that covers the record: `size N, root R`.
     log_head: Option<&'a str>,
+    /// The audit block of an allowed close.
+    audit: Vec<audit::AuditLine>,
 }
 
 impl Renderer {
@@ -169,6 +172,7 @@ impl Renderer {
             evidence_id,
             evidence_hash,
             log_head,
+            audit: audit::lines(decision, evidence_id),
         };
         if format == CommentFormat::Adf {
             return Ok(adf::document(&view).to_string());
@@ -242,6 +246,7 @@ mod tests {
             caused_by_gate: false,
             state_closed: None,
             synchronous: false,
+            approvals: Vec::new(),
         }
     }
 
@@ -257,6 +262,7 @@ mod tests {
             exception: None,
             attempts: Vec::new(),
             notes: Vec::new(),
+            governance: Default::default(),
         }
     }
 

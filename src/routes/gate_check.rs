@@ -144,6 +144,7 @@ pub async fn check(
         caused_by_gate: false,
         state_closed: None,
         synchronous: true,
+        approvals: Vec::new(),
     };
     let request_id = request
         .headers()

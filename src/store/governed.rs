@@ -42,11 +42,20 @@ impl Store {
 
 impl Store {
     /// Stores `snapshot` as the ticket's labels and fields and returns the
-    /// one it replaces, if any.
-    pub async fn swap_snapshot(&self, ticket: &TicketRef, snapshot: &str, now: i64) -> StoreResult<Option<String>> {
+    /// one it replaces, if any. `fields_changed` says, from the one replaced,
+    /// whether the request's fields changed now.
+    pub async fn swap_snapshot(
+        &self,
+        ticket: &TicketRef,
+        snapshot: &str,
+        now: i64,
+        fields_changed: impl FnOnce(&str) -> bool,
+    ) -> StoreResult<Option<String>> {
         const GET: &str = "SELECT snapshot FROM ticket_snapshots WHERE source = $1 AND ticket = $2";
-        const PUT: &str = "INSERT INTO ticket_snapshots (source, ticket, snapshot, updated_at) VALUES ($1, $2, $3, $4) \
-            ON CONFLICT (source, ticket) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at";
+        const PUT: &str = "INSERT INTO ticket_snapshots (source, ticket, snapshot, updated_at, fields_changed_at) \
+            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, ticket) DO UPDATE SET snapshot = excluded.snapshot, \
+            updated_at = excluded.updated_at, \
+            fields_changed_at = COALESCE(excluded.fields_changed_at, ticket_snapshots.fields_changed_at)";
         with_pool!(&self.db, write, |pool| {
             let mut tx = pool.begin().await?;
             let previous: Option<String> = sqlx::query_scalar(GET)
@@ -54,15 +63,29 @@ impl Store {
                 .bind(&ticket.key)
                 .fetch_optional(&mut *tx)
                 .await?;
+            let changed_at = previous.as_deref().is_some_and(fields_changed).then_some(now);
             sqlx::query(PUT)
                 .bind(&ticket.source)
                 .bind(&ticket.key)
                 .bind(snapshot)
                 .bind(now)
+                .bind(changed_at)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
             Ok(previous)
         })
+    }
+
+    /// The ticket's last snapshot and when its request fields last changed.
+    pub async fn snapshot_of(&self, ticket: &TicketRef) -> StoreResult<Option<(String, Option<i64>)>> {
+        const SQL: &str = "SELECT snapshot, fields_changed_at FROM ticket_snapshots WHERE source = $1 AND ticket = $2";
+        Ok(with_pool!(&self.db, read, |pool| {
+            sqlx::query_as(SQL)
+                .bind(&ticket.source)
+                .bind(&ticket.key)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 }

@@ -1,6 +1,8 @@
+mod approvals;
 mod bad_input;
 mod bypass;
 mod claims;
+mod directory;
 mod evidence_chain;
 mod evidence_log;
 mod generic_source;

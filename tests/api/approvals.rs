@@ -1,0 +1,289 @@
+//! Approvals read from the helpdesk's own API (GitHub faked from its
+//! documented shapes), approver authority observed in the real OpenLDAP,
+//! separation of duties, and owners of non-human requesters.
+
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path, path_regex},
+};
+
+use crate::{directory::*, helpers::*};
+
+const ISSUE: &str = "/repos/acme/access-requests/issues/42";
+/// The requester in the GitHub fixture (a bot) and the person who closes.
+const REQUESTER: &str = "reporting-bot";
+const CLOSER: &str = "dba-alice";
+
+fn policy(group: &str, extra: &str) -> String {
+    format!(
+        r#"
+match: {{ labels: [access-request] }}
+require_fields: [user]
+checks:
+  - name: account active
+    system: corp-ldap
+    kind: entry
+    params: {{ user: "{{{{ fields.user }}}}" }}
+    requested: ACTIVE
+    expect: present
+approval:
+  approvers: {{ system: corp-ldap, group: {group} }}
+  separate: [requester, approver, closer]
+  label: access-approved
+{extra}"#
+    )
+}
+
+async fn app_with_policy(policy: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = policy_dir(&[("approved-access", policy)]);
+    let app = spawn_app_with(Options {
+        policies: Some(dir.path().to_path_buf()),
+        systems: Some(ldap_system("corp-ldap")),
+        ..Default::default()
+    })
+    .await;
+    (app, dir)
+}
+
+fn comment(id: u64, login: &str, body: &str, created: &str, updated: &str) -> Value {
+    json!({ "id": id, "user": { "login": login, "type": "User" }, "body": body,
+            "created_at": created, "updated_at": updated, "author_association": "MEMBER" })
+}
+
+fn label_event(event: &str, login: &str, at: &str) -> Value {
+    json!({ "id": 1, "event": event, "actor": { "login": login }, "created_at": at,
+            "label": { "name": "access-approved", "color": "0e8a16" } })
+}
+
+/// The fake GitHub: these comments and label events, the issue still in
+/// the close judged; posts and reopens answered.
+async fn mount_github(app: &TestApp, comments: Vec<Value>, events: Vec<Value>) {
+    app.helpdesk.reset().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{ISSUE}/comments")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(comments))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{ISSUE}/events")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(events))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{ISSUE}/comments")))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 1 })))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(ISSUE))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(r"^/repos/acme/access-requests/issues/42$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "open" })))
+        .mount(&app.helpdesk)
+        .await;
+}
+
+/// Closes issue 42 for `user`, decides, delivers; the record and the comment posted.
+async fn close(app: &TestApp, user: &str, extra_fields: &[(&str, &str)]) -> (String, Vec<String>, String) {
+    let mut fields = vec![("user", user)];
+    fields.extend_from_slice(extra_fields);
+    let mut event = github_issue_event("closed", &fields, &["access-request"]);
+    let delivery = uuid::Uuid::new_v4().to_string();
+    // A new body each time: the same body again would be a redelivery.
+    event["issue"]["title"] = json!(format!("Access request {delivery}"));
+    app.close_on_github(&delivery, &serde_json::to_vec(&event).unwrap())
+        .await;
+    let record = app.evidence("acme/access-requests#42").await.pop().expect("a record");
+    let reasons = record.content().unwrap().decision.reasons;
+    let comment = posted_comments(app).await.pop().unwrap_or_default();
+    (record.verdict.to_string(), reasons, comment)
+}
+
+const AT: &str = "2026-11-22T09:00:00Z";
+
+#[tokio::test]
+async fn an_approval_counts_only_from_an_active_group_member_who_neither_asked_nor_closed() {
+    let mut dir = Directory::open().await;
+    let approver = dir.person("cg_approver").await;
+    let outsider = dir.person("cg_outsider").await;
+    let subject = dir.person("cg_subject").await;
+    let locked = dir.person("cg_locked").await;
+    let group = dir.group("cg_db_owners", &[&approver, &locked]).await;
+    dir.lock(&locked).await;
+    let (app, _policies) = app_with_policy(&policy(&group, "")).await;
+
+    // A member's /approve: allowed, and the comment names approver and rule.
+    mount_github(&app, vec![comment(1, &approver, "/approve", AT, AT)], vec![]).await;
+    let (verdict, reasons, posted) = close(&app, &subject, &[]).await;
+    assert_eq!(verdict, "allowed", "{reasons:?}");
+    assert!(
+        posted.contains("**Approval:**") && posted.contains(&approver),
+        "{posted}"
+    );
+    assert!(
+        posted.contains(&format!("active member of {group} on corp-ldap")),
+        "{posted}"
+    );
+    assert!(
+        posted.contains("**Duration:**") && posted.contains("**Removal:**"),
+        "{posted}"
+    );
+
+    // Someone outside the group, a locked member, an edited comment, a
+    // comment that only mentions the command: none counts.
+    let cases = [
+        (comment(2, &outsider, "/approve", AT, AT), format!("{outsider}: ")),
+        (comment(3, &locked, "/approve", AT, AT), format!("{locked}: ")),
+        (
+            comment(4, &approver, "/approve", AT, "2026-11-22T09:30:00Z"),
+            "0 of 1".to_string(),
+        ),
+        (
+            comment(5, &approver, "I will /approve later", AT, AT),
+            "0 of 1".to_string(),
+        ),
+    ];
+    for (c, expected) in cases {
+        mount_github(&app, vec![c], vec![]).await;
+        let (verdict, reasons, posted) = close(&app, &subject, &[]).await;
+        assert_eq!(verdict, "blocked");
+        assert!(reasons.iter().any(|r| r.contains(&expected)), "{expected}: {reasons:?}");
+        assert!(posted.contains("approval: 0 of 1 needed"), "{posted}");
+    }
+
+    // Separation of duties: the requester approving their own request, or
+    // the approver closing the ticket.
+    mount_github(&app, vec![comment(6, REQUESTER, "/approve", AT, AT)], vec![]).await;
+    let (verdict, reasons, _) = close(&app, &subject, &[]).await;
+    assert_eq!(verdict, "blocked");
+    assert!(
+        reasons.iter().any(|r| r.contains("separation of duties")),
+        "{reasons:?}"
+    );
+    mount_github(&app, vec![comment(7, CLOSER, "/approve", AT, AT)], vec![]).await;
+    let (verdict, reasons, _) = close(&app, &subject, &[]).await;
+    assert_eq!(verdict, "blocked");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(&format!("{CLOSER}: {CLOSER} approved the request and closed it"))),
+        "{reasons:?}"
+    );
+
+    // The approval label counts when a member added it, not an outsider, and
+    // not once it was removed.
+    let by = |who: &str| vec![label_event("labeled", who, AT)];
+    mount_github(&app, vec![], by(&outsider)).await;
+    assert_eq!(close(&app, &subject, &[]).await.0, "blocked");
+    mount_github(&app, vec![], by(&approver)).await;
+    assert_eq!(close(&app, &subject, &[]).await.0, "allowed");
+    let removed = vec![
+        label_event("labeled", &approver, AT),
+        label_event("unlabeled", &outsider, "2026-11-22T09:10:00Z"),
+    ];
+    mount_github(&app, vec![], removed).await;
+    assert_eq!(close(&app, &subject, &[]).await.0, "blocked");
+
+    // The approvals API failing is "could not verify", never "no approvals needed".
+    app.helpdesk.reset().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{ISSUE}/comments")))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&app.helpdesk)
+        .await;
+    let event = github_issue_event("closed", &[("user", &subject)], &["access-request"]);
+    app.post_github("issues", "api-down", &serde_json::to_vec(&event).unwrap())
+        .await;
+    app.decide_all().await;
+    let record = app.evidence("acme/access-requests#42").await.pop().unwrap();
+    assert_eq!(record.verdict.as_str(), "blocked");
+    let reasons = record.content().unwrap().decision.reasons;
+    assert!(
+        reasons.iter().any(|r| r.contains("approval: could not verify")),
+        "{reasons:?}"
+    );
+    dir.clean().await;
+}
+
+#[tokio::test]
+async fn an_approval_given_before_the_request_was_edited_does_not_count() {
+    let mut dir = Directory::open().await;
+    let approver = dir.person("cg_approver").await;
+    let subject = dir.person("cg_subject").await;
+    let other = dir.person("cg_other").await;
+    let group = dir.group("cg_db_owners", &[&approver]).await;
+    let (app, _policies) = app_with_policy(&policy(&group, "")).await;
+    mount_github(&app, vec![comment(1, &approver, "/approve", AT, AT)], vec![]).await;
+
+    // Opened, approved (AT, in the past), then the user asked for is changed.
+    for (action, user) in [("opened", &subject), ("edited", &other)] {
+        let event = github_issue_event(action, &[("user", user)], &["access-request"]);
+        let delivery = uuid::Uuid::new_v4().to_string();
+        app.post_github("issues", &delivery, &serde_json::to_vec(&event).unwrap())
+            .await;
+        app.settle_all().await;
+    }
+    let (verdict, reasons, _) = close(&app, &other, &[]).await;
+    assert_eq!(verdict, "blocked");
+    assert!(
+        reasons.iter().any(|r| r.contains("before the request last changed")),
+        "{reasons:?}"
+    );
+    // An approval after the change counts.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    mount_github(&app, vec![comment(2, &approver, "/approve", &later, &later)], vec![]).await;
+    assert_eq!(close(&app, &other, &[]).await.0, "allowed");
+    dir.clean().await;
+}
+
+#[tokio::test]
+async fn a_service_account_requester_needs_an_active_human_owner() {
+    let mut dir = Directory::open().await;
+    let owner = dir.person("cg_owner").await;
+    let gone = dir.person("cg_gone").await;
+    let subject = dir.person("cg_subject").await;
+    dir.lock(&gone).await;
+    let policy = r#"
+match: { labels: [access-request] }
+require_fields: [user]
+checks:
+  - name: account active
+    system: corp-ldap
+    kind: entry
+    params: { user: "{{ fields.user }}" }
+    requested: ACTIVE
+    expect: present
+requester:
+  non_human: ["svc-*"]
+  owner_field: owner
+  owner_system: corp-ldap
+"#;
+    let (app, _policies) = app_with_policy(policy).await;
+    mount_github(&app, vec![], vec![]).await;
+
+    let (verdict, reasons, _) = close(&app, &subject, &[]).await;
+    assert_eq!(verdict, "blocked");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("reporting-bot is a service account; field owner")),
+        "{reasons:?}"
+    );
+    let (verdict, reasons, _) = close(&app, &subject, &[("owner", &gone)]).await;
+    assert_eq!(verdict, "blocked");
+    assert!(
+        reasons.iter().any(|r| r.contains(&format!("owner {gone}"))),
+        "{reasons:?}"
+    );
+    let (verdict, reasons, posted) = close(&app, &subject, &[("owner", &owner)]).await;
+    assert_eq!(verdict, "allowed", "{reasons:?}");
+    assert!(
+        posted.contains(&format!("reporting-bot (service account), owner {owner}")),
+        "{posted}"
+    );
+    dir.clean().await;
+}
