@@ -330,6 +330,19 @@ pub fn fixture(path: &str, role: &str, table: &str) -> String {
         .replace("public.orders", table)
 }
 
+/// The shipped table-grant policy with an approval rule added: one approval
+/// by a listed identity, compared by the approver's email.
+pub fn grant_policy_with_approval(approvers: &[&str]) -> TempDir {
+    let shipped =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/db-table-grant.yaml"))
+            .unwrap();
+    let block = format!(
+        "approval:\n  approvers: {{ users: [{}] }}\n  identity: \"{{{{ approver.email }}}}\"\n  separate: [requester, approver, closer]\n",
+        approvers.join(", ")
+    );
+    policy_dir(&[("db-table-grant", &format!("{shipped}\n{block}"))])
+}
+
 /// A directory holding the given policy files.
 pub fn policy_dir(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().unwrap();

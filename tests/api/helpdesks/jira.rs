@@ -10,6 +10,10 @@ use crate::helpers::*;
 const SECRET: &str = "jira-webhook-secret";
 
 async fn jira_app(flavor: &str) -> TestApp {
+    jira_app_with(flavor, None).await
+}
+
+async fn jira_app_with(flavor: &str, policies: Option<std::path::PathBuf>) -> TestApp {
     let mut source = json!({ "type": "jira", "flavor": flavor, "secret": { "value": SECRET }, "api_url": "{helpdesk}",
         "token": { "value": "jira-token" }, "bot_account": "712020:closegate", "reopen_status": "In Progress",
         "ready_statuses": ["Ready to close"],
@@ -20,6 +24,7 @@ async fn jira_app(flavor: &str) -> TestApp {
     }
     spawn_app_with(Options {
         sources: Some(json!({ "jira": source })),
+        policies,
         ..Default::default()
     })
     .await
@@ -352,4 +357,84 @@ async fn a_jira_issue_closed_again_since_the_close_judged_is_not_transitioned_ba
         received(&app, "POST", "/rest/api/3/issue/ACC-42/comment").await.len(),
         1
     );
+}
+
+/// One Jira Service Management approval as the approvals API documents it.
+fn approval(id: &str, final_decision: &str, approvers: &[(&str, &str, &str)]) -> Value {
+    let approvers: Vec<Value> = approvers
+        .iter()
+        .map(|(account, email, decision)| {
+            json!({ "approver": { "accountId": account, "displayName": account, "emailAddress": email },
+                    "approverDecision": decision })
+        })
+        .collect();
+    json!({ "id": id, "name": "Approve access", "finalDecision": final_decision, "canAnswerApproval": false,
+            "approvers": approvers,
+            "createdDate": { "epochMillis": 1763800000000_i64, "iso8601": "2025-11-22T08:26:40+0000" },
+            "completedDate": { "epochMillis": 1763802000000_i64, "iso8601": "2025-11-22T09:00:00+0000" } })
+}
+
+#[tokio::test]
+async fn jira_service_management_approvals_count_only_approved_decisions_by_listed_approvers() {
+    let policies = grant_policy_with_approval(&["dana@acme.example"]);
+    let app = jira_app_with("cloud", Some(policies.path().to_path_buf())).await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    let approvals = "/rest/servicedeskapi/request/ACC-42/approval";
+    let page = |values: Vec<Value>| json!({ "size": values.len(), "start": 0, "limit": 50, "isLastPage": true, "values": values });
+
+    // Declined, pending and an approver outside the list: not enough.
+    mock_issue(&app, "/rest/api/3", 1, 1).await;
+    let refused = vec![
+        approval("1", "declined", &[("qm:dana", "dana@acme.example", "declined")]),
+        approval("2", "pending", &[("qm:dana", "dana@acme.example", "pending")]),
+        approval("3", "approved", &[("qm:erin", "erin@acme.example", "approved")]),
+    ];
+    mock(&app, "GET", approvals, 200, page(refused), None).await;
+    post(&app, "wh-1", &event("jira/issue_updated_done.json", &role, &table)).await;
+    assert_eq!(app.settle("jira", "ACC-42").await, ["blocked"]);
+    let record = app
+        .store
+        .evidence_for_ticket("jira", "ACC-42")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let reasons = record.content().unwrap().decision.reasons;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("0 of 1") && r.contains("qm:erin: not in the policy's list")),
+        "{reasons:?}"
+    );
+
+    // Dana's approved decision in an approved approval: allowed, and the
+    // evidence keeps who, when and where it was read.
+    app.helpdesk.reset().await;
+    mock_issue(&app, "/rest/api/3", 1, 0).await;
+    let approved = vec![approval(
+        "4",
+        "approved",
+        &[
+            ("qm:dana", "dana@acme.example", "approved"),
+            ("qm:erin", "erin@acme.example", "pending"),
+        ],
+    )];
+    mock(&app, "GET", approvals, 200, page(approved), None).await;
+    let mut again: Value = serde_json::from_str(&event("jira/issue_updated_done.json", &role, &table)).unwrap();
+    again["timestamp"] = json!(1763900000000_i64);
+    post(&app, "wh-2", &again.to_string()).await;
+    assert_eq!(app.settle("jira", "ACC-42").await, ["blocked", "allowed"]);
+    let record = app
+        .store
+        .evidence_for_ticket("jira", "ACC-42")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let report = record.content().unwrap().decision.governance.approval.unwrap();
+    let counted: Vec<_> = report
+        .counted()
+        .map(|a| (a.identity.as_str(), a.approval.at.as_str()))
+        .collect();
+    assert_eq!(counted, [("dana@acme.example", "2025-11-22T09:00:00.000Z")]);
 }

@@ -7,6 +7,10 @@ const SECRET: &str = "snow-hmac-secret";
 const SYS_ID: &str = "9d385017c611228701d22104cc95c371";
 
 async fn servicenow_app() -> TestApp {
+    servicenow_app_with(None).await
+}
+
+async fn servicenow_app_with(policies: Option<std::path::PathBuf>) -> TestApp {
     let api = |extra: Value| {
         let mut s = json!({ "type": "servicenow", "api_url": "{helpdesk}", "user": "closegate.integration",
             "password": { "value": "pw" }, "bot_user": "closegate.integration" });
@@ -18,6 +22,7 @@ async fn servicenow_app() -> TestApp {
             "snow": api(json!({ "secret": { "value": SECRET } })),
             "snow-token": api(json!({ "path_token": { "value": "k8Vd0Qx7u2Lp" } })),
         })),
+        policies,
         ..Default::default()
     })
     .await
@@ -157,5 +162,86 @@ async fn a_resolved_incident_with_the_grant_gets_a_work_note_and_stays_resolved(
     assert!(
         note.starts_with("closegate: closure verified") && note.contains("[closegate:cg-"),
         "{note}"
+    );
+}
+
+/// A `sysapproval_approver` row as the Table API returns it with raw values
+/// and the approver dot-walked.
+fn approver_row(user: &str, state: &str, updated: &str) -> Value {
+    json!({ "sys_id": format!("a{user}"), "state": state, "sys_updated_on": updated,
+            "approver": { "link": "https://x/api/now/table/sys_user/1", "value": format!("u{user}") },
+            "approver.user_name": user, "approver.email": format!("{user}@acme.example"), "approver.name": user })
+}
+
+#[tokio::test]
+async fn servicenow_approvals_are_the_approved_sysapproval_approver_rows_of_the_record() {
+    let policies = grant_policy_with_approval(&["fred@acme.example"]);
+    let app = servicenow_app_with(Some(policies.path().to_path_buf())).await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_api(&app, &role, &table, 1).await;
+    let rows = vec![
+        approver_row("fred", "approved", "2026-11-22 09:00:00"),
+        approver_row("gina", "rejected", "2026-11-22 09:05:00"),
+    ];
+    mock(
+        &app,
+        "GET",
+        "/api/now/table/sysapproval_approver",
+        200,
+        json!({ "result": rows }),
+        None,
+    )
+    .await;
+
+    post_signed(&app, &record(&role, &table)).await;
+
+    assert_eq!(app.settle("snow", "INC0010042").await, ["allowed"]);
+    let asked = app.helpdesk.received_requests().await.unwrap();
+    let query = asked
+        .iter()
+        .find(|r| r.url.path() == "/api/now/table/sysapproval_approver")
+        .map(|r| r.url.query().unwrap_or_default().to_string())
+        .unwrap();
+    assert!(
+        query.contains(&format!("sysapproval%3D{SYS_ID}%5Estate%3Dapproved")),
+        "{query}"
+    );
+    let note = received(&app, "PATCH", &format!("/api/now/table/incident/{SYS_ID}")).await[0]["work_notes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        note.contains("Approval: fred@acme.example at 2026-11-22T09:00:00Z"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_servicenow_approvals_api_blocks_as_could_not_verify() {
+    let policies = grant_policy_with_approval(&["fred@acme.example"]);
+    let app = servicenow_app_with(Some(policies.path().to_path_buf())).await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_api(&app, &role, &table, 1).await;
+    mock(
+        &app,
+        "GET",
+        "/api/now/table/sysapproval_approver",
+        403,
+        json!({ "error": {} }),
+        None,
+    )
+    .await;
+
+    post_signed(&app, &record(&role, &table)).await;
+
+    assert_eq!(app.settle("snow", "INC0010042").await, ["blocked"]);
+    let patch = &received(&app, "PATCH", &format!("/api/now/table/incident/{SYS_ID}")).await[0];
+    assert_eq!(patch["state"], "2", "reverted: {patch}");
+    assert!(
+        patch["work_notes"]
+            .as_str()
+            .unwrap()
+            .contains("approval: could not verify"),
+        "{patch}"
     );
 }
