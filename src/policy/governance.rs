@@ -180,19 +180,21 @@ fn template(src: &Spanned<String>, key: &str, err: Err<'_>) {
 /// Compiles an `approval:` block; problems go to `err`.
 pub(super) fn approval(def: &super::model::ApprovalDef, catalog: &SystemCatalog, err: Err<'_>) -> Option<ApprovalRule> {
     let approvers = match (&def.approvers.system, &def.approvers.group, &def.approvers.users) {
-        (Some(system), Some(group), None) if !group.trim().is_empty() => Approvers::Group {
-            directory: directory(system, "approval.approvers.system", catalog, err)?,
-            group: group.trim().to_string(),
-        },
-        (None, None, Some(users)) if !users.is_empty() => {
-            Approvers::Users(users.iter().map(|u| u.trim().to_lowercase()).collect())
+        (Some(system), Some(group), None) if !group.trim().is_empty() => {
+            directory(system, "approval.approvers.system", catalog, err).map(|directory| Approvers::Group {
+                directory,
+                group: group.trim().to_string(),
+            })
         }
-        _ => {
+        (None, None, Some(users)) if !users.is_empty() => Some(Approvers::Users(
+            users.iter().map(|u| u.trim().to_lowercase()).collect(),
+        )),
+        (system, group, _) => {
             err(
-                def.approvers.system.as_ref().map(line).unwrap_or_default(),
+                system.as_ref().or(group.as_ref()).and_then(line),
                 "approval.approvers: give `system` and `group` (a directory group), or `users` (a list)".into(),
             );
-            return None;
+            None
         }
     };
     let required = def.required.as_ref().map(|r| **r).unwrap_or(1);
@@ -225,7 +227,7 @@ pub(super) fn approval(def: &super::model::ApprovalDef, catalog: &SystemCatalog,
     let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     Some(ApprovalRule {
         required,
-        approvers,
+        approvers: approvers?,
         identity: text(&def.identity).unwrap_or_else(|| "{{ approver.id }}".into()),
         separate,
         marks: ApprovalMarks {

@@ -96,6 +96,56 @@ fn broken_expiry_and_drift_blocks_are_reported_with_file_line_and_problem() {
     );
 }
 
+#[test]
+fn broken_approval_and_requester_blocks_are_reported_with_file_line_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "match: {}\nchecks:\n  - system: app-db\n    kind: role\n    params: { role: x }\n    expect: present\n";
+    std::fs::write(
+        dir.path().join("a-unknown-directory.yaml"),
+        format!("{head}approval:\n  approvers:\n    system: corp-ldap\n    group: db-owners\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b-not-a-directory.yaml"),
+        format!("{head}approval:\n  approvers: {{ system: app-db, group: g }}\n  separate: [requester, boss]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c-no-approvers.yaml"),
+        format!("{head}approval:\n  approvers: {{ group: db-owners }}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("d-owner-without-field.yaml"),
+        format!("{head}requester:\n  owner_system: app-db\n"),
+    )
+    .unwrap();
+
+    let (code, out) = check(dir.path());
+
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("a-unknown-directory.yaml:9: approval.approvers.system: unknown system \"corp-ldap\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("b-not-a-directory.yaml:8: approval.approvers.system: system \"app-db\" is not a directory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("b-not-a-directory.yaml:9: approval.separate: \"boss\" is not one of"),
+        "{out}"
+    );
+    assert!(
+        out.contains("c-no-approvers.yaml:8: approval.approvers: give `system` and `group`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("d-owner-without-field.yaml:8: requester.owner_system needs requester.owner_field"),
+        "{out}"
+    );
+}
+
 fn policy_test(dir: &std::path::Path) -> (i32, String) {
     policy("test", dir)
 }
@@ -105,7 +155,7 @@ fn the_shipped_policy_tests_pass_without_any_target_system() {
     let (code, out) = policy_test(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
 
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("8 cases, 0 failed"), "{out}");
+    assert!(out.contains("14 cases, 0 failed"), "{out}");
 }
 
 #[test]
