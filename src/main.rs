@@ -108,6 +108,8 @@ enum PolicyCommand {
         /// Policy directory (defaults to the configured policies_dir).
         dir: Option<PathBuf>,
     },
+    /// Print the JSON Schema of policy files (for editors: completion and checks).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -203,6 +205,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Policy {
+            command: PolicyCommand::Schema,
+        } => {
+            println!("{}", policy::json_schema());
+            Ok(0)
         }
         Command::Policy {
             command: PolicyCommand::Test { dir },

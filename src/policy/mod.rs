@@ -14,6 +14,13 @@ pub use render::{ExpiryValue, Rendered, fields_named, render_checks, render_expi
 
 use crate::domain::{Expect, Mode, TicketEvent};
 
+/// The JSON Schema of a policy file, generated from the types that read it.
+/// `policies/policy.schema.json` is this text; a test keeps the two equal.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(model::PolicyFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// A validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {

@@ -189,3 +189,23 @@ fn a_wrong_expectation_fails_with_a_readable_difference() {
     );
     assert!(out.contains("1 cases, 1 failed"), "{out}");
 }
+
+#[test]
+fn the_shipped_policy_schema_is_the_one_the_types_generate() {
+    let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
+        .args(["policy", "schema"])
+        .output()
+        .unwrap();
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/policy.schema.json");
+    let shipped: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        generated, shipped,
+        "regenerate with: closegate policy schema > policies/policy.schema.json"
+    );
+    // Unknown keys are refused by editors as by the loader, and the newer
+    // blocks are described.
+    assert_eq!(generated["additionalProperties"], false);
+    assert_eq!(generated["$defs"]["ApprovalDef"]["additionalProperties"], false);
+    assert!(generated["properties"]["match"].is_object() && generated["properties"]["requester"].is_object());
+}
