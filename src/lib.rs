@@ -13,6 +13,7 @@ pub mod gate;
 pub mod outbound;
 pub mod policy;
 pub mod render;
+pub mod report;
 pub mod routes;
 pub mod signature;
 pub mod startup;

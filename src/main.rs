@@ -65,6 +65,23 @@ enum Command {
     /// Decide a ticket again now, as it was last seen, re-read from its helpdesk
     /// (recorded with a `manual` trigger; nothing is posted to the helpdesk).
     Decide { source: String, ticket: String },
+    /// What the gate did over a period: closes allowed and blocked, top block
+    /// reasons, could-not-verify rates, approval latency, time to verified
+    /// close, break-glass, drift, ungated closes of marked tickets.
+    Report {
+        /// How far back (`30d`, `12h`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -305,6 +322,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                 ..ClaimFilter::default()
             };
             drift_scan(&ctx, &filter, dry_run).await
+        }
+        Command::Report { since, format } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let since = match humantime::parse_duration(&since) {
+                Ok(d) => chrono::Utc::now().timestamp_millis() - d.as_millis() as i64,
+                Err(e) => {
+                    eprintln!("--since {since:?} is not a duration such as 30d or 12h: {e}");
+                    return Ok(2);
+                }
+            };
+            let store = open_store(&settings).await?;
+            let marker = settings.unmatched.as_ref().map(|u| u.label.as_str());
+            let report = closegate::report::from_store(&store, since, marker).await?;
+            match format {
+                ReportFormat::Table => print!("{}", report.table()),
+                ReportFormat::Csv => print!("{}", report.csv()),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(0)
         }
         Command::Decide { source, ticket } => {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);

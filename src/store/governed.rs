@@ -27,6 +27,17 @@ impl Store {
         Ok(())
     }
 
+    /// When each governed ticket was first seen governed (`source:key` → ms).
+    pub async fn governed_first_seen(&self) -> StoreResult<std::collections::HashMap<String, i64>> {
+        const SQL: &str = "SELECT source, ticket, MIN(since) FROM governed_tickets GROUP BY source, ticket";
+        let rows: Vec<(String, String, i64)> =
+            with_pool!(&self.db, read, |pool| sqlx::query_as(SQL).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .map(|(s, t, since)| (format!("{s}:{t}"), since))
+            .collect())
+    }
+
     /// The policies that have governed `ticket`, in name order.
     pub async fn governed_by(&self, ticket: &TicketRef) -> StoreResult<Vec<String>> {
         const SQL: &str = "SELECT policy FROM governed_tickets WHERE source = $1 AND ticket = $2 ORDER BY policy";

@@ -16,4 +16,5 @@ mod modes;
 mod outbox;
 mod outbox_lanes;
 mod policy_cli;
+mod report;
 mod verifiers;
