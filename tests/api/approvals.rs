@@ -15,7 +15,9 @@ const ISSUE: &str = "/repos/acme/access-requests/issues/42";
 const REQUESTER: &str = "reporting-bot";
 const CLOSER: &str = "dba-alice";
 
-fn policy(group: &str, extra: &str) -> String {
+/// A policy on `access-request` tickets whose one check holds for any active
+/// LDAP person, followed by `rules` (its approval or requester block).
+fn policy(rules: &str) -> String {
     format!(
         r#"
 match: {{ labels: [access-request] }}
@@ -27,12 +29,14 @@ checks:
     params: {{ user: "{{{{ fields.user }}}}" }}
     requested: ACTIVE
     expect: present
-approval:
-  approvers: {{ system: corp-ldap, group: {group} }}
-  separate: [requester, approver, closer]
-  label: access-approved
-{extra}"#
+{rules}"#
     )
+}
+
+fn approval_by(group: &str) -> String {
+    policy(&format!(
+        "approval:\n  approvers: {{ system: corp-ldap, group: {group} }}\n  separate: [requester, approver, closer]\n  label: access-approved\n"
+    ))
 }
 
 async fn app_with_policy(policy: &str) -> (TestApp, tempfile::TempDir) {
@@ -97,7 +101,7 @@ async fn close(app: &TestApp, user: &str, extra_fields: &[(&str, &str)]) -> (Str
     event["issue"]["title"] = json!(format!("Access request {delivery}"));
     app.close_on_github(&delivery, &serde_json::to_vec(&event).unwrap())
         .await;
-    let record = app.evidence("acme/access-requests#42").await.pop().expect("a record");
+    let record = app.last_record("github", "acme/access-requests#42").await;
     let reasons = record.content().unwrap().decision.reasons;
     let comment = posted_comments(app).await.pop().unwrap_or_default();
     (record.verdict.to_string(), reasons, comment)
@@ -114,7 +118,7 @@ async fn an_approval_counts_only_from_an_active_group_member_who_neither_asked_n
     let locked = dir.person("cg_locked").await;
     let group = dir.group("cg_db_owners", &[&approver, &locked]).await;
     dir.lock(&locked).await;
-    let (app, _policies) = app_with_policy(&policy(&group, "")).await;
+    let (app, _policies) = app_with_policy(&approval_by(&group)).await;
 
     // A member's /approve: allowed, and the comment names approver and rule.
     mount_github(&app, vec![comment(1, &approver, "/approve", AT, AT)], vec![]).await;
@@ -199,7 +203,7 @@ async fn an_approval_counts_only_from_an_active_group_member_who_neither_asked_n
     app.post_github("issues", "api-down", &serde_json::to_vec(&event).unwrap())
         .await;
     app.decide_all().await;
-    let record = app.evidence("acme/access-requests#42").await.pop().unwrap();
+    let record = app.last_record("github", "acme/access-requests#42").await;
     assert_eq!(record.verdict.as_str(), "blocked");
     let reasons = record.content().unwrap().decision.reasons;
     assert!(
@@ -216,7 +220,7 @@ async fn an_approval_given_before_the_request_was_edited_does_not_count() {
     let subject = dir.person("cg_subject").await;
     let other = dir.person("cg_other").await;
     let group = dir.group("cg_db_owners", &[&approver]).await;
-    let (app, _policies) = app_with_policy(&policy(&group, "")).await;
+    let (app, _policies) = app_with_policy(&approval_by(&group)).await;
     mount_github(&app, vec![comment(1, &approver, "/approve", AT, AT)], vec![]).await;
 
     // Opened, approved (AT, in the past), then the user asked for is changed.
@@ -247,22 +251,8 @@ async fn a_service_account_requester_needs_an_active_human_owner() {
     let gone = dir.person("cg_gone").await;
     let subject = dir.person("cg_subject").await;
     dir.lock(&gone).await;
-    let policy = r#"
-match: { labels: [access-request] }
-require_fields: [user]
-checks:
-  - name: account active
-    system: corp-ldap
-    kind: entry
-    params: { user: "{{ fields.user }}" }
-    requested: ACTIVE
-    expect: present
-requester:
-  non_human: ["svc-*"]
-  owner_field: owner
-  owner_system: corp-ldap
-"#;
-    let (app, _policies) = app_with_policy(policy).await;
+    let policy = policy("requester:\n  non_human: [\"svc-*\"]\n  owner_field: owner\n  owner_system: corp-ldap\n");
+    let (app, _policies) = app_with_policy(&policy).await;
     mount_github(&app, vec![], vec![]).await;
 
     let (verdict, reasons, _) = close(&app, &subject, &[]).await;

@@ -298,6 +298,12 @@ impl TestApp {
         self.store.stats().await.unwrap()
     }
 
+    /// The latest evidence record of a ticket.
+    pub async fn last_record(&self, source: &str, ticket: &str) -> EvidenceRecord {
+        let mut records = self.store.evidence_for_ticket(source, ticket).await.unwrap();
+        records.pop().expect("an evidence record")
+    }
+
     pub async fn evidence(&self, ticket: &str) -> Vec<EvidenceRecord> {
         self.store.evidence_for_ticket("github", ticket).await.unwrap()
     }

@@ -2,7 +2,7 @@
 //! a SCIM server) or a faked HTTP API: a ticket closes through the generic
 //! source and the decision and evidence show what was observed.
 
-use ldap3::{LdapConnAsync, Mod};
+use ldap3::Mod;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, Executor as _, MySqlConnection};
@@ -11,7 +11,10 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use crate::helpers::*;
+use crate::{
+    directory::{ldap_admin, ldap_url},
+    helpers::*,
+};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -22,9 +25,6 @@ fn mysql_url() -> String {
 }
 fn redis_url() -> String {
     env_or("CLOSEGATE_TEST_REDIS", "redis://127.0.0.1:6379")
-}
-fn ldap_url() -> String {
-    env_or("CLOSEGATE_TEST_LDAP", "ldap://127.0.0.1:3389")
 }
 fn scim_url() -> String {
     env_or("CLOSEGATE_TEST_SCIM", "http://127.0.0.1:8090/v2")
@@ -166,17 +166,6 @@ async fn redis_admin() -> (redis::aio::MultiplexedConnection, impl Fn(&[&str]) -
         cmd
     };
     (redis, acl)
-}
-
-async fn ldap_admin() -> ldap3::Ldap {
-    let (conn, mut ldap) = LdapConnAsync::new(&ldap_url()).await.expect("LDAP is reachable");
-    ldap3::drive!(conn);
-    ldap.simple_bind("cn=admin,dc=closegate,dc=test", "admin")
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    ldap
 }
 
 #[tokio::test]

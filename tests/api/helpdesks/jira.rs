@@ -392,13 +392,7 @@ async fn jira_service_management_approvals_count_only_approved_decisions_by_list
     mock(&app, "GET", approvals, 200, page(refused), None).await;
     post(&app, "wh-1", &event("jira/issue_updated_done.json", &role, &table)).await;
     assert_eq!(app.settle("jira", "ACC-42").await, ["blocked"]);
-    let record = app
-        .store
-        .evidence_for_ticket("jira", "ACC-42")
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let record = app.last_record("jira", "ACC-42").await;
     let reasons = record.content().unwrap().decision.reasons;
     assert!(
         reasons
@@ -424,13 +418,7 @@ async fn jira_service_management_approvals_count_only_approved_decisions_by_list
     again["timestamp"] = json!(1763900000000_i64);
     post(&app, "wh-2", &again.to_string()).await;
     assert_eq!(app.settle("jira", "ACC-42").await, ["blocked", "allowed"]);
-    let record = app
-        .store
-        .evidence_for_ticket("jira", "ACC-42")
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let record = app.last_record("jira", "ACC-42").await;
     let report = record.content().unwrap().decision.governance.approval.unwrap();
     let counted: Vec<_> = report
         .counted()
