@@ -24,6 +24,8 @@ pub struct Context {
     pub head_interval: std::time::Duration,
     /// Signalled when a decision enqueues outbox messages.
     pub effects_enqueued: Notify,
+    /// Whether governed requests get intake notes.
+    pub intake_notes: bool,
 }
 
 impl Context {

@@ -55,6 +55,7 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
         settings: settings.worker.clone(),
         clock,
         effects_enqueued: Default::default(),
+        intake_notes: settings.intake_notes,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct Effect {
     /// When the decision was made (RFC 3339).
     #[serde(default)]
     pub decided_at: Option<String>,
+    /// A note that replaces the earlier comment carrying this marker, where the
+    /// helpdesk can edit comments (intake notes); elsewhere a new comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl Effect {

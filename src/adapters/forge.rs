@@ -104,7 +104,8 @@ impl ForgeApi {
         }
     }
 
-    async fn already_commented(&self, issue_path: &str, marker: &str) -> Result<bool, EffectError> {
+    /// The first comment whose body contains `needle`.
+    async fn find_comment(&self, issue_path: &str, needle: &str) -> Result<Option<Value>, EffectError> {
         let comments = match self.dialect {
             Dialect::Gitlab => "notes",
             _ => "comments",
@@ -115,17 +116,34 @@ impl ForgeApi {
             let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
             let listed = http::json("list comments", response).await?;
             let listed = listed.as_array().cloned().unwrap_or_default();
-            if listed
+            if let Some(found) = listed
                 .iter()
-                .any(|c| json_str(c, "/body").is_some_and(|b| b.contains(marker)))
+                .find(|c| json_str(c, "/body").is_some_and(|b| b.contains(needle)))
             {
-                return Ok(true);
+                return Ok(Some(found.clone()));
             }
             if listed.len() < size {
                 break;
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Replaces the body of an existing comment.
+    async fn edit_comment(&self, issue_path: &str, comment: &Value, body: &str) -> Result<(), EffectError> {
+        let id = comment
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| EffectError::permanent("the comment to replace has no numeric id"))?;
+        let request = match self.dialect {
+            Dialect::Gitlab => self.request(reqwest::Method::PUT, &format!("{issue_path}/notes/{id}")),
+            _ => {
+                let issues = issue_path.rsplit_once('/').map(|(p, _)| p).unwrap_or(issue_path);
+                self.request(reqwest::Method::PATCH, &format!("{issues}/comments/{id}"))
+            }
+        };
+        http::send("edit comment", request.json(&json!({ "body": body }))).await?;
+        Ok(())
     }
 
     /// Reopens (while the issue is still in the judged close) and comments once.
@@ -155,12 +173,20 @@ impl ForgeApi {
             }
         }
         let marker = format!("<!-- {} -->", effect.marker());
-        if !self.already_commented(&issue_path, &marker).await? {
+        if self.find_comment(&issue_path, &marker).await?.is_none() {
             let comments = match self.dialect {
                 Dialect::Gitlab => "notes",
                 _ => "comments",
             };
-            let body = format!("{}\n\n{marker}\n", effect.comment.trim_end());
+            let mut body = format!("{}\n\n{marker}\n", effect.comment.trim_end());
+            if let Some(replaces) = &effect.replaces {
+                // An intake note replaces the ticket's previous one in place.
+                let replaced = format!("<!-- {replaces} -->");
+                body.push_str(&format!("{replaced}\n"));
+                if let Some(previous) = self.find_comment(&issue_path, &replaced).await? {
+                    return self.edit_comment(&issue_path, &previous, &body).await;
+                }
+            }
             let post = self
                 .request(reqwest::Method::POST, &format!("{issue_path}/{comments}"))
                 .json(&json!({ "body": body }));

@@ -144,6 +144,10 @@ impl Adapter for GenericAdapter {
         self.callback.is_some()
     }
 
+    fn takes_intake_notes(&self) -> bool {
+        false
+    }
+
     fn signs_delivery_id(&self) -> bool {
         true
     }

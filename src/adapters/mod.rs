@@ -103,6 +103,12 @@ pub trait Adapter: Send + Sync {
         true
     }
 
+    /// Whether it takes intake notes (a comment on a newly governed request).
+    /// A callback source that expects only decisions does not.
+    fn takes_intake_notes(&self) -> bool {
+        true
+    }
+
     /// The markup its comments take.
     fn comment_format(&self) -> crate::render::CommentFormat {
         crate::render::CommentFormat::Markdown

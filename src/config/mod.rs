@@ -52,6 +52,9 @@ pub struct Settings {
     /// Signed tree heads of the evidence log.
     #[serde(default)]
     pub evidence: EvidenceSettings,
+    /// Answer a governed request when it is opened or changed: what it lacks,
+    /// who may approve it (one note per ticket, updated rather than repeated).
+    pub intake_notes: bool,
 }
 
 /// Where and how the evidence log's tree heads are signed and kept.

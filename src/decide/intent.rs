@@ -21,6 +21,9 @@ pub enum Action {
     /// Record a verification ahead of the close where the helpdesk's own
     /// validator reads it (Jira), instead of commenting.
     PreVerification,
+    /// Post the intake note of a governed request, replacing the previous one
+    /// where the helpdesk can edit comments.
+    Intake,
 }
 
 /// One outbox message.
@@ -68,6 +71,24 @@ impl Intent {
         }
     }
 
+    /// The intake note owed to a governed request (evidence record `evidence_id`).
+    pub fn for_intake(ticket: &TicketRef, evidence_id: &str) -> Intent {
+        Intent {
+            key: format!("cg-{evidence_id}"),
+            ticket: ticket.clone(),
+            evidence_id: evidence_id.to_string(),
+            action: Action::Intake,
+        }
+    }
+
+    /// The marker every intake note of a ticket carries, so that the next one
+    /// replaces it: stable per ticket, free of the key's characters.
+    fn intake_marker(ticket: &TicketRef) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(ticket.to_string().as_bytes());
+        format!("closegate-intake:{}", &hex::encode(digest)[..16])
+    }
+
     /// Renders the effect from the evidence record it carries.
     pub fn render(
         &self,
@@ -83,25 +104,29 @@ impl Intent {
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let decision = &content.decision;
-        let comment = renderer
-            .decision(format, &content, &decided_at, &record.id, &record.hash, log_head)
-            .unwrap_or_else(|e| {
-                tracing::error!(error.message = %e, "comment template failed; posting the plain form");
-                format!(
-                    "closegate: {} under policy {} ({}). {}\nEvidence record {}, hash {}.",
-                    decision.verdict,
-                    decision.policy.as_deref().unwrap_or("none"),
-                    decision.mode,
-                    decision.reasons.join("; "),
-                    record.id,
-                    record.hash
-                )
-            });
+        let rendered = match self.action {
+            Action::Intake => renderer.intake(format, &content, &record.id),
+            _ => renderer.decision(format, &content, &decided_at, &record.id, &record.hash, log_head),
+        };
+        let comment = rendered.unwrap_or_else(|e| {
+            tracing::error!(error.message = %e, "comment template failed; posting the plain form");
+            format!(
+                "closegate: {} under policy {} ({}). {}\nEvidence record {}, hash {}.",
+                decision.verdict,
+                decision.policy.as_deref().unwrap_or("none"),
+                decision.mode,
+                decision.reasons.join("; "),
+                record.id,
+                record.hash
+            )
+        });
         let (reopen, closed_at, pre_verification) = match &self.action {
             Action::Decision { reopen, closed_at } => (*reopen, closed_at.clone(), false),
             Action::PreVerification => (false, None, true),
+            Action::Intake => (false, None, false),
         };
         Ok(Effect {
+            replaces: (self.action == Action::Intake).then(|| Self::intake_marker(&self.ticket)),
             pre_verification,
             key: self.key.clone(),
             ticket: self.ticket.clone(),

@@ -105,52 +105,115 @@ async fn decide_inner(
 
 /// Records, as evidence, an edit of the labels or fields of a ticket that a
 /// policy governs (or governed): what changed, and which delivery said so.
-/// Finishes the delivery as not gated either way.
+/// When the request is first seen or changed, answers it once with what it
+/// still lacks (an intake note, updated rather than repeated). Finishes the
+/// delivery as not gated either way.
 pub async fn record_edit(
     ctx: &Context,
     trigger: Trigger,
     event: TicketEvent,
     governing: &[String],
 ) -> Result<Option<EvidenceRecord>, DecideError> {
-    let delivery = (trigger.kind == TriggerKind::Webhook).then(|| (trigger.id.clone(), DeliveryOutcome::NotGated));
+    let mut delivery = (trigger.kind == TriggerKind::Webhook).then(|| (trigger.id.clone(), DeliveryOutcome::NotGated));
     // Tickets no policy governs are not followed: no snapshot, no write.
-    let changes = match governing.first() {
-        Some(_) => snapshot_changes(ctx, &event).await?,
-        None => Vec::new(),
-    };
-    let Some(policy) = governing.first().filter(|_| !changes.is_empty()) else {
-        if let Some((id, outcome)) = delivery {
-            ctx.store
-                .finish_delivery(&id, outcome, ctx.now_ms())
-                .await
-                .map_err(DecideError::Store)?;
-        }
+    let Some(policy) = governing.first() else {
+        finish(ctx, delivery).await?;
         return Ok(None);
     };
-    let decision = Decision {
-        verdict: Verdict::Ungated,
-        policy: Some(policy.clone()),
-        policy_hash: ctx.gate.policies().by_name(policy).map(|p| p.hash.clone()),
-        mode: Mode::DryRun,
-        reasons: Vec::new(),
-        checks: Vec::new(),
-        valid_until: None,
-        exception: None,
-        attempts: Vec::new(),
-        notes: changes,
-        governance: Default::default(),
+    let (first_seen, changes) = snapshot_changes(ctx, &event).await?;
+    let intake = match ctx.intake_notes && (first_seen || !changes.is_empty()) {
+        true => intake_due(ctx, &trigger, &event, policy).await?,
+        false => None,
     };
-    let id = uuid::Uuid::now_v7().to_string();
-    let recording = Recording {
-        delivery,
-        ..Recording::evidence(new_evidence(id, trigger, event, decision, Finding::Edit), Vec::new())
-    };
-    record(ctx, recording).await
+    let mut recorded = None;
+    if !changes.is_empty() {
+        let decision = Decision {
+            notes: changes,
+            ..Decision::note(policy, ctx.gate.policies().by_name(policy).map(|p| p.hash.clone()))
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let recording = Recording {
+            delivery: delivery.take(),
+            ..Recording::evidence(
+                new_evidence(id, trigger.clone(), event.clone(), decision, Finding::Edit),
+                Vec::new(),
+            )
+        };
+        recorded = record(ctx, recording).await?;
+    }
+    if let Some((decision, speaks)) = intake {
+        let id = uuid::Uuid::now_v7().to_string();
+        let intents = match speaks {
+            true => vec![Intent::for_intake(&event.ticket, &id)],
+            false => Vec::new(),
+        };
+        let recording = Recording {
+            delivery: delivery.take(),
+            ..Recording::evidence(
+                new_evidence(id, trigger, event, decision, Finding::Intake),
+                encode(intents)?,
+            )
+        };
+        recorded = record(ctx, recording).await?.or(recorded);
+    }
+    finish(ctx, delivery).await?;
+    Ok(recorded)
 }
 
-/// Stores the ticket's labels and fields and says what differs from the
-/// snapshot before (nothing the first time).
-async fn snapshot_changes(ctx: &Context, event: &TicketEvent) -> Result<Vec<String>, DecideError> {
+/// Finishes a delivery that no record finished.
+async fn finish(ctx: &Context, delivery: Option<(String, DeliveryOutcome)>) -> Result<(), DecideError> {
+    if let Some((id, outcome)) = delivery {
+        ctx.store
+            .finish_delivery(&id, outcome, ctx.now_ms())
+            .await
+            .map_err(DecideError::Store)?;
+    }
+    Ok(())
+}
+
+/// The intake note a governed request is owed now, and whether it is said to
+/// the helpdesk: `None` when it says what the last one said.
+async fn intake_due(
+    ctx: &Context,
+    trigger: &Trigger,
+    event: &TicketEvent,
+    policy: &str,
+) -> Result<Option<(Decision, bool)>, DecideError> {
+    let Some(rule) = ctx.gate.policies().by_name(policy) else {
+        return Ok(None);
+    };
+    let now = chrono::DateTime::from_timestamp_millis(ctx.now_ms()).unwrap_or_default();
+    let answer = crate::gate::intake::intake(rule, event, now);
+    let decision = Decision {
+        reasons: answer.problems,
+        notes: answer.needs,
+        mode: rule.mode,
+        ..Decision::note(policy, Some(rule.hash.clone()))
+    };
+    let last = ctx
+        .store
+        .evidence_for_ticket(&event.ticket.source, &event.ticket.key)
+        .await
+        .map_err(DecideError::Store)?
+        .into_iter()
+        .rev()
+        .filter_map(|r| r.content().ok())
+        .find(|c| c.finding == Finding::Intake);
+    if last.is_some_and(|c| c.decision.reasons == decision.reasons && c.decision.notes == decision.notes) {
+        return Ok(None);
+    }
+    let speaks = rule.mode != Mode::DryRun
+        && trigger.kind.speaks_to_helpdesk()
+        && ctx
+            .sources
+            .get(&event.ticket.source)
+            .is_some_and(|a| a.delivers_effects() && a.takes_intake_notes());
+    Ok(Some((decision, speaks)))
+}
+
+/// Stores the ticket's labels and fields: whether it is the first snapshot,
+/// and what differs from the one before (nothing the first time).
+async fn snapshot_changes(ctx: &Context, event: &TicketEvent) -> Result<(bool, Vec<String>), DecideError> {
     let mut labels: Vec<String> = event.labels.iter().map(|l| l.to_lowercase()).collect();
     labels.sort();
     labels.dedup();
@@ -163,10 +226,12 @@ async fn snapshot_changes(ctx: &Context, event: &TicketEvent) -> Result<Vec<Stri
         .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms(), fields_changed)
         .await
         .map_err(DecideError::Store)?;
-    Ok(previous
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+    let changes = previous
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
         .map(|before| edits(&before, &snapshot))
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok((previous.is_none(), changes))
 }
 
 /// What differs between two snapshots of labels and fields, in words.

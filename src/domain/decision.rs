@@ -109,6 +109,26 @@ pub struct Decision {
     pub governance: super::Governance,
 }
 
+impl Decision {
+    /// A record about a governed ticket that judges nothing (an edit, an
+    /// intake note): ungated, dry-run, under `policy`.
+    pub fn note(policy: &str, policy_hash: Option<String>) -> Self {
+        Decision {
+            verdict: Verdict::Ungated,
+            policy: Some(policy.to_string()),
+            policy_hash,
+            mode: Mode::DryRun,
+            reasons: Vec::new(),
+            checks: Vec::new(),
+            valid_until: None,
+            exception: None,
+            attempts: Vec::new(),
+            notes: Vec::new(),
+            governance: Default::default(),
+        }
+    }
+}
+
 /// A break-glass close: allowed now, verified by `verify_by`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exception {

@@ -40,6 +40,8 @@ pub enum Finding {
     BreakGlassVerified,
     /// The labels or fields of a governed ticket were edited.
     Edit,
+    /// A governed request was opened or changed: what it still lacks.
+    Intake,
 }
 
 /// The hashed document. Every column the store keeps beside it is a copy of

@@ -5,6 +5,7 @@
 pub mod eval;
 pub mod expiry;
 pub mod governance;
+pub mod intake;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

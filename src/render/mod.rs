@@ -13,6 +13,7 @@ use crate::{
 
 mod adf;
 pub mod audit;
+mod intake;
 
 const DECISION: &str = "decision.md.j2";
 const SHIPPED: &[(&str, &str)] = &[
@@ -111,6 +112,16 @@ impl Renderer {
         Ok(Self { env })
     }
 
+    /// The intake note of a governed request, in the helpdesk's markup.
+    pub fn intake(
+        &self,
+        format: CommentFormat,
+        content: &EvidenceContent,
+        evidence_id: &str,
+    ) -> Result<String, String> {
+        Ok(intake::note(format, content, evidence_id))
+    }
+
     /// The comment for an evidence record, in the helpdesk's markup.
     pub fn decision(
         &self,
@@ -203,6 +214,7 @@ fn headline(finding: Finding, decision: &Decision) -> (&'static str, &'static st
         (Finding::Unverified, _, _) => ("warn", "closegate: could not verify that expired access was removed"),
         (Finding::BreakGlassVerified, _, _) => ("ok", "closegate: break-glass change verified after the fact"),
         (Finding::Edit, _, _) => ("warn", "closegate: the request of a governed ticket was edited"),
+        (Finding::Intake, _, _) => ("ok", "closegate: this access request is governed"),
     }
 }
 
@@ -215,6 +227,7 @@ fn finding_name(finding: Finding) -> &'static str {
         Finding::Unverified => "unverified",
         Finding::BreakGlassVerified => "break_glass_verified",
         Finding::Edit => "edit",
+        Finding::Intake => "intake",
     }
 }
 

@@ -44,6 +44,7 @@ async fn app_with_policy(policy: &str) -> (TestApp, tempfile::TempDir) {
     let app = spawn_app_with(Options {
         policies: Some(dir.path().to_path_buf()),
         systems: Some(ldap_system("corp-ldap")),
+        intake_notes: true,
         ..Default::default()
     })
     .await;
@@ -276,4 +277,122 @@ async fn a_service_account_requester_needs_an_active_human_owner() {
         "{posted}"
     );
     dir.clean().await;
+}
+
+/// Bodies of the comments edited in place on the fake GitHub, by comment id path.
+async fn edited_comments(app: &TestApp) -> Vec<(String, String)> {
+    app.helpdesk
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH" && r.url.path().contains("/issues/comments/"))
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            (
+                r.url.path().to_string(),
+                body["body"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_governed_request_gets_one_intake_note_that_is_updated_in_place_as_it_is_fixed() {
+    let mut dir = Directory::open().await;
+    let approver = dir.person("cg_approver").await;
+    let owner = dir.person("cg_owner").await;
+    let subject = dir.person("cg_subject").await;
+    let group = dir.group("cg_db_owners", &[&approver]).await;
+    let rules = format!(
+        "expires: \"{{{{ fields.expires }}}}\"\nrequire_expiry: true\nmax_duration: 30d\n\
+         approval:\n  approvers: {{ system: corp-ldap, group: {group} }}\n  separate: [requester, approver, closer]\n\
+         requester:\n  owner_field: owner\n  owner_system: corp-ldap\n"
+    );
+    let (app, _policies) = app_with_policy(&policy(&rules)).await;
+    mount_github(&app, vec![], vec![]).await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(r"^/repos/acme/access-requests/issues/comments/\d+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 501 })))
+        .mount(&app.helpdesk)
+        .await;
+    let send = |action: &'static str, fields: Vec<(&'static str, String)>, labels: &'static [&'static str]| {
+        let app = &app;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let event = github_issue_event(action, &fields, labels);
+            let delivery = uuid::Uuid::new_v4().to_string();
+            let response = app
+                .post_github("issues", &delivery, &serde_json::to_vec(&event).unwrap())
+                .await;
+            assert_eq!(response.status().as_u16(), 202);
+            app.settle_all().await;
+        }
+    };
+
+    // Opened without expiry and owner: one note naming both and the group.
+    send("opened", vec![("user", subject.clone())], &["access-request"]).await;
+    let posted = posted_comments(&app).await;
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let note = &posted[0];
+    assert!(note.contains("governed by policy approved-access"), "{note}");
+    assert!(
+        note.contains("no expiry (field `expires`)") && note.contains("field owner must name"),
+        "{note}"
+    );
+    assert!(note.contains(&format!("active members of the group {group}")), "{note}");
+    assert!(note.contains("at most 30days"), "{note}");
+
+    // The fix: the same note is edited in place, not a second one posted.
+    mount_github(&app, vec![comment(501, "closegate-bot", note, AT, AT)], vec![]).await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(r"^/repos/acme/access-requests/issues/comments/\d+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 501 })))
+        .mount(&app.helpdesk)
+        .await;
+    let fixed = vec![
+        ("user", subject.clone()),
+        ("expires", "7d".to_string()),
+        ("owner", owner.clone()),
+    ];
+    send("edited", fixed.clone(), &["access-request"]).await;
+    assert!(posted_comments(&app).await.is_empty(), "no second note");
+    let edited = edited_comments(&app).await;
+    assert_eq!(edited.len(), 1, "{edited:?}");
+    assert_eq!(edited[0].0, "/repos/acme/access-requests/issues/comments/501");
+    assert!(edited[0].1.contains("Nothing is missing so far"), "{}", edited[0].1);
+    assert!(edited[0].1.contains(&format!("Owner: {owner}")), "{}", edited[0].1);
+
+    // An edit that changes nothing the note says: no write at all.
+    send("edited", fixed, &["access-request", "team-data"]).await;
+    assert_eq!(edited_comments(&app).await.len(), 1);
+    assert!(posted_comments(&app).await.is_empty());
+    let intakes = app
+        .store
+        .evidence_for_ticket("github", "acme/access-requests#42")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.content().unwrap().finding == closegate::evidence::Finding::Intake)
+        .count();
+    assert_eq!(intakes, 2);
+    dir.clean().await;
+}
+
+#[tokio::test]
+async fn tickets_no_policy_governs_get_no_intake_note() {
+    let (app, _policies) = app_with_policy(&policy("")).await;
+    mount_github(&app, vec![], vec![]).await;
+    let event = github_issue_event("opened", &[("user", "someone")], &["question"]);
+    app.post_github("issues", "q-1", &serde_json::to_vec(&event).unwrap())
+        .await;
+    app.settle_all().await;
+    assert!(posted_comments(&app).await.is_empty());
+    assert!(
+        app.store
+            .evidence_for_ticket("github", "acme/access-requests#42")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

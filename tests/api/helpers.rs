@@ -88,6 +88,9 @@ pub struct Options {
     pub evidence: Option<Value>,
     /// Worker settings merged over the test defaults.
     pub worker: Option<Value>,
+    /// Intake notes on opened and edited governed requests (off unless a
+    /// test is about them).
+    pub intake_notes: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -139,6 +142,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if let Some(Value::Object(worker)) = options.worker {
         yaml["worker"].as_object_mut().unwrap().extend(worker);
     }
+    yaml["intake_notes"] = json!(options.intake_notes);
     if let Some(evidence) = options.evidence {
         yaml["evidence"] = evidence;
     }
