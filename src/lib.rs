@@ -2,6 +2,7 @@
 //! closegate: a ticket closes only when the target system really matches it.
 
 pub mod adapters;
+pub mod audit_pack;
 pub mod clock;
 pub mod config;
 pub mod context;

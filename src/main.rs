@@ -68,6 +68,16 @@ enum Command {
     /// What the gate did over a period: closes allowed and blocked, top block
     /// reasons, could-not-verify rates, approval latency, time to verified
     /// close, break-glass, drift, ungated closes of marked tickets.
+    /// Write a static HTML page and its JSON for an auditor: per ticket the
+    /// timeline request → approval → close → expiry and drift checks, each
+    /// step with its evidence record and inclusion proof, plus figures and charts.
+    AuditPack {
+        #[command(flatten)]
+        scope: PackScope,
+        /// Directory to write `index.html` and `audit-pack.json` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     Report {
         /// How far back (`30d`, `12h`).
         #[arg(long, default_value = "30d")]
@@ -75,6 +85,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
     },
+}
+
+/// Which tickets an audit pack covers.
+#[derive(clap::Args)]
+#[group(required = false, multiple = false)]
+struct PackScope {
+    /// Tickets with records in this period (`90d`); the default is 30d.
+    #[arg(long)]
+    since: Option<String>,
+    /// One ticket, as `SOURCE:KEY` (`github:acme/access#42`).
+    #[arg(long)]
+    ticket: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -323,6 +345,42 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             };
             drift_scan(&ctx, &filter, dry_run).await
         }
+        Command::AuditPack { scope, out } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let now = chrono::Utc::now().timestamp_millis();
+            let scope = match (scope.ticket, scope.since) {
+                (Some(ticket), _) => match ticket.split_once(':') {
+                    Some((source, key)) => closegate::audit_pack::Scope::Ticket(source.into(), key.into()),
+                    None => {
+                        eprintln!("--ticket {ticket:?} is not SOURCE:KEY");
+                        return Ok(2);
+                    }
+                },
+                (None, since) => match humantime::parse_duration(since.as_deref().unwrap_or("30d")) {
+                    Ok(d) => closegate::audit_pack::Scope::Since(now - d.as_millis() as i64),
+                    Err(e) => {
+                        eprintln!("--since is not a duration such as 30d or 12h: {e}");
+                        return Ok(2);
+                    }
+                },
+            };
+            let store = open_store(&settings).await?;
+            let log = evidence_log(&settings, store.clone())?;
+            let public_key = match (&settings.evidence.public_key, log.verifying_key()) {
+                (Some(text), _) => Some(heads::public_key(text)?),
+                (None, key) => key,
+            };
+            let head = latest_head(&log, public_key.as_ref())?;
+            let marker = settings.unmatched.as_ref().map(|u| u.label.as_str());
+            let pack = closegate::audit_pack::build(&store, &scope, head, now, marker).await?;
+            closegate::audit_pack::write(&pack, &out)?;
+            println!(
+                "{} tickets written to {}",
+                pack.tickets.len(),
+                out.join("index.html").display()
+            );
+            Ok(0)
+        }
         Command::Report { since, format } => {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
             let since = match humantime::parse_duration(&since) {
@@ -348,6 +406,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             decide_again(&ctx, &source, &ticket).await
         }
     }
+}
+
+/// The kept signed head covering the most records (its signature checked
+/// when a key is known).
+fn latest_head(log: &EvidenceLog, key: Option<&VerifyingKey>) -> anyhow::Result<Option<heads::SignedHead>> {
+    Ok(log
+        .sink()
+        .heads()?
+        .into_iter()
+        .filter_map(|h| h.verified(key).ok().map(|t| (t.tree_size, h)))
+        .max_by_key(|(size, _)| *size)
+        .map(|(_, h)| h))
 }
 
 /// Writes one JSON line; false when the reader has gone (`| head`), which is
@@ -567,13 +637,7 @@ async fn evidence(
             }
         },
         EvidenceCommand::Prove { id } => {
-            let heads = log.sink().heads()?;
-            let latest = heads
-                .iter()
-                .filter_map(|h| h.verified(public_key).ok().map(|t| (t.tree_size, h)))
-                .max_by_key(|(size, _)| *size)
-                .map(|(_, h)| h.clone());
-            let Some(head) = latest else {
+            let Some(head) = latest_head(log, public_key)? else {
                 println!("no signed tree head is kept; sign one with `closegate evidence sign-head`");
                 return Ok(1);
             };

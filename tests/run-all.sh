@@ -59,6 +59,8 @@ command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 ensure_postgres
 ensure_mariadb
 ensure_redis
+# The audit pack is rendered in a real headless browser.
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 bash tests/services/ldap.sh
 bash tests/services/scim.sh
 bash tests/services/django_helpdesk.sh

@@ -1,4 +1,5 @@
 mod approvals;
+mod audit_pack;
 mod bad_input;
 mod bypass;
 mod claims;
