@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     config::{DjangoHelpdeskSource, Secret},
-    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef, field_key},
+    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, Person, TicketEvent, TicketRef, field_key},
     render::CommentFormat,
 };
 
@@ -180,6 +180,25 @@ impl Adapter for DjangoHelpdeskAdapter {
             fresh.kind = EventKind::Closed;
         }
         Ok(fresh)
+    }
+
+    /// Follow-ups whose comment approves, by the user who wrote them (as
+    /// `user:ID`, the way closers are named: the API exposes no user names).
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        let ticket = self.ticket(&event.ticket.key).await?;
+        Ok(ticket["followup_set"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| json_str(f, "/comment").is_some_and(|c| marks.approves(c)))
+            .filter_map(|f| {
+                Some(Approval {
+                    approver: Person::id(format!("user:{}", f.get("user")?.as_i64()?)),
+                    at: json_str(f, "/date")?.to_string(),
+                    via: format!("follow-up {}", f.get("id").map(Value::to_string).unwrap_or_default()),
+                })
+            })
+            .collect())
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

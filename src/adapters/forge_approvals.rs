@@ -11,15 +11,6 @@ use super::{
 };
 use crate::domain::{Approval, ApprovalMarks, Person};
 
-/// Whether a comment body approves: its first non-empty line is the command.
-fn approves(body: &str, command: &str) -> bool {
-    let first = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
-    first
-        .split_whitespace()
-        .next()
-        .is_some_and(|word| word.eq_ignore_ascii_case(command))
-}
-
 impl ForgeApi {
     /// Every item of a list under `path`: paged where the forge pages it.
     async fn list_all(&self, what: &str, path: &str, paged: bool) -> Result<Vec<Value>, EffectError> {
@@ -68,7 +59,7 @@ impl ForgeApi {
                 continue;
             };
             let system_note = c.get("system").and_then(Value::as_bool).unwrap_or(false);
-            if system_note || !approves(body, &marks.command) || !same_instant(created, updated) {
+            if system_note || !marks.approves(body) || !same_instant(created, updated) {
                 continue;
             }
             approvals.push(Approval {
@@ -139,19 +130,5 @@ impl ForgeApi {
             }
         }
         Ok(approvals)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::approves;
-
-    #[test]
-    fn only_a_leading_command_approves() {
-        assert!(approves("/approve", "/approve"));
-        assert!(approves("\n  /APPROVE looks right\nthanks", "/approve"));
-        assert!(!approves("I would /approve this", "/approve"));
-        assert!(!approves("/approved", "/approve"));
-        assert!(!approves("", "/approve"));
     }
 }

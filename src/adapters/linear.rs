@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     config::{LinearSource, Secret},
-    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
+    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, Person, TicketEvent, TicketRef},
     signature::{SignatureError, TagEncoding, verify_body_hmac},
 };
 
@@ -30,6 +30,8 @@ pub struct LinearAdapter {
 
 const ISSUE: &str = "query($id: String!) { issue(id: $id) { id completedAt canceledAt state { id name type } \
     team { states { nodes { id name type } } } comments(first: 250) { nodes { body } } } }";
+const COMMENTS: &str = "query($id: String!) { issue(id: $id) { comments(first: 250) { nodes { id body createdAt \
+    editedAt user { id name email } } } } }";
 const COMMENT: &str = "mutation($issueId: String!, $body: String!) { commentCreate(input: { issueId: $issueId, body: $body }) { success } }";
 const MOVE: &str =
     "mutation($id: String!, $stateId: String!) { issueUpdate(id: $id, input: { stateId: $stateId }) { success } }";
@@ -165,6 +167,32 @@ impl Adapter for LinearAdapter {
 
     fn delivers_effects(&self) -> bool {
         self.token.is_some()
+    }
+
+    /// Approval comments by people (not integrations), never edited.
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        let data = self
+            .graphql("read comments", COMMENTS, json!({ "id": event.ticket.key }))
+            .await?;
+        let comments = data["issue"]["comments"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(comments
+            .iter()
+            .filter(|c| c["editedAt"].is_null() && json_str(c, "/body").is_some_and(|b| marks.approves(b)))
+            .filter_map(|c| {
+                Some(Approval {
+                    approver: Person {
+                        id: json_str(c, "/user/id")?.to_string(),
+                        email: json_str(c, "/user/email").map(String::from),
+                        name: json_str(c, "/user/name").map(String::from),
+                    },
+                    at: json_str(c, "/createdAt")?.to_string(),
+                    via: format!("comment {}", json_str(c, "/id").unwrap_or_default()),
+                })
+            })
+            .collect())
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{Accepted, Adapter, Effect, EffectError, Inbound, InboundError, http, json_object, json_str};
 use crate::{
     config::{Secret, ZendeskSource},
-    domain::{Actor, ActorKind, EventKind, TicketEvent, TicketRef},
+    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, Person, TicketEvent, TicketRef},
     render::CommentFormat,
     signature::{SignatureError, TagEncoding, verify_body_hmac},
 };
@@ -90,35 +90,55 @@ impl ZendeskAdapter {
             .unwrap_or(Value::Null))
     }
 
-    async fn already_noted(&self, id: &str, marker: &str) -> Result<bool, EffectError> {
-        let id = http::numeric("ticket", id)?;
-        let mut path = format!("/api/v2/tickets/{id}/comments.json");
+    /// Every item under `key` of a paged list, following `next_page` links
+    /// only on the configured origin: the token must never be sent anywhere a
+    /// response points to.
+    async fn list_all(&self, what: &str, mut path: String, key: &str) -> Result<Vec<Value>, EffectError> {
+        let mut items = Vec::new();
         for _ in 0..50 {
-            let response = http::send("list comments", self.request(reqwest::Method::GET, &path)).await?;
-            let page = http::json("list comments", response).await?;
-            let found = page["comments"].as_array().into_iter().flatten().any(|c| {
-                json_str(c, "/body")
-                    .or_else(|| json_str(c, "/plain_body"))
-                    .is_some_and(|b| b.contains(marker))
-            });
-            if found {
-                return Ok(true);
-            }
+            let response = http::send(what, self.request(reqwest::Method::GET, &path)).await?;
+            let page = http::json(what, response).await?;
+            items.extend(page[key].as_array().cloned().unwrap_or_default());
             match json_str(&page, "/next_page") {
-                // Only pages on the configured origin are followed: the token
-                // must never be sent anywhere a response points to.
                 Some(next) => match next.strip_prefix(&self.api_url).filter(|rest| rest.starts_with('/')) {
                     Some(rest) => path = rest.to_string(),
                     None => {
-                        return Err(EffectError::permanent(
-                            "list comments: next_page leaves the configured api_url",
-                        ));
+                        return Err(EffectError::permanent(format!(
+                            "{what}: next_page leaves the configured api_url"
+                        )));
                     }
                 },
                 None => break,
             }
         }
-        Ok(false)
+        Ok(items)
+    }
+
+    async fn already_noted(&self, id: &str, marker: &str) -> Result<bool, EffectError> {
+        let id = http::numeric("ticket", id)?;
+        let comments = self
+            .list_all(
+                "list comments",
+                format!("/api/v2/tickets/{id}/comments.json"),
+                "comments",
+            )
+            .await?;
+        Ok(comments.iter().any(|c| {
+            json_str(c, "/body")
+                .or_else(|| json_str(c, "/plain_body"))
+                .is_some_and(|b| b.contains(marker))
+        }))
+    }
+
+    /// An approver's email, from their user record.
+    async fn email_of(&self, user: &str) -> Result<Option<String>, EffectError> {
+        let user = http::numeric("user", user)?;
+        let response = http::send(
+            "read user",
+            self.request(reqwest::Method::GET, &format!("/api/v2/users/{user}.json")),
+        )
+        .await?;
+        Ok(json_str(&http::json("read user", response).await?, "/user/email").map(String::from))
     }
 }
 
@@ -243,6 +263,62 @@ impl Adapter for ZendeskAdapter {
             event.title = subject.to_string();
         }
         Ok(event)
+    }
+
+    /// From the ticket's audits (who changed what, when): an approval comment,
+    /// or the approval field set to a true value by its author; clearing the
+    /// field withdraws what it carried.
+    async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
+        let id = http::numeric("ticket", &event.ticket.key)?;
+        let mut audits = self
+            .list_all("read audits", format!("/api/v2/tickets/{id}/audits.json"), "audits")
+            .await?;
+        audits.sort_by(|a, b| json_str(a, "/created_at").cmp(&json_str(b, "/created_at")));
+        let field = marks.field.as_deref();
+        let truthy = |v: &Value| match v {
+            Value::Bool(b) => *b,
+            Value::String(s) => ["true", "yes", "approved", "1"].contains(&s.to_lowercase().as_str()),
+            _ => false,
+        };
+        let mut found: Vec<(String, String, String)> = Vec::new();
+        for audit in &audits {
+            let (Some(author), Some(at)) = (id_text(audit.get("author_id")), json_str(audit, "/created_at")) else {
+                continue;
+            };
+            for e in audit["events"].as_array().into_iter().flatten() {
+                let is_field =
+                    field.is_some_and(|f| id_text(e.get("field_name")).is_some_and(|n| n.eq_ignore_ascii_case(f)));
+                match json_str(e, "/type") {
+                    Some("Comment") if json_str(e, "/body").is_some_and(|b| marks.approves(b)) => {
+                        let via = format!("comment in audit {}", id_text(audit.get("id")).unwrap_or_default());
+                        found.push((author.clone(), at.to_string(), via));
+                    }
+                    Some("Change") if is_field && truthy(&e["value"]) => {
+                        let via = format!("field {} set", field.unwrap_or_default());
+                        found.push((author.clone(), at.to_string(), via));
+                    }
+                    Some("Change") if is_field => found.retain(|(_, _, via)| !via.starts_with("field ")),
+                    _ => {}
+                }
+            }
+        }
+        let mut emails: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut approvals = Vec::with_capacity(found.len());
+        for (author, at, via) in found {
+            if !emails.contains_key(&author) {
+                let email = self.email_of(&author).await?;
+                emails.insert(author.clone(), email);
+            }
+            approvals.push(Approval {
+                approver: Person {
+                    email: emails[&author].clone(),
+                    ..Person::id(author)
+                },
+                at,
+                via,
+            });
+        }
+        Ok(approvals)
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -49,6 +49,18 @@ pub struct ApprovalMarks {
     pub field: Option<String>,
 }
 
+impl ApprovalMarks {
+    /// Whether a comment approves: the first word of its first non-empty
+    /// line is the command (`/approve`), nothing else.
+    pub fn approves(&self, body: &str) -> bool {
+        let first = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+        first
+            .split_whitespace()
+            .next()
+            .is_some_and(|word| word.eq_ignore_ascii_case(&self.command))
+    }
+}
+
 /// Why one approval was or was not counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "reason")]
@@ -126,5 +138,23 @@ pub struct Governance {
 impl Governance {
     pub fn is_empty(&self) -> bool {
         self.approval.is_none() && self.requester.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApprovalMarks;
+
+    #[test]
+    fn only_a_leading_command_approves() {
+        let marks = ApprovalMarks {
+            command: "/approve".into(),
+            ..Default::default()
+        };
+        assert!(marks.approves("/approve"));
+        assert!(marks.approves("\n  /APPROVE looks right\nthanks"));
+        assert!(!marks.approves("I would /approve this"));
+        assert!(!marks.approves("/approved"));
+        assert!(!marks.approves(""));
     }
 }

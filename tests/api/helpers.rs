@@ -343,6 +343,11 @@ pub fn fixture(path: &str, role: &str, table: &str) -> String {
 /// The shipped table-grant policy with an approval rule added: one approval
 /// by a listed identity, compared by the approver's email.
 pub fn grant_policy_with_approval(approvers: &[&str]) -> TempDir {
+    grant_policy_with_approval_and(approvers, "")
+}
+
+/// [`grant_policy_with_approval`] with more lines in the approval block.
+pub fn grant_policy_with_approval_and(approvers: &[&str], more: &str) -> TempDir {
     let shipped =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/db-table-grant.yaml"))
             .unwrap();
@@ -350,7 +355,7 @@ pub fn grant_policy_with_approval(approvers: &[&str]) -> TempDir {
         "approval:\n  approvers: {{ users: [{}] }}\n  identity: \"{{{{ approver.email }}}}\"\n  separate: [requester, approver, closer]\n",
         approvers.join(", ")
     );
-    policy_dir(&[("db-table-grant", &format!("{shipped}\n{block}"))])
+    policy_dir(&[("db-table-grant", &format!("{shipped}\n{block}{more}"))])
 }
 
 /// A directory holding the given policy files.

@@ -302,3 +302,74 @@ async fn a_reopen_is_skipped_when_the_ticket_was_reopened_and_closed_again_since
         .any(|f| f["comment"].as_str().is_some_and(|c| c.contains("closure blocked")));
     assert!(noted, "the rejection is still posted");
 }
+
+#[tokio::test]
+async fn a_real_django_helpdesk_follow_up_approval_counts_and_its_absence_blocks() {
+    let _serial = SERIAL.lock().await;
+    let http = reqwest::Client::new();
+    let mut target = Target::new().await;
+    let ticket = |role: String| {
+        json!({ "queue": 1, "title": "Offboard contractor", "description": "Remove database access", "priority": 3,
+                "submitter_email": "hr@acme.example", "custom_request_type": "revoke", "custom_database_role": role })
+    };
+    let approved = api(
+        &http,
+        reqwest::Method::POST,
+        "/tickets/",
+        Some(ticket(target.login_role().await)),
+    )
+    .await;
+    let unapproved = api(
+        &http,
+        reqwest::Method::POST,
+        "/tickets/",
+        Some(ticket(target.login_role().await)),
+    )
+    .await;
+    let (approved, unapproved) = (approved["id"].as_i64().unwrap(), unapproved["id"].as_i64().unwrap());
+    let approval =
+        json!({ "ticket": approved, "comment": "/approve\nHR confirmed the contract ended.", "public": true });
+    let approval = api(&http, reqwest::Method::POST, "/followups/", Some(approval)).await;
+    let approver = format!(
+        "user:{}",
+        approval["user"].as_i64().expect("the follow-up names its user")
+    );
+    let policy =
+        format!("{POLICY}approval:\n  approvers: {{ users: [\"{approver}\"] }}\n  separate: [requester, approver]\n");
+    let policies = policy_dir(&[("revoke", &policy)]);
+    let app = spawn_app_with(Options {
+        policies: Some(policies.path().to_path_buf()),
+        sources: Some(
+            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
+            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
+        ),
+        ..Default::default()
+    })
+    .await;
+
+    // Both roles are gone: only the approval differs.
+    for id in [approved, unapproved] {
+        let role = api(&http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await["custom_database_role"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        target.exec(&format!("DROP ROLE {role}")).await;
+        real_close(&app, &http, id).await;
+    }
+    app.decide_all().await;
+
+    let allowed = app.last_record("dh", &approved.to_string()).await;
+    assert_eq!(allowed.verdict.as_str(), "allowed");
+    let report = allowed.content().unwrap().decision.governance.approval.unwrap();
+    assert_eq!(
+        report.counted().map(|a| a.identity.as_str()).collect::<Vec<_>>(),
+        [approver.as_str()]
+    );
+    let blocked = app.last_record("dh", &unapproved.to_string()).await;
+    assert_eq!(blocked.verdict.as_str(), "blocked");
+    let reasons = blocked.content().unwrap().decision.reasons;
+    assert!(
+        reasons.iter().any(|r| r.contains("approval: 0 of 1 needed")),
+        "{reasons:?}"
+    );
+}

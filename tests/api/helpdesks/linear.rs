@@ -10,7 +10,12 @@ const SECRET: &str = "lin_wh_secret";
 const ACTOR: &str = "2b7e4f19-8c3a-4d6e-b5f0-9a1c2d3e4f56";
 
 async fn linear_app() -> TestApp {
+    linear_app_with(None).await
+}
+
+async fn linear_app_with(policies: Option<std::path::PathBuf>) -> TestApp {
     spawn_app_with(Options {
+        policies,
         sources: Some(
             json!({ "linear": { "type": "linear", "secret": { "value": SECRET }, "api_url": "{helpdesk}/graphql",
             "token": { "value": "lin_api_x" }, "bot_actor_id": "closegate-app", "reopen_state": "In Progress" } }),
@@ -153,4 +158,44 @@ async fn linear_edits_redeliveries_and_own_updates_decide_nothing() {
     assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}
+
+#[tokio::test]
+async fn linear_approvals_are_unedited_approval_comments_by_people() {
+    let policies = grant_policy_with_approval(&["omar@acme.example"]);
+    let app = linear_app_with(Some(policies.path().to_path_buf())).await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    let comment = |id: &str, email: &str, edited: Value| {
+        json!({ "id": id, "body": "/approve", "createdAt": "2026-11-21T09:00:00.000Z", "editedAt": edited,
+                "user": { "id": format!("u-{id}"), "name": email, "email": email } })
+    };
+    // An edited approval by the data owner, and one by someone not listed.
+    let comments = json!({ "data": { "issue": { "comments": { "nodes": [
+        comment("c1", "omar@acme.example", json!("2026-11-21T09:05:00.000Z")),
+        comment("c2", "eve@acme.example", Value::Null),
+    ] } } } });
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("editedAt"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(comments))
+        .mount(&app.helpdesk)
+        .await;
+    mock_graphql(&app, 1, 1).await;
+
+    post(&app, "ld-1", &event(&role, &table, 0)).await;
+
+    assert_eq!(app.settle("linear", "ACC-42").await, ["blocked"]);
+    let reasons = app
+        .last_record("linear", "ACC-42")
+        .await
+        .content()
+        .unwrap()
+        .decision
+        .reasons;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("0 of 1") && r.contains("u-c2: not in the policy's list")),
+        "the edited one is not read at all, the unlisted one is refused: {reasons:?}"
+    );
 }

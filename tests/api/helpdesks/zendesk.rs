@@ -7,7 +7,12 @@ const SECRET: &str = "zendesk-signing-secret";
 const TICKET: &str = "/api/v2/tickets/4812.json";
 
 async fn zendesk_app() -> TestApp {
+    zendesk_app_with(None).await
+}
+
+async fn zendesk_app_with(policies: Option<std::path::PathBuf>) -> TestApp {
     spawn_app_with(Options {
+        policies,
         sources: Some(
             json!({ "zendesk": { "type": "zendesk", "secret": { "value": SECRET }, "api_url": "{helpdesk}",
             "email": "closegate@acme.example", "token": { "value": "zd-token" }, "bot_user_id": "1111",
@@ -140,4 +145,97 @@ async fn zendesk_other_events_redeliveries_and_own_updates_decide_nothing() {
     assert_eq!(again.headers().get("closegate-duplicate").unwrap(), "true");
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (3, 1));
+}
+
+const APPROVAL_FIELD: &str = "36012845199999";
+const REQUESTER: &str = "9873420559243";
+
+/// Closes ticket 4812 (granted) with these audits; the evidence's approvals.
+async fn close_with_audits(audits: Value) -> (String, Vec<(String, String)>) {
+    let policies = grant_policy_with_approval_and(&["omar@acme.example"], &format!("  field: \"{APPROVAL_FIELD}\"\n"));
+    let app = zendesk_app_with(Some(policies.path().to_path_buf())).await;
+    let (role, table) = Target::new().await.role_with_grant("SELECT").await;
+    mock_ticket(&app, &role, &table, 1).await;
+    mock(
+        &app,
+        "GET",
+        "/api/v2/tickets/4812/audits.json",
+        200,
+        json!({ "audits": audits, "next_page": null }),
+        None,
+    )
+    .await;
+    for (id, email) in [(REQUESTER, "rita@acme.example"), ("7001", "omar@acme.example")] {
+        mock(
+            &app,
+            "GET",
+            &format!("/api/v2/users/{id}.json"),
+            200,
+            json!({ "user": { "id": id, "email": email } }),
+            None,
+        )
+        .await;
+    }
+    post(
+        &app,
+        &fixture("zendesk/ticket_status_changed.json", &role, &table),
+        chrono::Utc::now(),
+    )
+    .await;
+    let verdict = app.settle("zendesk", "4812").await.pop().unwrap();
+    let record = app.last_record("zendesk", "4812").await;
+    let report = record.content().unwrap().decision.governance.approval.unwrap();
+    let standings = report
+        .approvals
+        .iter()
+        .map(|a| (a.identity.clone(), format!("{:?}", a.standing)))
+        .collect();
+    (verdict, standings)
+}
+
+fn audit(id: u64, author: &str, at: &str, events: Value) -> Value {
+    json!({ "id": id, "ticket_id": 4812, "author_id": author.parse::<u64>().unwrap(), "created_at": at, "events": events })
+}
+
+#[tokio::test]
+async fn zendesk_approvals_come_from_the_audits_with_who_set_the_approval_field() {
+    // The requester's own /approve comment is not counted; the data owner
+    // setting the approval field is.
+    let audits = json!([
+        audit(
+            1,
+            REQUESTER,
+            "2026-11-21T08:00:00Z",
+            json!([{ "id": 11, "type": "Comment", "body": "/approve please", "public": true }])
+        ),
+        audit(
+            2,
+            "7001",
+            "2026-11-21T09:00:00Z",
+            json!([{ "id": 21, "type": "Change", "field_name": APPROVAL_FIELD, "value": "true", "previous_value": "false" }])
+        ),
+    ]);
+    let (verdict, standings) = close_with_audits(audits).await;
+    assert_eq!(verdict, "allowed", "{standings:?}");
+    assert!(standings[0].1.starts_with("SelfApproval"), "{standings:?}");
+    assert_eq!(standings[1], ("omar@acme.example".to_string(), "Counted".to_string()));
+
+    // Set, then cleared: withdrawn.
+    let audits = json!([
+        audit(
+            2,
+            "7001",
+            "2026-11-21T09:00:00Z",
+            json!([{ "id": 21, "type": "Change", "field_name": APPROVAL_FIELD, "value": "true", "previous_value": "false" }])
+        ),
+        audit(
+            3,
+            "7001",
+            "2026-11-21T09:30:00Z",
+            json!([{ "id": 31, "type": "Change", "field_name": APPROVAL_FIELD, "value": "false", "previous_value": "true" }])
+        ),
+    ]);
+    let (verdict, standings) = close_with_audits(audits).await;
+    assert_eq!(verdict, "blocked");
+    assert!(standings.is_empty(), "{standings:?}");
 }
