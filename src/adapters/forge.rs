@@ -21,7 +21,7 @@ pub enum Dialect {
 pub struct ForgeApi {
     pub(super) dialect: Dialect,
     /// The API root (`https://api.github.com`, `https://HOST/api/v1`, `https://HOST/api/v4`).
-    base: String,
+    pub(super) base: String,
     token: Option<Secret>,
     client: reqwest::Client,
 }

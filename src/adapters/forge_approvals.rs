@@ -9,7 +9,7 @@ use super::{
     forge::{Dialect, ForgeApi, same_instant},
     http, json_str,
 };
-use crate::domain::{Approval, ApprovalMarks, Person};
+use crate::domain::{Approval, ApprovalMarks, Observation, Person};
 
 impl ForgeApi {
     /// Every item of a list under `path`: paged where the forge pages it.
@@ -130,5 +130,78 @@ impl ForgeApi {
             }
         }
         Ok(approvals)
+    }
+}
+
+impl ForgeApi {
+    /// Whether `login` is an active member of `team`: a GitHub team
+    /// (`org/team-slug`, membership `state: active`) or a GitLab group
+    /// (`group/path`, including inherited members). A 404 means "not a
+    /// member"; any other failure is an error, never "not a member".
+    pub async fn team_membership(&self, team: &str, login: &str) -> Result<Observation, EffectError> {
+        let (held, location) = match self.dialect {
+            Dialect::Github => {
+                let (org, slug) = team
+                    .split_once('/')
+                    .ok_or_else(|| EffectError::permanent(format!("team {team:?} is not org/team-slug")))?;
+                let path = format!(
+                    "/orgs/{}/teams/{}/memberships/{}",
+                    http::segment(org),
+                    http::segment(slug),
+                    http::segment(login)
+                );
+                let membership = self.get_or_absent("read team membership", &path).await?;
+                let active = membership.is_some_and(|m| json_str(&m, "/state") == Some("active"));
+                (active, format!("{}/orgs/{org}/teams/{slug}", self.base))
+            }
+            Dialect::Gitlab => {
+                let users = self
+                    .get_or_absent("find user", &format!("/users?username={}", http::segment(login)))
+                    .await?
+                    .unwrap_or_default();
+                let id = users
+                    .as_array()
+                    .and_then(|u| u.first())
+                    .and_then(|u| u.get("id"))
+                    .and_then(Value::as_u64);
+                let active = match id {
+                    None => false,
+                    Some(id) => {
+                        let path = format!("/groups/{}/members/all/{id}", http::segment(team));
+                        let member = self.get_or_absent("read group membership", &path).await?;
+                        member.is_some_and(|m| json_str(&m, "/state").is_none_or(|s| s == "active"))
+                    }
+                };
+                (active, format!("{}/groups/{team}", self.base))
+            }
+            Dialect::Gitea => {
+                return Err(EffectError::permanent("Gitea teams cannot be checked yet"));
+            }
+        };
+        Ok(Observation {
+            subject: login.to_string(),
+            object: format!("team {team}"),
+            exists: true,
+            held: if held {
+                [team.to_lowercase()].into()
+            } else {
+                Default::default()
+            },
+            location,
+        })
+    }
+
+    /// A JSON answer, or `None` on 404.
+    async fn get_or_absent(&self, what: &str, path: &str) -> Result<Option<Value>, EffectError> {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| EffectError::retryable(format!("{what}: {}", e.without_url())))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = http::check(what, response)?;
+        http::json(what, response).await.map(Some)
     }
 }

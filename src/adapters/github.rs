@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     config::{GithubSource, Secret},
-    domain::{Approval, ApprovalMarks, TicketEvent},
+    domain::{Approval, ApprovalMarks, Observation, TicketEvent},
     signature::{SignatureError, verify_hub_signature},
 };
 
@@ -68,6 +68,10 @@ impl Adapter for GithubAdapter {
 
     async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
         self.api.approvals(&event.ticket.key, marks).await
+    }
+
+    async fn team_membership(&self, team: &str, login: &str) -> Result<Observation, EffectError> {
+        self.api.team_membership(team, login).await
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     config::{GitlabSource, Secret},
-    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, TicketEvent, TicketRef},
+    domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, Observation, TicketEvent, TicketRef},
     signature::{SignatureError, StandardWebhooksKey, secret_matches},
 };
 
@@ -162,6 +162,10 @@ impl Adapter for GitlabAdapter {
 
     async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
         self.api.approvals(&event.ticket.key, marks).await
+    }
+
+    async fn team_membership(&self, team: &str, login: &str) -> Result<Observation, EffectError> {
+        self.api.team_membership(team, login).await
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

@@ -16,6 +16,11 @@ pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
         .send()
         .await
         .map_err(|e| EffectError::retryable(format!("{what}: {}", e.without_url())))?;
+    check(what, response)
+}
+
+/// Maps an answer's status as [`send`] does.
+pub fn check(what: &str, response: reqwest::Response) -> Result<reqwest::Response, EffectError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);

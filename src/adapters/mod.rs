@@ -25,7 +25,7 @@ pub use effect::{Effect, EffectError};
 
 use crate::{
     config::SourceConfig,
-    domain::{Approval, ApprovalMarks, TicketEvent},
+    domain::{Approval, ApprovalMarks, Observation, TicketEvent},
     signature::SignatureError,
 };
 
@@ -127,6 +127,16 @@ pub trait Adapter: Send + Sync {
         let _ = (event, marks);
         Err(EffectError::permanent(format!(
             "{} sources cannot report approvals",
+            self.kind()
+        )))
+    }
+
+    /// Whether `login` is an active member of `team` (a GitHub team, a GitLab
+    /// group), observed through the helpdesk's API.
+    async fn team_membership(&self, team: &str, login: &str) -> Result<Observation, EffectError> {
+        let _ = (team, login);
+        Err(EffectError::permanent(format!(
+            "{} sources have no teams to check approvers against",
             self.kind()
         )))
     }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::{
     context::Context,
-    domain::{ApprovalMarks, TicketEvent},
+    domain::{ApprovalMarks, Observation, TicketEvent},
     gate::{ApprovalReader, ApprovalsRead, ApprovalsUnreadable},
 };
 
@@ -23,20 +23,37 @@ fn unreadable(message: impl std::fmt::Display) -> ApprovalsUnreadable {
 #[async_trait]
 impl ApprovalReader for HelpdeskApprovals<'_> {
     async fn read(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<ApprovalsRead, ApprovalsUnreadable> {
-        let adapter = self
-            .ctx
-            .sources
-            .get(&event.ticket.source)
-            .ok_or_else(|| unreadable(format!("source {} is not configured", event.ticket.source)))?;
-        let approvals = adapter.approvals(event, marks).await.map_err(unreadable)?;
+        let approvals = self.adapter(event)?.approvals(event, marks).await.map_err(unreadable)?;
         Ok(ApprovalsRead {
             approvals,
             request_changed_at: self.request_changed_at(event).await?,
         })
     }
+
+    async fn team_membership(
+        &self,
+        event: &TicketEvent,
+        team: &str,
+        login: &str,
+    ) -> Result<Observation, ApprovalsUnreadable> {
+        self.adapter(event)?
+            .team_membership(team, login)
+            .await
+            .map_err(unreadable)
+    }
 }
 
 impl HelpdeskApprovals<'_> {
+    fn adapter(
+        &self,
+        event: &TicketEvent,
+    ) -> Result<&std::sync::Arc<dyn crate::adapters::Adapter>, ApprovalsUnreadable> {
+        self.ctx
+            .sources
+            .get(&event.ticket.source)
+            .ok_or_else(|| unreadable(format!("source {} is not configured", event.ticket.source)))
+    }
+
     /// When the request's fields last changed: as recorded from the ticket's
     /// edits, or now when the fields differ from the last ones seen (changed at
     /// a time closegate was not told, so no earlier approval counts).

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::{
     domain::{
-        Actor, ActorKind, Approval, ApprovalReport, ApprovalStanding, CheckOutcome, CheckResult, CheckSpec,
-        JudgedApproval, RequesterReport, TicketEvent, error_summary,
+        Actor, ActorKind, Approval, ApprovalReport, ApprovalStanding, CheckOutcome, CheckResult, CheckSpec, Expect,
+        JudgedApproval, Observation, RequesterReport, TicketEvent, error_summary,
     },
     policy::{ApprovalRule, Approvers, RequesterRule},
 };
@@ -121,6 +121,32 @@ pub fn authority_checks(rule: &ApprovalRule, screened: &[Screened]) -> Vec<(usiz
         }
     }
     specs
+}
+
+/// The authority check of an approver in a helpdesk team, from what the
+/// helpdesk said (or why it could not be asked).
+pub fn team_check(
+    source: &str,
+    team: &str,
+    login: &str,
+    observed: Result<Observation, String>,
+    checked_at: &str,
+) -> CheckResult {
+    let spec = CheckSpec {
+        name: format!("approver {login} is in {team}"),
+        system: source.to_string(),
+        kind: "team_membership".into(),
+        params: [("user".to_string(), login.to_string())].into(),
+        expect: Expect::Present,
+        requested: [team.to_lowercase()].into(),
+    };
+    let outcome = super::eval::judge(spec.expect, &spec.requested, &observed);
+    CheckResult {
+        spec,
+        observation: observed.ok(),
+        outcome,
+        checked_at: checked_at.to_string(),
+    }
 }
 
 /// What a set of check results says: every one holds, or why not.

@@ -41,6 +41,7 @@ pub fn intake(policy: &Policy, event: &TicketEvent, now: DateTime<Utc>) -> Intak
             Approvers::Group { directory, group } => {
                 format!("active members of the group {group} (in {})", directory.system)
             }
+            Approvers::Team(team) => format!("active members of the helpdesk team {team}"),
             Approvers::Users(users) => format!("the {} approvers listed in policy {}", users.len(), policy.name),
         };
         let command = match &rule.marks.label {

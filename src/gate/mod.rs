@@ -20,7 +20,7 @@ use crate::{
         ApprovalMarks, Attempt, CheckOutcome, CheckResult, CheckSpec, Decision, Exception, Mode, Observation,
         TicketEvent, Verdict,
     },
-    policy::{Policy, PolicySet, Rendered, render_checks, render_expiry, render_identity},
+    policy::{Approvers, Policy, PolicySet, Rendered, render_checks, render_expiry, render_identity},
     verifiers::{VerifierRegistry, VerifyError},
 };
 
@@ -36,6 +36,19 @@ pub struct ApprovalsUnreadable {
 #[async_trait]
 pub trait ApprovalReader: Send + Sync {
     async fn read(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<ApprovalsRead, ApprovalsUnreadable>;
+
+    /// Whether `login` is an active member of `team` in the ticket's helpdesk.
+    async fn team_membership(
+        &self,
+        event: &TicketEvent,
+        team: &str,
+        login: &str,
+    ) -> Result<Observation, ApprovalsUnreadable> {
+        let _ = (event, team, login);
+        Err(ApprovalsUnreadable {
+            message: "team membership cannot be read here".into(),
+        })
+    }
 }
 
 /// For triggers that judge no approvals: reading them is an error.
@@ -207,7 +220,19 @@ impl Gate {
             };
             let (at, specs): (Vec<usize>, Vec<CheckSpec>) =
                 governance::authority_checks(rule, &screened).into_iter().unzip();
-            let authority = at.into_iter().zip(self.run_checks(specs).await).collect();
+            let mut authority: Vec<(usize, CheckResult)> = at.into_iter().zip(self.run_checks(specs).await).collect();
+            if let Approvers::Team(team) = &rule.approvers {
+                let checked_at = self.clock.rfc3339(chrono::SecondsFormat::Millis);
+                for (i, s) in screened.iter().enumerate().filter(|(_, s)| s.standing.is_none()) {
+                    let login = &s.approval.approver.id;
+                    let observed = reader
+                        .team_membership(event, team, login)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let check = governance::team_check(&event.ticket.source, team, login, observed, &checked_at);
+                    authority.push((i, check));
+                }
+            }
             let (report, why) = governance::judge_approvals(rule, event, read, screened, authority);
             decision.governance.approval = Some(report);
             reasons.extend(why);

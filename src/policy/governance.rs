@@ -61,6 +61,9 @@ impl Directory {
 pub enum Approvers {
     /// Active members of a group, observed in the directory at decision time.
     Group { directory: Directory, group: String },
+    /// Active members of a team in the ticket's own helpdesk (GitHub team,
+    /// GitLab group), observed through its API at decision time.
+    Team(String),
     /// A fixed list of identities (compared case-insensitively).
     Users(Vec<String>),
 }
@@ -91,6 +94,7 @@ impl ApprovalRule {
             Approvers::Group { directory, group } => {
                 format!("an active member of {group} on {}", directory.system)
             }
+            Approvers::Team(team) => format!("an active member of the helpdesk team {team}"),
             Approvers::Users(users) => format!("one of {}", users.join(", ")),
         };
         let n = self.required;
@@ -180,6 +184,20 @@ fn template(src: &Spanned<String>, key: &str, err: Err<'_>) {
 /// Compiles an `approval:` block; problems go to `err`.
 pub(super) fn approval(def: &super::model::ApprovalDef, catalog: &SystemCatalog, err: Err<'_>) -> Option<ApprovalRule> {
     let approvers = match (&def.approvers.system, &def.approvers.group, &def.approvers.users) {
+        _ if def.approvers.team.is_some() => match &def.approvers.team {
+            Some(team) if def.approvers.system.is_none() && def.approvers.users.is_none() && team.contains('/') => {
+                Some(Approvers::Team(team.trim().to_string()))
+            }
+            Some(team) => {
+                err(
+                    line(team),
+                    "approval.approvers.team: give it alone, as `org/team-slug` (GitHub) or `group/path` (GitLab)"
+                        .into(),
+                );
+                None
+            }
+            None => None,
+        },
         (Some(system), Some(group), None) if !group.trim().is_empty() => {
             directory(system, "approval.approvers.system", catalog, err).map(|directory| Approvers::Group {
                 directory,
@@ -192,7 +210,9 @@ pub(super) fn approval(def: &super::model::ApprovalDef, catalog: &SystemCatalog,
         (system, group, _) => {
             err(
                 system.as_ref().or(group.as_ref()).and_then(line),
-                "approval.approvers: give `system` and `group` (a directory group), or `users` (a list)".into(),
+                "approval.approvers: give `system` and `group` (a directory group), `team` (a helpdesk team) \
+                 or `users` (a list)"
+                    .into(),
             );
             None
         }

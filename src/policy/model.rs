@@ -88,6 +88,10 @@ pub struct ApproversDef {
     /// The group in that system.
     #[schemars(with = "Option<String>")]
     pub group: Option<Spanned<String>>,
+    /// Or a team in the ticket's own helpdesk, observed live: a GitHub team
+    /// (`org/team-slug`) or a GitLab group (`group/subgroup`).
+    #[schemars(with = "Option<String>")]
+    pub team: Option<Spanned<String>>,
     /// Or a fixed list of identities.
     #[schemars(with = "Option<Vec<String>>")]
     pub users: Option<Vec<Spanned<String>>>,

@@ -44,6 +44,8 @@ pub struct Case {
     pub approvals: Option<Vec<Approval>>,
     /// When the request's fields last changed (RFC 3339).
     pub request_changed_at: Option<String>,
+    /// The active members of the helpdesk team approvers must belong to.
+    pub team_members: Option<Vec<String>>,
     pub expect: Expectation,
 }
 
@@ -59,6 +61,29 @@ impl ApprovalReader for StubApprovals<'_> {
         Ok(ApprovalsRead {
             approvals,
             request_changed_at: self.0.request_changed_at.clone(),
+        })
+    }
+
+    async fn team_membership(
+        &self,
+        _: &TicketEvent,
+        team: &str,
+        login: &str,
+    ) -> Result<Observation, ApprovalsUnreadable> {
+        let members = self.0.team_members.as_ref().ok_or_else(|| ApprovalsUnreadable {
+            message: "the case stubs no team members".into(),
+        })?;
+        let member = members.iter().any(|m| m.eq_ignore_ascii_case(login));
+        Ok(Observation {
+            subject: login.to_string(),
+            object: format!("team {team}"),
+            exists: true,
+            held: if member {
+                [team.to_lowercase()].into()
+            } else {
+                Default::default()
+            },
+            location: "policy test".into(),
         })
     }
 }

@@ -396,3 +396,48 @@ async fn tickets_no_policy_governs_get_no_intake_note() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_github_team_approver_counts_only_as_an_active_member_observed_through_the_api() {
+    let team_policy =
+        policy("approval:\n  approvers: { team: acme/db-owners }\n  separate: [requester, approver, closer]\n");
+    let (app, _policies) = app_with_policy(&team_policy).await;
+    let mut dir = Directory::open().await;
+    let subject = dir.person("cg_subject").await;
+    let membership = |login: &str, status: u16, body: Value| {
+        Mock::given(method("GET"))
+            .and(path(format!("/orgs/acme/teams/db-owners/memberships/{login}")))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+    };
+    let mut judged = Vec::new();
+    // An active member, an invited one, a stranger (404), and the API failing.
+    for (login, status, body) in [
+        ("tess", 200, json!({ "state": "active", "role": "member" })),
+        ("pete", 200, json!({ "state": "pending", "role": "member" })),
+        ("stan", 404, json!({ "message": "Not Found" })),
+        ("vera", 502, json!({})),
+    ] {
+        mount_github(&app, vec![comment(1, login, "/approve", AT, AT)], vec![]).await;
+        membership(login, status, body).mount(&app.helpdesk).await;
+        let (verdict, reasons, _) = close(&app, &subject, &[]).await;
+        judged.push((login, verdict, reasons.join(" | ")));
+    }
+    dir.clean().await;
+
+    assert_eq!((judged[0].1.as_str(), judged[0].2.as_str()), ("allowed", ""));
+    for (login, verdict, reasons) in &judged[1..3] {
+        assert_eq!(verdict, "blocked");
+        assert!(
+            reasons.contains(&format!(
+                "{login}: {login} on team acme/db-owners: missing acme/db-owners"
+            )),
+            "{reasons}"
+        );
+    }
+    assert_eq!(judged[3].1, "blocked");
+    assert!(
+        judged[3].2.contains("vera: could not verify on github"),
+        "{}",
+        judged[3].2
+    );
+}
