@@ -223,7 +223,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             command: PolicyCommand::Check { dir },
         } => {
             let dir = dir.unwrap_or(settings.policies_dir.clone());
-            match policy::load_dir(&dir, &verifiers::catalog(&settings)) {
+            let loaded = match policy::load_dir(&dir, &verifiers::catalog(&settings)) {
+                Ok(set) => {
+                    let registry =
+                        verifiers::VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
+                    let problems = policy::live::check_groups(&set, &registry).await;
+                    if problems.is_empty() { Ok(set) } else { Err(problems) }
+                }
+                Err(errors) => Err(errors),
+            };
+            match loaded {
                 Ok(set) => {
                     for p in &set.policies {
                         println!(

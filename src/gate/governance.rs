@@ -104,7 +104,7 @@ pub fn screen(
 /// The directory checks that establish each unscreened approver's authority:
 /// an active entry, and a member of the group. Tagged with the approval's index.
 pub fn authority_checks(rule: &ApprovalRule, screened: &[Screened]) -> Vec<(usize, CheckSpec)> {
-    let Approvers::Group { directory, group } = &rule.approvers else {
+    let Approvers::Group { directory, group, .. } = &rule.approvers else {
         return Vec::new();
     };
     let mut specs = Vec::new();

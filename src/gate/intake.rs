@@ -38,7 +38,7 @@ pub fn intake(policy: &Policy, event: &TicketEvent, now: DateTime<Utc>) -> Intak
     }
     if let Some(rule) = &policy.approval {
         let who = match &rule.approvers {
-            Approvers::Group { directory, group } => {
+            Approvers::Group { directory, group, .. } => {
                 format!("active members of the group {group} (in {})", directory.system)
             }
             Approvers::Team(team) => format!("active members of the helpdesk team {team}"),

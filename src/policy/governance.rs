@@ -60,7 +60,12 @@ impl Directory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Approvers {
     /// Active members of a group, observed in the directory at decision time.
-    Group { directory: Directory, group: String },
+    /// `line` is where the policy names the group.
+    Group {
+        directory: Directory,
+        group: String,
+        line: Option<usize>,
+    },
     /// Active members of a team in the ticket's own helpdesk (GitHub team,
     /// GitLab group), observed through its API at decision time.
     Team(String),
@@ -91,7 +96,7 @@ impl ApprovalRule {
     /// The rule in words, for comments and evidence.
     pub fn describe(&self) -> String {
         let who = match &self.approvers {
-            Approvers::Group { directory, group } => {
+            Approvers::Group { directory, group, .. } => {
                 format!("an active member of {group} on {}", directory.system)
             }
             Approvers::Team(team) => format!("an active member of the helpdesk team {team}"),
@@ -202,6 +207,7 @@ pub(super) fn approval(def: &super::model::ApprovalDef, catalog: &SystemCatalog,
             directory(system, "approval.approvers.system", catalog, err).map(|directory| Approvers::Group {
                 directory,
                 group: group.trim().to_string(),
+                line: line(group),
             })
         }
         (None, None, Some(users)) if !users.is_empty() => Some(Approvers::Users(

@@ -1,6 +1,7 @@
 //! Policies: which tickets are gated, and what must be true in which system.
 
 mod governance;
+pub mod live;
 mod load;
 mod model;
 mod render;

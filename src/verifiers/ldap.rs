@@ -385,6 +385,14 @@ impl Verifier for LdapVerifier {
         self.observe_batch(checks).await
     }
 
+    async fn group_exists(&self, group: &str) -> Result<bool, VerifyError> {
+        let filter = format!(
+            "(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))(cn={}))",
+            ldap_escape(group)
+        );
+        Ok(!self.search(&self.group_base, &filter, &["1.1"]).await?.is_empty())
+    }
+
     async fn healthcheck(&self) -> Result<String, VerifyError> {
         let mut ldap = self.connect().await?;
         ldap.with_timeout(self.timeout)

@@ -68,6 +68,13 @@ pub trait Verifier: Send + Sync {
 
     /// Connects and says as whom, for `/readyz` and operators.
     async fn healthcheck(&self) -> Result<String, VerifyError>;
+
+    /// Whether a group of that name exists (directories only), so that a
+    /// policy naming a group that is not there is refused before it is used.
+    async fn group_exists(&self, group: &str) -> Result<bool, VerifyError> {
+        let _ = group;
+        Err(VerifyError::BadParams("this system has no groups".into()))
+    }
 }
 
 /// Every configured target system, by name.

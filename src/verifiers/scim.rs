@@ -195,6 +195,15 @@ impl Verifier for ScimVerifier {
         futures_util::future::join_all(checks.iter().map(|c| self.observe(c))).await
     }
 
+    async fn group_exists(&self, group: &str) -> Result<bool, VerifyError> {
+        let filter = format!("displayName eq {}", scim_string(group));
+        let page = self
+            .get("/Groups", &[("filter", filter), ("count", "1".into())])
+            .await?;
+        Ok(page.get("totalResults").and_then(Value::as_u64).unwrap_or(0) > 0
+            || page["Resources"].as_array().is_some_and(|r| !r.is_empty()))
+    }
+
     async fn healthcheck(&self) -> Result<String, VerifyError> {
         self.get("/ServiceProviderConfig", &[]).await?;
         let auth = if self.token.is_some() {

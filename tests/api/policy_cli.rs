@@ -209,3 +209,52 @@ fn the_shipped_policy_schema_is_the_one_the_types_generate() {
     assert_eq!(generated["$defs"]["ApprovalDef"]["additionalProperties"], false);
     assert!(generated["properties"]["match"].is_object() && generated["properties"]["requester"].is_object());
 }
+
+#[tokio::test]
+async fn an_approver_group_missing_from_the_live_directory_is_reported_with_file_and_line() {
+    let mut directory = crate::directory::Directory::open().await;
+    let member = directory.person("cg_member").await;
+    let group = directory.group("cg_approvers", &[&member]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("closegate.yaml");
+    let systems = crate::directory::ldap_system("corp-ldap");
+    std::fs::write(
+        &config,
+        serde_yaml::to_string(&serde_json::json!({ "systems": systems })).unwrap(),
+    )
+    .unwrap();
+    let head =
+        "match: {}\nchecks:\n  - system: corp-ldap\n    kind: entry\n    params: { user: x }\n    expect: present\n";
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let write = |name: &str, group: &str| {
+        let text = format!("{head}approval:\n  approvers:\n    system: corp-ldap\n    group: {group}\n");
+        std::fs::write(policies.join(name), text).unwrap();
+    };
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_closegate"))
+            .arg("--config")
+            .arg(&config)
+            .args(["policy", "check"])
+            .arg(&policies)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    write("a.yaml", &group);
+    let (present, present_out) = run();
+    write("b.yaml", "cg_no_such_group");
+    let (missing, missing_out) = run();
+    directory.clean().await;
+
+    assert_eq!(present, 0, "{present_out}");
+    assert_eq!(missing, 1, "{missing_out}");
+    assert!(
+        missing_out.contains("b.yaml:10: approval.approvers.group: no group \"cg_no_such_group\" in corp-ldap"),
+        "{missing_out}"
+    );
+}
