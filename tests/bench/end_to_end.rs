@@ -1,0 +1,316 @@
+//! `cargo bench --bench end_to_end`: closegate with its workers on, against an
+//! in-process fake GitHub and the local PostgreSQL as the target system.
+//! 1. the fake helpdesk's own capacity (comment posts per second), printed
+//!    beside what closegate gets out of it;
+//! 2. decisions alone: deliveries already stored, decided by the workers
+//!    (outbox off), per second;
+//! 3. N gated closes (each blocked: a comment and a reopen) from the first
+//!    request to the last reopen, with the ack rate while the workers decide;
+//! 4. a hung helpdesk: another source's comment delay while one source's
+//!    API never answers;
+//! 5. resident memory idle and after the load (this process: closegate, the
+//!    fake helpdesks and the load generator).
+//! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use closegate::{config::Settings, startup::Application, store::Store, workers};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const SECRET: &str = "bench-secret";
+
+fn closes() -> usize {
+    let benching = std::env::args().any(|a| a == "--bench");
+    std::env::var("CLOSEGATE_BENCH_CLOSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 10_000 } else { 300 })
+}
+
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(String::from))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// What the fake GitHub saw.
+#[derive(Default)]
+struct Seen {
+    comments: AtomicU64,
+    reopens: AtomicU64,
+    /// Milliseconds since `epoch` of the last comment posted.
+    last_comment_ms: AtomicU64,
+}
+
+struct FakeGithub {
+    seen: Arc<Seen>,
+    epoch: Instant,
+}
+
+async fn fake_github(
+    request: actix_web::HttpRequest,
+    state: actix_web::web::Data<FakeGithub>,
+) -> actix_web::HttpResponse {
+    use actix_web::{HttpResponse, http::Method};
+    let path = request.path();
+    let json = |status: u16, body: &str| {
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .content_type("application/json")
+            .body(body.to_string())
+    };
+    match (request.method().clone(), path.ends_with("/comments")) {
+        (Method::GET, true) => json(200, "[]"),
+        (Method::POST, true) => {
+            state.seen.comments.fetch_add(1, Ordering::Relaxed);
+            let ms = state.epoch.elapsed().as_millis() as u64;
+            state.seen.last_comment_ms.fetch_max(ms, Ordering::Relaxed);
+            json(201, r#"{"id":1}"#)
+        }
+        (Method::GET, false) => json(200, r#"{"state":"closed","closed_at":"2026-11-22T10:03:11Z"}"#),
+        (Method::PATCH, false) => {
+            state.seen.reopens.fetch_add(1, Ordering::Relaxed);
+            json(200, r#"{"state":"open"}"#)
+        }
+        _ => json(404, "{}"),
+    }
+}
+
+/// A helpdesk that accepts connections and never answers.
+async fn hung() -> actix_web::HttpResponse {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    actix_web::HttpResponse::Ok().finish()
+}
+
+fn serve_fake(seen: Arc<Seen>, epoch: Instant, hang: bool) -> (String, actix_web::dev::ServerHandle) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = actix_web::web::Data::new(FakeGithub { seen, epoch });
+    let server = actix_web::HttpServer::new(move || {
+        let app = actix_web::App::new().app_data(state.clone());
+        if hang {
+            app.default_service(actix_web::web::to(hung))
+        } else {
+            app.default_service(actix_web::web::to(fake_github))
+        }
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}"), handle)
+}
+
+fn settings(dir: &std::path::Path, github: &str, hung: &str, workers_on: bool) -> Settings {
+    let config = dir.join(format!("bench-{}.yaml", uuid::Uuid::new_v4().simple()));
+    let db = dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()));
+    let source = |url: &str| {
+        serde_json::json!({ "type": "github", "secret": { "value": SECRET }, "token": { "value": "t" },
+                            "api_url": url, "bot_login": "closegate-bot" })
+    };
+    let yaml = serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "database_url": format!("sqlite://{}", db.display()),
+        "policies_dir": concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+        "log": { "format": "pretty", "filter": "off" },
+        "intake_notes": false,
+        "evidence": { "heads_dir": dir.join("heads") },
+        "worker": { "enabled": workers_on, "decision_concurrency": 8, "poll_interval_ms": 20, "outbox_concurrency": 8,
+                    "retry_base_ms": 200, "retry_max_ms": 2000 },
+        "sources": { "github": source(github), "stuck": source(hung) },
+        "systems": { "app-db": { "type": "postgres", "url": "postgres://postgres@127.0.0.1:5432/postgres" } }
+    });
+    std::fs::write(&config, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    Settings::load(Some(&config)).unwrap()
+}
+
+/// A signed close of issue `n` asking for a grant nobody made: blocked.
+fn close(n: usize) -> (Vec<u8>, String) {
+    let mut event: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/github/issues_closed.json")).unwrap();
+    event["issue"]["number"] = n.into();
+    event["issue"]["body"] = format!(
+        "### Request type\n\ngrant\n\n### Database role\n\ncg_bench_nobody_{n}\n\n### Table\n\npublic.none\n\n\
+         ### Privileges\n\nSELECT\n\n"
+    )
+    .into();
+    let body = serde_json::to_vec(&event).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    (body, signature)
+}
+
+/// Sends `count` closes to `source` from `first`, 64 at a time; requests per second.
+async fn send(base: &str, source: &str, first: usize, count: usize) -> f64 {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..64.min(count))
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), format!("{base}/hooks/{source}"));
+            let source = source.to_string();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= count {
+                        break;
+                    }
+                    let (body, signature) = close(first + i);
+                    let response = client
+                        .post(&url)
+                        .header("x-github-event", "issues")
+                        .header("x-github-delivery", format!("{source}-{}", first + i))
+                        .header("x-hub-signature-256", signature)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status().as_u16(), 202);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "{what}: not done within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The fake helpdesk alone: comment posts per second at 64 concurrent.
+async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                while (next.fetch_add(1, Ordering::Relaxed) as usize) < n {
+                    let r = client
+                        .post(format!("{url}/repos/acme/access-requests/issues/1/comments"))
+                        .body(r#"{"body":"x"}"#)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let n = closes();
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = Instant::now();
+    let seen = Arc::new(Seen::default());
+    let (github, github_handle) = serve_fake(seen.clone(), epoch, false);
+    let (stuck, stuck_handle) = serve_fake(Arc::new(Seen::default()), epoch, true);
+    println!(
+        "end to end: {n} gated closes, SQLite store, local PostgreSQL target, {} cores",
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    );
+    let capacity = helpdesk_capacity(&github, n.max(2000)).await;
+    seen.comments.store(0, Ordering::Relaxed);
+
+    // Decisions alone: stored first with the workers off, then decided by 8
+    // concurrent workers with nothing delivered.
+    let app = Application::build(settings(dir.path(), &github, &stuck, false)).await.unwrap();
+    let (base, ctx, handle) = (format!("http://127.0.0.1:{}", app.port()), app.context(), app.server_handle());
+    tokio::spawn(app.run_until_stopped());
+    send(&base, "github", 0, n).await;
+    let start = Instant::now();
+    let deciders: Vec<_> = (0..8)
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                while workers::try_decide_next(&ctx).await.unwrap() == workers::ExecutionOutcome::TaskCompleted {}
+            })
+        })
+        .collect();
+    for d in deciders {
+        d.await.unwrap();
+    }
+    let decided = ctx.store.stats().await.unwrap();
+    let decisions_per_second = decided.evidence as f64 / start.elapsed().as_secs_f64();
+    handle.stop(true).await;
+    assert_eq!(decided.deliveries_pending, 0);
+    println!(
+        "  decisions alone (8 workers, outbox off)      {decisions_per_second:>8.0} /s ({} decided)",
+        decided.evidence
+    );
+
+    // End to end with everything running.
+    let idle_rss = rss_mib("VmRSS:");
+    let app = Application::build(settings(dir.path(), &github, &stuck, true)).await.unwrap();
+    let (base, ctx, handle) = (format!("http://127.0.0.1:{}", app.port()), app.context(), app.server_handle());
+    tokio::spawn(app.run_until_stopped());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started_rss = rss_mib("VmRSS:");
+    let start = Instant::now();
+    let ack_rate = send(&base, "github", 100_000, n).await;
+    let store: Store = ctx.store.clone();
+    wait_until("every close decided, commented and reopened", Duration::from_secs(600), async || {
+        seen.reopens.load(Ordering::Relaxed) as usize >= n && seen.comments.load(Ordering::Relaxed) as usize >= n
+    })
+    .await;
+    let total = start.elapsed();
+    let stats = store.stats().await.unwrap();
+    println!(
+        "  {n} closes, first request to last reopen    {:>8.2} s  ({:.0} closes/s; {} comments, {} reopens)",
+        total.as_secs_f64(),
+        n as f64 / total.as_secs_f64(),
+        seen.comments.load(Ordering::Relaxed),
+        seen.reopens.load(Ordering::Relaxed)
+    );
+    println!("  ack rate while the workers decide           {ack_rate:>8.0} req/s");
+    println!("  fake helpdesk capacity alone (reference)    {capacity:>8.0} comment posts/s");
+    assert_eq!(stats.outbox_dead, 0);
+
+    // A hung helpdesk: ten closes for the source that never answers, then one
+    // for GitHub; how long the GitHub comment takes.
+    send(&base, "stuck", 200_000, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = seen.comments.load(Ordering::Relaxed);
+    let sent = epoch.elapsed().as_millis() as u64;
+    send(&base, "github", 300_000, 1).await;
+    wait_until("the other source's comment", Duration::from_secs(60), async || {
+        seen.comments.load(Ordering::Relaxed) > before
+    })
+    .await;
+    let delay = seen.last_comment_ms.load(Ordering::Relaxed).saturating_sub(sent);
+    println!("  comment delay with another helpdesk hung    {delay:>8} ms (target < 1000 ms)");
+    println!(
+        "  resident memory: {idle_rss:.1} MiB before closegate, {started_rss:.1} MiB idle, {:.1} MiB peak \
+         (one process: closegate, fake helpdesks, load generator)",
+        rss_mib("VmHWM:")
+    );
+    handle.stop(false).await;
+    github_handle.stop(false).await;
+    stuck_handle.stop(false).await;
+}
