@@ -99,11 +99,8 @@ pub async fn recheck(
     }
     if !unchanged.is_empty() {
         let recording = Recording {
-            delivery: None,
-            evidence: None,
-            effects: Vec::new(),
-            claims: Vec::new(),
             claim_updates: unchanged,
+            ..Recording::default()
         };
         record(ctx, recording).await?;
     }

@@ -94,12 +94,6 @@ async fn decide_inner(
         .gate
         .decide(&event, &remembered, &super::approvals::HelpdeskApprovals { ctx })
         .await;
-    if let Some(policy) = &decision.policy {
-        ctx.store
-            .remember_governed(&event.ticket, std::slice::from_ref(policy), ctx.now_ms())
-            .await
-            .map_err(DecideError::Store)?;
-    }
     conclude(ctx, trigger, event, decision, delivery).await
 }
 
@@ -294,7 +288,8 @@ async fn conclude(
     let recording = Recording {
         delivery: delivery.map(|d| (d, DeliveryOutcome::Decided)),
         claims,
-        claim_updates: Vec::new(),
+        // The policy governs the ticket from now on, whatever its labels say.
+        governed: decision.policy.iter().cloned().collect(),
         ..Recording::evidence(new_evidence(id, trigger, event, decision, Finding::Close), effects)
     };
     match record(ctx, recording).await? {

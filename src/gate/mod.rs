@@ -51,18 +51,6 @@ pub trait ApprovalReader: Send + Sync {
     }
 }
 
-/// For triggers that judge no approvals: reading them is an error.
-pub struct NoApprovals;
-
-#[async_trait]
-impl ApprovalReader for NoApprovals {
-    async fn read(&self, _: &TicketEvent, _: &ApprovalMarks) -> Result<ApprovalsRead, ApprovalsUnreadable> {
-        Err(ApprovalsUnreadable {
-            message: "approvals are not read for this trigger".into(),
-        })
-    }
-}
-
 #[derive(Clone)]
 pub struct Gate {
     policies: Arc<PolicySet>,

@@ -1,13 +1,15 @@
 //! Recording a decision: the evidence record, the outbox messages it causes and
 //! the end of the delivery that triggered it (if any), in one transaction.
 
+use tokio::sync::{mpsc, oneshot};
+
 use super::{
-    ClaimUpdate, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store, StoreError,
-    StoreResult, claims, evidence::append_evidence_sql, outbox::ENQUEUE, with_pool,
+    ClaimUpdate, Db, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store, StoreError,
+    StoreResult, claims, evidence::append_evidence_sql, governed, outbox::ENQUEUE, with_pool,
 };
 
 /// What one transaction writes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Recording {
     /// The claimed delivery this finishes, and how it ended.
     pub delivery: Option<(String, DeliveryOutcome)>,
@@ -19,40 +21,98 @@ pub struct Recording {
     pub claims: Vec<NewClaim>,
     /// Claims re-verified by this recording.
     pub claim_updates: Vec<ClaimUpdate>,
+    /// Policies that govern the evidence record's ticket from now on.
+    pub governed: Vec<String>,
 }
 
 impl Recording {
     /// A recording of only an evidence record and its messages.
     pub fn evidence(evidence: NewEvidence, effects: Vec<NewEffect>) -> Self {
         Recording {
-            delivery: None,
             evidence: Some(evidence),
             effects,
-            claims: Vec::new(),
-            claim_updates: Vec::new(),
+            ..Recording::default()
         }
     }
+}
+
+/// Most recordings committed together.
+const MAX_BATCH: usize = 64;
+
+pub(super) struct RecordJob {
+    recording: Recording,
+    now: i64,
+    reply: oneshot::Sender<StoreResult<Finish>>,
+}
+
+/// One task writes every recording: whatever is waiting is committed in one
+/// transaction (group commit), each recording still all or nothing. When a
+/// batch fails, its recordings are written one by one, so one bad recording
+/// fails alone.
+pub(super) fn spawn_recorder(db: Db) -> mpsc::Sender<RecordJob> {
+    let (tx, mut rx) = mpsc::channel::<RecordJob>(4 * MAX_BATCH);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let recordings: Vec<(&Recording, i64)> = batch.iter().map(|j| (&j.recording, j.now)).collect();
+            match write_batch(&db, &recordings).await {
+                Ok(finishes) => {
+                    for (job, finish) in batch.drain(..).zip(finishes) {
+                        let _ = job.reply.send(Ok(finish));
+                    }
+                }
+                Err(_) if batch.len() > 1 => {
+                    for job in batch.drain(..) {
+                        let one = write_batch(&db, &[(&job.recording, job.now)]).await;
+                        let _ = job.reply.send(one.map(|mut f| f.remove(0)));
+                    }
+                }
+                Err(e) => {
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    }
+                }
+            }
+        }
+    });
+    tx
 }
 
 impl Store {
     /// Writes a recording. When it finishes a delivery that another replica
     /// finished first, nothing is written and `AlreadyFinished` is returned.
+    /// Concurrent callers share one commit.
     pub async fn record(&self, recording: Recording, now: i64) -> StoreResult<Finish> {
-        const DONE: &str = "UPDATE deliveries SET state = 'done', outcome = $1, evidence_id = $2, \
-            decided_at = $3, lease_until = NULL WHERE id = $4 AND state = 'pending'";
-        let evidence_id = recording.evidence.as_ref().map(|e| e.id.clone());
         if recording.evidence.is_none() && !recording.claims.is_empty() {
             return Err(StoreError::Other(
                 "claims need the evidence record that verified them".into(),
             ));
         }
-        let encoded_claims = recording
-            .claims
-            .iter()
-            .map(NewClaim::encoded)
-            .collect::<StoreResult<Vec<_>>>()?;
-        with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
+        let (reply, answer) = oneshot::channel();
+        self.recorder
+            .send(RecordJob { recording, now, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the recorder has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the recorder has stopped".into()))?
+    }
+}
+
+/// Writes recordings in one transaction, in order.
+async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<Vec<Finish>> {
+    const DONE: &str = "UPDATE deliveries SET state = 'done', outcome = $1, evidence_id = $2, \
+        decided_at = $3, lease_until = NULL WHERE id = $4 AND state = 'pending'";
+    let encoded: Vec<Vec<_>> = recordings
+        .iter()
+        .map(|(r, _)| r.claims.iter().map(NewClaim::encoded).collect::<StoreResult<Vec<_>>>())
+        .collect::<StoreResult<_>>()?;
+    with_pool!(db, write, |pool| {
+        let mut tx = pool.begin().await?;
+        let mut finishes = Vec::with_capacity(recordings.len());
+        for ((recording, now), encoded_claims) in recordings.iter().zip(&encoded) {
+            let now = *now;
+            let evidence_id = recording.evidence.as_ref().map(|e| e.id.clone());
             if let Some((delivery, outcome)) = &recording.delivery {
                 let updated = sqlx::query(DONE)
                     .bind(outcome.as_str())
@@ -63,11 +123,12 @@ impl Store {
                     .await?
                     .rows_affected();
                 if updated == 0 {
-                    return Ok(Finish::AlreadyFinished);
+                    finishes.push(Finish::AlreadyFinished);
+                    continue;
                 }
             }
             let mut record = None;
-            if let Some(new) = recording.evidence {
+            if let Some(new) = recording.evidence.clone() {
                 let sql = append_evidence_sql();
                 let head: (i64, String) = sqlx::query_as(sql.bump_head).fetch_one(&mut *tx).await?;
                 let rec = EvidenceRecord::seal(new, head.0, head.1, now)?;
@@ -100,6 +161,15 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                for policy in &recording.governed {
+                    sqlx::query(governed::REMEMBER)
+                        .bind(&rec.source)
+                        .bind(&rec.ticket)
+                        .bind(policy)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some(first) = recording.claims.first() {
                     sqlx::query(claims::SUPERSEDE)
                         .bind(&first.ticket.source)
@@ -107,7 +177,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                for (claim, (requested, spec, observation)) in recording.claims.iter().zip(&encoded_claims) {
+                for (claim, (requested, spec, observation)) in recording.claims.iter().zip(encoded_claims) {
                     sqlx::query(claims::INSERT)
                         .bind(&claim.id)
                         .bind(&rec.id)
@@ -150,10 +220,11 @@ impl Store {
                     query.execute(&mut *tx).await?;
                 }
             }
-            tx.commit().await?;
-            Ok(Finish::Finished(record))
-        })
-    }
+            finishes.push(Finish::Finished(record));
+        }
+        tx.commit().await?;
+        Ok(finishes)
+    })
 }
 
 /// What a claim update sets, without the claim's id.

@@ -69,10 +69,7 @@ impl Store {
         self.record(
             super::Recording {
                 delivery: Some((delivery.to_string(), outcome)),
-                evidence: None,
-                effects: Vec::new(),
-                claims: Vec::new(),
-                claim_updates: Vec::new(),
+                ..Default::default()
             },
             now,
         )

@@ -3,11 +3,14 @@
 use super::{Store, StoreResult, with_pool};
 use crate::domain::TicketRef;
 
+/// Remembers that a policy governs a ticket: `(source, ticket, policy, since)`.
+pub(super) const REMEMBER: &str = "INSERT INTO governed_tickets (source, ticket, policy, since) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (source, ticket, policy) DO NOTHING";
+
 impl Store {
     /// Remembers that `policies` govern `ticket` (from now on, whatever its labels say).
     pub async fn remember_governed(&self, ticket: &TicketRef, policies: &[String], now: i64) -> StoreResult<()> {
-        const SQL: &str = "INSERT INTO governed_tickets (source, ticket, policy, since) VALUES ($1, $2, $3, $4) \
-            ON CONFLICT (source, ticket, policy) DO NOTHING";
+        const SQL: &str = REMEMBER;
         if policies.is_empty() {
             return Ok(());
         }

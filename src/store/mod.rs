@@ -86,6 +86,7 @@ pub(crate) use with_pool;
 pub struct Store {
     db: Db,
     ingest: mpsc::Sender<ingest::IngestJob>,
+    recorder: mpsc::Sender<decisions::RecordJob>,
     new_deliveries: Arc<Notify>,
 }
 
@@ -146,9 +147,11 @@ impl Store {
         };
         let new_deliveries = Arc::new(Notify::new());
         let ingest = ingest::spawn_writer(db.clone(), new_deliveries.clone());
+        let recorder = decisions::spawn_recorder(db.clone());
         Ok(Store {
             db,
             ingest,
+            recorder,
             new_deliveries,
         })
     }
