@@ -230,10 +230,11 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<Claim>> {
         let sql = self.with_claim_lock(&format!(
-            "UPDATE claims SET lease_until = $1 WHERE id IN (SELECT id FROM claims WHERE state = 'active' \
+            "WITH picked AS MATERIALIZED (SELECT id FROM claims WHERE state = 'active' \
                  AND next_sweep_at <= $2 AND (lease_until IS NULL OR lease_until < $3) \
                  AND ($4 IS NULL OR system = $4) AND ($5 IS NULL OR policy = $5) \
                  ORDER BY next_sweep_at, id LIMIT $6 {{lock}}) \
+             UPDATE claims SET lease_until = $1 WHERE id IN (SELECT id FROM picked) \
              RETURNING {COLUMNS}"
         ));
         let rows: Vec<ClaimRow> = with_pool!(&self.db, write, |pool| {

@@ -240,8 +240,14 @@ async fn main() {
 
     // Decisions alone: stored first with the workers off, then decided by 8
     // concurrent workers with nothing delivered.
-    let app = Application::build(settings(dir.path(), &github, &stuck, false)).await.unwrap();
-    let (base, ctx, handle) = (format!("http://127.0.0.1:{}", app.port()), app.context(), app.server_handle());
+    let app = Application::build(settings(dir.path(), &github, &stuck, false))
+        .await
+        .unwrap();
+    let (base, ctx, handle) = (
+        format!("http://127.0.0.1:{}", app.port()),
+        app.context(),
+        app.server_handle(),
+    );
     tokio::spawn(app.run_until_stopped());
     send(&base, "github", 0, n).await;
     let start = Instant::now();
@@ -267,17 +273,27 @@ async fn main() {
 
     // End to end with everything running.
     let idle_rss = rss_mib("VmRSS:");
-    let app = Application::build(settings(dir.path(), &github, &stuck, true)).await.unwrap();
-    let (base, ctx, handle) = (format!("http://127.0.0.1:{}", app.port()), app.context(), app.server_handle());
+    let app = Application::build(settings(dir.path(), &github, &stuck, true))
+        .await
+        .unwrap();
+    let (base, ctx, handle) = (
+        format!("http://127.0.0.1:{}", app.port()),
+        app.context(),
+        app.server_handle(),
+    );
     tokio::spawn(app.run_until_stopped());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();
     let ack_rate = send(&base, "github", 100_000, n).await;
     let store: Store = ctx.store.clone();
-    wait_until("every close decided, commented and reopened", Duration::from_secs(600), async || {
-        seen.reopens.load(Ordering::Relaxed) as usize >= n && seen.comments.load(Ordering::Relaxed) as usize >= n
-    })
+    wait_until(
+        "every close decided, commented and reopened",
+        Duration::from_secs(600),
+        async || {
+            seen.reopens.load(Ordering::Relaxed) as usize >= n && seen.comments.load(Ordering::Relaxed) as usize >= n
+        },
+    )
     .await;
     let total = start.elapsed();
     let stats = store.stats().await.unwrap();
