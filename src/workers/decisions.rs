@@ -12,55 +12,17 @@ use crate::{
     store::{ClaimedDelivery, DeliveryOutcome},
 };
 
-/// Deliveries claimed together: one claim statement, decided at once.
-const BATCH: i64 = 8;
-
-/// Claims the oldest undecided deliveries (up to a batch) and decides them:
-/// one ticket's deliveries in order, different tickets at once. Their
-/// recordings share commits.
+/// Claims the oldest undecided delivery and decides it.
 pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
-    let claimed = ctx
+    let Some(claimed) = ctx
         .store
-        .claim_deliveries(ctx.now_ms(), lease_ms, BATCH)
+        .claim_delivery(ctx.now_ms(), lease_ms)
         .await
-        .context("Failed to claim deliveries")?;
-    if claimed.is_empty() {
+        .context("Failed to claim a delivery")?
+    else {
         return Ok(ExecutionOutcome::EmptyQueue);
-    }
-    let mut by_ticket: Vec<(String, Vec<ClaimedDelivery>)> = Vec::new();
-    for delivery in claimed {
-        let key = ticket_of(&delivery);
-        match by_ticket.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, group)) => group.push(delivery),
-            None => by_ticket.push((key, vec![delivery])),
-        }
-    }
-    let groups = by_ticket.into_iter().map(|(_, group)| async move {
-        for delivery in &group {
-            decide_one(ctx, delivery).await?;
-        }
-        anyhow::Ok(())
-    });
-    for result in futures_util::future::join_all(groups).await {
-        result?;
-    }
-    Ok(ExecutionOutcome::TaskCompleted)
-}
-
-/// The ticket a stored delivery is about (its id when the event does not say).
-fn ticket_of(delivery: &ClaimedDelivery) -> String {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        ticket: crate::domain::TicketRef,
-    }
-    serde_json::from_str::<Stored>(&delivery.event)
-        .map(|s| s.ticket.to_string())
-        .unwrap_or_else(|_| delivery.id.clone())
-}
-
-/// Decides one claimed delivery; on failure gives it back for a retry.
-async fn decide_one(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
+    };
     let span = tracing::info_span!("decision", delivery = %claimed.id, source = %claimed.source,
         delivery_id = %claimed.delivery_id);
     if let Err(e) = run(ctx, &claimed).instrument(span.clone()).await {
@@ -71,7 +33,7 @@ async fn decide_one(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<
             .await
             .context("Failed to release a delivery")?;
     }
-    Ok(())
+    Ok(ExecutionOutcome::TaskCompleted)
 }
 
 async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {
