@@ -229,14 +229,20 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> StoreResult<Vec<Claim>> {
-        let sql = self.with_claim_lock(&format!(
-            "WITH picked AS MATERIALIZED (SELECT id FROM claims WHERE state = 'active' \
+        let pick = "SELECT id FROM claims WHERE state = 'active' \
                  AND next_sweep_at <= $2 AND (lease_until IS NULL OR lease_until < $3) \
                  AND ($4 IS NULL OR system = $4) AND ($5 IS NULL OR policy = $5) \
-                 ORDER BY next_sweep_at, id LIMIT $6 {{lock}}) \
-             UPDATE claims SET lease_until = $1 WHERE id IN (SELECT id FROM picked) \
-             RETURNING {COLUMNS}"
-        ));
+                 ORDER BY next_sweep_at, id LIMIT $6 {lock}";
+        // PostgreSQL may evaluate an `IN (… LIMIT …)` subquery once per row and
+        // lease more than the batch: there the rows are picked once, in a
+        // materialised CTE. SQLite evaluates the subquery once already.
+        let sql = self.with_claim_lock(&match self.backend() {
+            "postgres" => format!(
+                "WITH picked AS MATERIALIZED ({pick}) UPDATE claims SET lease_until = $1 \
+                 WHERE id IN (SELECT id FROM picked) RETURNING {COLUMNS}"
+            ),
+            _ => format!("UPDATE claims SET lease_until = $1 WHERE id IN ({pick}) RETURNING {COLUMNS}"),
+        });
         let rows: Vec<ClaimRow> = with_pool!(&self.db, write, |pool| {
             sqlx::query_as(&sql)
                 .bind(now + lease_ms)

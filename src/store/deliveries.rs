@@ -44,35 +44,23 @@ pub enum Finish {
     AlreadyFinished,
 }
 
-// The oldest are picked once (a materialised CTE: an IN subquery with LIMIT
-// may be re-evaluated per row on PostgreSQL and claim more than asked).
-const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM deliveries WHERE state = 'pending' \
-        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at, id LIMIT $3 {lock}) \
-    UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
-    WHERE id IN (SELECT id FROM picked) \
+const CLAIM: &str = "UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
+    WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
+        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT 1 {lock}) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
     RETURNING id, source, delivery_id, event, attempts, received_at";
 
 impl Store {
     /// Claims the oldest undecided delivery for `lease_ms`.
     pub async fn claim_delivery(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedDelivery>> {
-        Ok(self.claim_deliveries(now, lease_ms, 1).await?.into_iter().next())
-    }
-
-    /// Claims up to `limit` of the oldest undecided deliveries for `lease_ms`,
-    /// in one statement, oldest first.
-    pub async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: i64) -> StoreResult<Vec<ClaimedDelivery>> {
         let sql = self.with_claim_lock(CLAIM);
-        let mut claimed: Vec<ClaimedDelivery> = with_pool!(&self.db, write, |pool| {
+        Ok(with_pool!(&self.db, write, |pool| {
             sqlx::query_as(&sql)
                 .bind(now + lease_ms)
                 .bind(now)
-                .bind(limit)
-                .fetch_all(pool)
+                .fetch_optional(pool)
                 .await?
-        });
-        claimed.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
-        Ok(claimed)
+        }))
     }
 
     /// Marks a claimed delivery done without a decision (not a close, or
