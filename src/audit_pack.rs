@@ -137,14 +137,7 @@ pub async fn build(
     now_ms: i64,
     marker: Option<&str>,
 ) -> Result<Pack, AuditPackError> {
-    let mut records: Vec<EvidenceRecord> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.evidence_page(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        records.extend(page);
-    }
+    let records = store.evidence_all().await?;
     let covered = head
         .as_ref()
         .and_then(|h| h.verified(None).ok())

@@ -181,14 +181,7 @@ pub fn compute(
 /// Reads the whole evidence log and computes the report of records since `since_ms`.
 pub async fn from_store(store: &Store, since_ms: i64, marker: Option<&str>) -> StoreResult<Report> {
     let first_seen = store.governed_first_seen().await?;
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.evidence_page(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        records.extend(page);
-    }
+    let records = store.evidence_all().await?;
     Ok(compute(&records, since_ms, &first_seen, marker))
 }
 

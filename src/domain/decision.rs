@@ -110,21 +110,30 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// A record about a governed ticket that judges nothing (an edit, an
-    /// intake note): ungated, dry-run, under `policy`.
-    pub fn note(policy: &str, policy_hash: Option<String>) -> Self {
+    /// A decision with only its verdict, policy (name and hash), mode and
+    /// reasons; nothing checked yet.
+    pub fn new(verdict: Verdict, policy: Option<(&str, &str)>, mode: Mode, reasons: Vec<String>) -> Self {
         Decision {
-            verdict: Verdict::Ungated,
-            policy: Some(policy.to_string()),
-            policy_hash,
-            mode: Mode::DryRun,
-            reasons: Vec::new(),
+            verdict,
+            policy: policy.map(|p| p.0.to_string()),
+            policy_hash: policy.map(|p| p.1.to_string()),
+            mode,
+            reasons,
             checks: Vec::new(),
             valid_until: None,
             exception: None,
             attempts: Vec::new(),
             notes: Vec::new(),
             governance: Default::default(),
+        }
+    }
+
+    /// A record about a governed ticket that judges nothing (an edit, an
+    /// intake note): ungated, dry-run, under `policy`.
+    pub fn note(policy: &str, policy_hash: Option<String>) -> Self {
+        Decision {
+            policy_hash,
+            ..Decision::new(Verdict::Ungated, Some((policy, "")), Mode::DryRun, Vec::new())
         }
     }
 }

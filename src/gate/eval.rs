@@ -73,35 +73,14 @@ pub fn conclude(policy: &str, policy_hash: &str, mode: Mode, checks: Vec<CheckRe
         Verdict::Blocked
     };
     Decision {
-        verdict,
-        policy: Some(policy.to_string()),
-        policy_hash: Some(policy_hash.to_string()),
-        mode,
-        reasons,
         checks,
-        valid_until: None,
-        exception: None,
-        attempts: Vec::new(),
-        notes: Vec::new(),
-        governance: Default::default(),
+        ..Decision::new(verdict, Some((policy, policy_hash)), mode, reasons)
     }
 }
 
 /// A decision blocked before any check ran (missing fields, ambiguous policies...).
 pub fn blocked_without_checks(policy: Option<(&str, &str)>, mode: Mode, reason: String) -> Decision {
-    Decision {
-        verdict: Verdict::Blocked,
-        policy: policy.map(|p| p.0.to_string()),
-        policy_hash: policy.map(|p| p.1.to_string()),
-        mode,
-        reasons: vec![reason],
-        checks: Vec::new(),
-        valid_until: None,
-        exception: None,
-        attempts: Vec::new(),
-        notes: Vec::new(),
-        governance: Default::default(),
-    }
+    Decision::new(Verdict::Blocked, policy, mode, vec![reason])
 }
 
 #[cfg(test)]

@@ -116,19 +116,7 @@ impl Gate {
                 if let Some(decision) = self.unmatched(event) {
                     return decision;
                 }
-                return Decision {
-                    verdict: Verdict::Ungated,
-                    policy: None,
-                    policy_hash: None,
-                    mode: Mode::DryRun,
-                    reasons: Vec::new(),
-                    checks: Vec::new(),
-                    valid_until: None,
-                    exception: None,
-                    attempts: Vec::new(),
-                    notes: Vec::new(),
-                    governance: Default::default(),
-                };
+                return Decision::new(Verdict::Ungated, None, Mode::DryRun, Vec::new());
             }
             [one] => *one,
             many => {

@@ -245,6 +245,20 @@ impl Store {
         }))
     }
 
+    /// Every record, in chain order.
+    pub async fn evidence_all(&self) -> StoreResult<Vec<EvidenceRecord>> {
+        let mut records = Vec::new();
+        loop {
+            let page = self
+                .evidence_page(records.last().map_or(0, |r: &EvidenceRecord| r.seq), 1000)
+                .await?;
+            if page.is_empty() {
+                return Ok(records);
+            }
+            records.extend(page);
+        }
+    }
+
     /// Up to `limit` records after sequence number `after`, in chain order.
     pub async fn evidence_page(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRecord>> {
         Self::typed(self.evidence_rows_after(after, limit).await?)

@@ -152,32 +152,24 @@ fn close(n: usize) -> (Vec<u8>, String) {
     (body, signature)
 }
 
-/// Sends `count` closes to `source` from `first`, 64 at a time; requests per second.
-async fn send(base: &str, source: &str, first: usize, count: usize) -> f64 {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+/// Runs `job(0..count)` 64 at a time; completions per second.
+async fn concurrently<F, Fut>(count: usize, job: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..64.min(count))
         .map(|_| {
-            let (client, next, url) = (client.clone(), next.clone(), format!("{base}/hooks/{source}"));
-            let source = source.to_string();
+            let (next, job) = (next.clone(), job.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     if i >= count {
                         break;
                     }
-                    let (body, signature) = close(first + i);
-                    let response = client
-                        .post(&url)
-                        .header("x-github-event", "issues")
-                        .header("x-github-delivery", format!("{source}-{}", first + i))
-                        .header("x-hub-signature-256", signature)
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status().as_u16(), 202);
+                    job(i).await;
                 }
             })
         })
@@ -186,6 +178,29 @@ async fn send(base: &str, source: &str, first: usize, count: usize) -> f64 {
         t.await.unwrap();
     }
     count as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sends `count` closes to `source` from `first`; requests per second.
+async fn send(base: &str, source: &str, first: usize, count: usize) -> f64 {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let (url, source) = (format!("{base}/hooks/{source}"), source.to_string());
+    concurrently(count, move |i| {
+        let (client, url, source) = (client.clone(), url.clone(), source.clone());
+        async move {
+            let (body, signature) = close(first + i);
+            let response = client
+                .post(&url)
+                .header("x-github-event", "issues")
+                .header("x-github-delivery", format!("{source}-{}", first + i))
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 202);
+        }
+    })
+    .await
 }
 
 async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
@@ -199,28 +214,15 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> 
 /// The fake helpdesk alone: comment posts per second at 64 concurrent.
 async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (client, next, url) = (client.clone(), next.clone(), url.to_string());
-            tokio::spawn(async move {
-                while (next.fetch_add(1, Ordering::Relaxed) as usize) < n {
-                    let r = client
-                        .post(format!("{url}/repos/acme/access-requests/issues/1/comments"))
-                        .body(r#"{"body":"x"}"#)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status().as_u16(), 201);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+    let url = format!("{url}/repos/acme/access-requests/issues/1/comments");
+    concurrently(n, move |_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client.post(&url).body(r#"{"body":"x"}"#).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+        }
+    })
+    .await
 }
 
 #[tokio::main]

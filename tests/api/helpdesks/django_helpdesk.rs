@@ -22,6 +22,12 @@ fn dh_url() -> String {
     std::env::var("CLOSEGATE_TEST_DH").unwrap_or_else(|_| "http://127.0.0.1:8095".into())
 }
 
+/// The `dh` source: the real helpdesk, closegate's own account, the path token.
+fn dh_source() -> Value {
+    json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
+        "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } })
+}
+
 fn dh_dir() -> String {
     std::env::var("CLOSEGATE_DH_DIR").unwrap_or_else(|_| "/tmp/closegate-dh".into())
 }
@@ -114,10 +120,7 @@ async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done()
 #[tokio::test]
 async fn a_django_helpdesk_call_without_the_path_token_is_refused_and_changes_nothing() {
     let app = spawn_app_with(Options {
-        sources: Some(
-            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
-            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
-        ),
+        sources: Some(dh_source()),
         ..Default::default()
     })
     .await;
@@ -167,10 +170,7 @@ async fn revoke_ticket() -> Setup {
     let policies = policy_dir(&[("revoke", POLICY)]);
     let app = spawn_app_with(Options {
         policies: Some(policies.path().to_path_buf()),
-        sources: Some(
-            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
-            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
-        ),
+        sources: Some(dh_source()),
         ..Default::default()
     })
     .await;
@@ -339,10 +339,7 @@ async fn a_real_django_helpdesk_follow_up_approval_counts_and_its_absence_blocks
     let policies = policy_dir(&[("revoke", &policy)]);
     let app = spawn_app_with(Options {
         policies: Some(policies.path().to_path_buf()),
-        sources: Some(
-            json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
-            "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } }),
-        ),
+        sources: Some(dh_source()),
         ..Default::default()
     })
     .await;
