@@ -225,6 +225,18 @@ async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
     .await
 }
 
+/// Starts closegate: its base URL, its context and its server handle.
+async fn launch(settings: Settings) -> (String, Arc<closegate::context::Context>, actix_web::dev::ServerHandle) {
+    let app = Application::build(settings).await.unwrap();
+    let started = (
+        format!("http://127.0.0.1:{}", app.port()),
+        app.context(),
+        app.server_handle(),
+    );
+    tokio::spawn(app.run_until_stopped());
+    started
+}
+
 #[tokio::main]
 async fn main() {
     let n = closes();
@@ -242,15 +254,7 @@ async fn main() {
 
     // Decisions alone: stored first with the workers off, then decided by 8
     // concurrent workers with nothing delivered.
-    let app = Application::build(settings(dir.path(), &github, &stuck, false))
-        .await
-        .unwrap();
-    let (base, ctx, handle) = (
-        format!("http://127.0.0.1:{}", app.port()),
-        app.context(),
-        app.server_handle(),
-    );
-    tokio::spawn(app.run_until_stopped());
+    let (base, ctx, handle) = launch(settings(dir.path(), &github, &stuck, false)).await;
     send(&base, "github", 0, n).await;
     let start = Instant::now();
     let deciders: Vec<_> = (0..8)
@@ -275,15 +279,7 @@ async fn main() {
 
     // End to end with everything running.
     let idle_rss = rss_mib("VmRSS:");
-    let app = Application::build(settings(dir.path(), &github, &stuck, true))
-        .await
-        .unwrap();
-    let (base, ctx, handle) = (
-        format!("http://127.0.0.1:{}", app.port()),
-        app.context(),
-        app.server_handle(),
-    );
-    tokio::spawn(app.run_until_stopped());
+    let (base, ctx, handle) = launch(settings(dir.path(), &github, &stuck, true)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();
