@@ -47,6 +47,8 @@ pub fn screen(
     let mut approvals = read.approvals.clone();
     approvals.sort_by(|a, b| instant(&a.at).cmp(&instant(&b.at)));
     let changed = read.request_changed_at.as_deref().and_then(instant);
+    // Approval comes before the work: one given after the close judged does not count.
+    let closed = event.occurred_at.as_deref().and_then(instant);
     let requester = event.requester.as_ref().map(|r| r.id.as_str()).unwrap_or_default();
     let closer = event.actor.id.as_str();
     let is = |who: &str, approval: &Approval, identity: &Result<String, String>| {
@@ -75,6 +77,12 @@ pub fn screen(
                     "given at {}, before the request last changed at {}",
                     approval.at,
                     changed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )))
+            } else if let Some(closed) = closed.filter(|c| instant(&approval.at).is_some_and(|at| at > *c)) {
+                Some(ApprovalStanding::Stale(format!(
+                    "given at {}, after the close at {}",
+                    approval.at,
+                    closed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )))
             } else if let Err(problem) = &identity {
                 Some(ApprovalStanding::Unverified(format!(

@@ -100,6 +100,10 @@ async fn close(app: &TestApp, user: &str, extra_fields: &[(&str, &str)]) -> (Str
     let delivery = uuid::Uuid::new_v4().to_string();
     // A new body each time: the same body again would be a redelivery.
     event["issue"]["title"] = json!(format!("Access request {delivery}"));
+    // Closed after every approval the tests give (they are at most an hour ahead).
+    let closed_at =
+        (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    event["issue"]["closed_at"] = json!(closed_at);
     app.close_on_github(&delivery, &serde_json::to_vec(&event).unwrap())
         .await;
     let record = app.last_record("github", "acme/access-requests#42").await;
@@ -139,8 +143,14 @@ async fn an_approval_counts_only_from_an_active_group_member_who_neither_asked_n
     );
 
     // Someone outside the group, a locked member, an edited comment, a
-    // comment that only mentions the command: none counts.
+    // comment that only mentions the command, an approval given after the
+    // close: none counts.
+    let after = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
     let cases = [
+        (
+            comment(8, &approver, "/approve", &after, &after),
+            "after the close".to_string(),
+        ),
         (comment(2, &outsider, "/approve", AT, AT), format!("{outsider}: ")),
         (comment(3, &locked, "/approve", AT, AT), format!("{locked}: ")),
         (
