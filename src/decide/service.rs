@@ -285,6 +285,11 @@ async fn conclude(
     let effects = encode(intents(ctx, &trigger, &event, &decision, &id))?;
     let now = ctx.now_ms();
     let claims = claims_verified(ctx, &event.ticket, &decision, now);
+    let mut decision = decision;
+    decision.next_check = claims
+        .first()
+        .and_then(|c| chrono::DateTime::from_timestamp_millis(c.next_sweep_at))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let recording = Recording {
         delivery: delivery.map(|d| (d, DeliveryOutcome::Decided)),
         claims,

@@ -104,6 +104,10 @@ pub struct Decision {
     /// What the reader should know besides the verdict (a selector edited away).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// When the claims an allowed decision verified are next re-verified
+    /// (RFC 3339): the drift sweep, or a break-glass deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<String>,
     /// Who approved, with what authority, and who owns a non-human requester.
     #[serde(default, skip_serializing_if = "super::Governance::is_empty")]
     pub governance: super::Governance,
@@ -124,6 +128,7 @@ impl Decision {
             exception: None,
             attempts: Vec::new(),
             notes: Vec::new(),
+            next_check: None,
             governance: Default::default(),
         }
     }

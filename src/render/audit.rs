@@ -87,10 +87,17 @@ pub fn lines(decision: &Decision, evidence_id: &str) -> Vec<AuditLine> {
             None => "no expiry: the policy allows it".into(),
         },
     ));
+    let sweep = decision
+        .next_check
+        .as_deref()
+        .map(|at| format!(", next at {at}"))
+        .unwrap_or_default();
     let removal = match (&decision.valid_until, &decision.exception) {
         (_, Some(e)) => format!("break-glass: verified by {}", e.verify_by),
-        (Some(until), None) => format!("verified removed at {until} by the expiry check; drift sweeps until then"),
-        (None, None) => "re-verified by the periodic drift sweep".into(),
+        (Some(until), None) => {
+            format!("verified removed at {until} by the expiry check; drift sweeps until then{sweep}")
+        }
+        (None, None) => format!("re-verified by the periodic drift sweep{sweep}"),
     };
     out.push(line("Removal", removal));
     out.push(line("Evidence", format!("record {evidence_id}")));

@@ -264,19 +264,12 @@ mod tests {
     }
 
     fn decision() -> Decision {
-        Decision {
-            verdict: Verdict::Blocked,
-            policy: Some("p".into()),
-            policy_hash: Some("abc".into()),
-            mode: Mode::Enforce,
-            reasons: vec!["the ticket is missing required fields: table".into()],
-            checks: vec![],
-            valid_until: None,
-            exception: None,
-            attempts: Vec::new(),
-            notes: Vec::new(),
-            governance: Default::default(),
-        }
+        Decision::new(
+            Verdict::Blocked,
+            Some(("p", "abc")),
+            Mode::Enforce,
+            vec!["the ticket is missing required fields: table".into()],
+        )
     }
 
     fn content() -> EvidenceContent {

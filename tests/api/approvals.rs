@@ -141,6 +141,10 @@ async fn an_approval_counts_only_from_an_active_group_member_who_neither_asked_n
         posted.contains("**Duration:**") && posted.contains("**Removal:**"),
         "{posted}"
     );
+    assert!(
+        posted.contains("re-verified by the periodic drift sweep, next at 20"),
+        "{posted}"
+    );
 
     // Someone outside the group, a locked member, an edited comment, a
     // comment that only mentions the command, an approval given after the
