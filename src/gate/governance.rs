@@ -282,11 +282,50 @@ pub fn owner_check(rule: &RequesterRule, event: &TicketEvent) -> Option<CheckSpe
     )
 }
 
+/// The directory checks that show whether an approver shares a group with a
+/// machine requester's owner: the owner's groups first, then each counted
+/// approver's.
+pub fn shared_group_checks(
+    rule: &RequesterRule,
+    event: &TicketEvent,
+    approvals: Option<&ApprovalReport>,
+) -> Vec<CheckSpec> {
+    let (true, Some(directory), Some(owner_check)) = (
+        rule.approver_in_owner_group,
+        rule.owner_directory.as_ref(),
+        owner_check(rule, event),
+    ) else {
+        return Vec::new();
+    };
+    let owner = owner_check.params.get("user").cloned().unwrap_or_default();
+    let mut specs = vec![directory.groups_check(format!("groups of owner {owner}"), &owner)];
+    for a in approvals.into_iter().flat_map(|r| r.counted()) {
+        specs.push(directory.groups_check(format!("groups of approver {}", a.identity), &a.identity));
+    }
+    specs
+}
+
+/// Whether a counted approver shares a group with the owner, from
+/// [`shared_group_checks`]' results; the reason when not.
+fn shares_owner_group(owner: &str, results: &[CheckResult]) -> Option<String> {
+    if let ApprovalStanding::Unverified(why) = standing_of(results) {
+        return Some(format!(
+            "requester: the groups of owner {owner} and the approvers: {why}"
+        ));
+    }
+    let groups = |r: &CheckResult| r.observation.as_ref().map(|o| o.held.clone()).unwrap_or_default();
+    let (owner_groups, approvers) = results.split_first()?;
+    let owner_groups = groups(owner_groups);
+    let shared = approvers.iter().any(|a| !groups(a).is_disjoint(&owner_groups));
+    (!shared).then(|| format!("requester: no counted approver shares a directory group with the owner {owner}"))
+}
+
 /// Concludes the requester part: the report, and why it blocks (if it does).
 pub fn judge_requester(
     rule: &RequesterRule,
     event: &TicketEvent,
-    owner_checks: Vec<CheckResult>,
+    mut owner_checks: Vec<CheckResult>,
+    group_checks: Vec<CheckResult>,
     approvals: Option<&ApprovalReport>,
 ) -> (Option<RequesterReport>, Vec<String>) {
     let Some(requester) = &event.requester else {
@@ -327,10 +366,14 @@ pub fn judge_requester(
                         requester.id
                     ));
                 }
+                if rule.approver_in_owner_group {
+                    reasons.extend(shares_owner_group(owner, &group_checks));
+                }
             }
             (None, None) => {}
         }
     }
+    owner_checks.extend(group_checks);
     let report = RequesterReport {
         id: requester.id.clone(),
         kind,

@@ -214,11 +214,13 @@ impl Gate {
             reasons.extend(why);
         }
         if let Some(rule) = &policy.requester {
-            let checks = match governance::owner_check(rule, event) {
-                Some(spec) => self.run_checks(vec![spec]).await,
-                None => Vec::new(),
-            };
-            let (report, why) = governance::judge_requester(rule, event, checks, decision.governance.approval.as_ref());
+            let approval = decision.governance.approval.as_ref();
+            let mut specs: Vec<CheckSpec> = governance::owner_check(rule, event).into_iter().collect();
+            let owned = specs.len();
+            specs.extend(governance::shared_group_checks(rule, event, approval));
+            let mut checks = self.run_checks(specs).await;
+            let groups = checks.split_off(owned.min(checks.len()));
+            let (report, why) = governance::judge_requester(rule, event, checks, groups, approval);
             decision.governance.requester = report;
             reasons.extend(why);
         }

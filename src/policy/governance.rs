@@ -39,6 +39,14 @@ impl Directory {
         self.spec(name, self.active_kind, identity, self.active_value)
     }
 
+    /// A check that `identity` exists, observing every group it is in.
+    pub fn groups_check(&self, name: String, identity: &str) -> CheckSpec {
+        CheckSpec {
+            requested: Default::default(),
+            ..self.spec(name, self.membership_kind, identity, "")
+        }
+    }
+
     /// A check that `identity` is a member of `group`.
     pub fn member_check(&self, name: String, identity: &str, group: &str) -> CheckSpec {
         self.spec(name, self.membership_kind, identity, group)
@@ -115,6 +123,7 @@ pub struct RequesterRule {
     pub owner_field: Option<String>,
     pub owner_directory: Option<Directory>,
     pub owner_approves: bool,
+    pub approver_in_owner_group: bool,
 }
 
 impl RequesterRule {
@@ -266,6 +275,12 @@ pub(super) fn approval(def: &super::model::ApprovalDef, catalog: &SystemCatalog,
 
 /// Compiles a `requester:` block; problems go to `err`.
 pub(super) fn requester(def: &super::model::RequesterDef, catalog: &SystemCatalog, err: Err<'_>) -> RequesterRule {
+    if def.approver_in_owner_group && def.owner_system.is_none() {
+        err(
+            None,
+            "requester.approver_in_owner_group needs requester.owner_system (where groups are observed)".into(),
+        );
+    }
     if def.owner_system.is_some() && def.owner_field.is_none() {
         err(
             def.owner_system.as_ref().and_then(line),
@@ -280,6 +295,7 @@ pub(super) fn requester(def: &super::model::RequesterDef, catalog: &SystemCatalo
             .as_ref()
             .and_then(|s| directory(s, "requester.owner_system", catalog, err)),
         owner_approves: def.owner_approves,
+        approver_in_owner_group: def.approver_in_owner_group,
     }
 }
 

@@ -114,6 +114,10 @@ pub struct RequesterDef {
     /// The owner must be one of the counted approvers.
     #[serde(default)]
     pub owner_approves: bool,
+    /// A counted approver must share a directory group with the owner (be on
+    /// the owner's team), observed in `owner_system`.
+    #[serde(default)]
+    pub approver_in_owner_group: bool,
 }
 
 /// An emergency path: allowed now, verified after the fact.

@@ -455,3 +455,34 @@ async fn a_github_team_approver_counts_only_as_an_active_member_observed_through
         judged[3].2
     );
 }
+
+#[tokio::test]
+async fn a_machine_requesters_approval_must_come_from_the_owners_team_when_the_policy_says_so() {
+    let mut dir = Directory::open().await;
+    let owner = dir.person("cg_owner").await;
+    let teammate = dir.person("cg_teammate").await;
+    let stranger = dir.person("cg_stranger").await;
+    let subject = dir.person("cg_subject").await;
+    let approvers = dir.group("cg_db_owners", &[&teammate, &stranger]).await;
+    dir.group("cg_payments_team", &[&owner, &teammate]).await;
+    let rules = format!(
+        "approval:\n  approvers: {{ system: corp-ldap, group: {approvers} }}\n  separate: [requester, approver, closer]\n\
+         requester:\n  owner_field: owner\n  owner_system: corp-ldap\n  approver_in_owner_group: true\n"
+    );
+    let (app, _policies) = app_with_policy(&policy(&rules)).await;
+
+    mount_github(&app, vec![comment(1, &teammate, "/approve", AT, AT)], vec![]).await;
+    let (on_team, on_team_reasons, _) = close(&app, &subject, &[("owner", &owner)]).await;
+    mount_github(&app, vec![comment(2, &stranger, "/approve", AT, AT)], vec![]).await;
+    let (off_team, off_team_reasons, _) = close(&app, &subject, &[("owner", &owner)]).await;
+    dir.clean().await;
+
+    assert_eq!(on_team, "allowed", "{on_team_reasons:?}");
+    assert_eq!(off_team, "blocked");
+    assert!(
+        off_team_reasons.iter().any(|r| r.contains(&format!(
+            "no counted approver shares a directory group with the owner {owner}"
+        ))),
+        "{off_team_reasons:?}"
+    );
+}
