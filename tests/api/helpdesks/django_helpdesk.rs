@@ -53,7 +53,9 @@ async fn close(http: &reqwest::Client, ticket: i64) {
 async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done() {
     // Arrange: closegate with a path-token source pointed at the real helpdesk,
     // and the helpdesk's follow-up webhook pointed at closegate.
+    // `_serial` is bound so the lock is held to the end (a `..` would drop it at once).
     let Setup {
+        _serial,
         app,
         http,
         id,
@@ -231,7 +233,10 @@ async fn status(http: &reqwest::Client, id: i64) -> i64 {
 
 #[tokio::test]
 async fn a_spoofed_unsigned_body_claiming_an_earlier_close_by_closegate_does_not_ungate_the_real_close() {
-    let Setup { app, http, id, .. } = revoke_ticket().await;
+    // `_serial` is bound so the lock is held to the end (a `..` would drop it at once).
+    let Setup {
+        _serial, app, http, id, ..
+    } = revoke_ticket().await;
     // The attack: a body that says the ticket is already closed, by closegate's own account.
     let spoof = json!({ "ticket": { "id": id, "status": 4, "custom_request_type": "revoke",
         "followup_set": [{ "id": 990001, "user": 2 }] }, "followup_id": 990001, "queue_slug": "access" });
@@ -249,7 +254,10 @@ async fn a_spoofed_unsigned_body_claiming_an_earlier_close_by_closegate_does_not
 
 #[tokio::test]
 async fn a_forged_body_sent_in_advance_under_the_real_follow_up_id_does_not_swallow_the_real_close() {
-    let Setup { app, http, id, .. } = revoke_ticket().await;
+    // `_serial` is bound so the lock is held to the end (a `..` would drop it at once).
+    let Setup {
+        _serial, app, http, id, ..
+    } = revoke_ticket().await;
     // The helpdesk records the close; the attacker's harmless body under that
     // follow-up's id reaches closegate first.
     let followup = json!({ "ticket": id, "comment": "Done.", "public": true, "new_status": 4 });
@@ -279,7 +287,10 @@ async fn a_forged_body_sent_in_advance_under_the_real_follow_up_id_does_not_swal
 
 #[tokio::test]
 async fn a_reopen_is_skipped_when_the_ticket_was_reopened_and_closed_again_since_the_close_judged() {
-    let Setup { app, http, id, .. } = revoke_ticket().await;
+    // `_serial` is bound so the lock is held to the end (a `..` would drop it at once).
+    let Setup {
+        _serial, app, http, id, ..
+    } = revoke_ticket().await;
     real_close(&app, &http, id).await;
     app.decide_all().await;
 
