@@ -21,6 +21,8 @@ pub enum ApiError {
     Malformed(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NotFound(&'static str),
     #[error("the body is larger than the {0}-byte limit")]
     TooLarge(usize),
     #[error("the delivery could not be stored; retry later")]
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "invalid_signature",
             ApiError::Malformed(_) => "malformed_payload",
             ApiError::Conflict(_) => "request_id_conflict",
+            ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::Unexpected(_) => "internal",
@@ -77,6 +80,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -108,6 +108,7 @@ impl Application {
             sources,
             max_body_bytes: settings.max_body_bytes,
             probe: Default::default(),
+            metrics: settings.metrics.enabled.then(crate::metrics::install).flatten(),
         });
         let server = HttpServer::new(move || {
             App::new()

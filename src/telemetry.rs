@@ -72,7 +72,7 @@ impl RootSpanBuilder for RequestSpan {
             .map(ToString::to_string)
             .unwrap_or_default();
         let method = request.method().as_str();
-        if matches!(request.path(), "/healthz" | "/readyz") {
+        if matches!(request.path(), "/healthz" | "/readyz" | "/metrics") {
             request_span!(tracing::Level::DEBUG, method, route, request_id, caller_id)
         } else {
             request_span!(tracing::Level::INFO, method, route, request_id, caller_id)

@@ -55,6 +55,53 @@ pub struct Settings {
     /// Answer a governed request when it is opened or changed: what it lacks,
     /// who may approve it (one note per ticket, updated rather than repeated).
     pub intake_notes: bool,
+    /// `GET /metrics`.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// Finding closes whose webhook never arrived.
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics` (Prometheus text format).
+    pub enabled: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// The missed-delivery reconciler: per source, lists the tickets closed since
+/// its watermark through the helpdesk's API and decides any close whose
+/// webhook never arrived.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    pub enabled: bool,
+    /// How often each source is listed.
+    pub interval_seconds: u64,
+    /// How far back the first run of a source looks.
+    pub initial_lookback_seconds: i64,
+    /// Closes younger than this are left to their webhook (in flight or queued
+    /// at the helpdesk) and looked at on a later run.
+    pub grace_seconds: i64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_seconds: 600,
+            initial_lookback_seconds: 86_400,
+            grace_seconds: 120,
+        }
+    }
 }
 
 /// Where and how the evidence log's tree heads are signed and kept.

@@ -93,7 +93,11 @@ pub async fn recheck(
                     trigger.kind
                 };
                 let trigger = Trigger::new(kind, format!("{}/{evidence_id}", trigger.id));
+                let policy = group.first().map(|(c, _)| c.policy.clone()).unwrap_or_default();
                 record_finding(ctx, trigger, &evidence_id, group, finding, outcome.updates).await?;
+                if matches!(finding, Finding::Drift | Finding::DriftResolved) {
+                    crate::metrics::drift(&policy, finding == Finding::DriftResolved);
+                }
             }
         }
     }

@@ -62,7 +62,12 @@ pub async fn decide_as(
     freshness: Freshness,
 ) -> Result<Decided, DecideError> {
     let span = tracing::info_span!("decide", trigger = %trigger, ticket = %event.ticket);
-    decide_inner(ctx, trigger, event, freshness).instrument(span).await
+    let (kind, started) = (trigger.kind, std::time::Instant::now());
+    let decided = decide_inner(ctx, trigger, event, freshness).instrument(span).await;
+    if let Ok(Decided::Recorded(record)) = &decided {
+        crate::metrics::decision(record.policy.as_deref(), record.verdict, kind, started.elapsed());
+    }
+    decided
 }
 
 async fn decide_inner(

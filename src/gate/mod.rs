@@ -316,13 +316,24 @@ impl Gate {
                         .collect();
                 }
                 let timeout = verifier.timeout();
-                match tokio::time::timeout(timeout, verifier.observe_many(&specs)).await {
-                    Ok(results) if results.len() == specs.len() => {
-                        results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
-                    }
-                    Ok(_) => vec![Err(format!("{system} answered a different number of checks")); specs.len()],
-                    Err(_) => vec![Err(VerifyError::Timeout(timeout).to_string()); specs.len()],
-                }
+                let started = std::time::Instant::now();
+                let answered = match tokio::time::timeout(timeout, verifier.observe_many(&specs)).await {
+                    Ok(results) if results.len() == specs.len() => results,
+                    Ok(_) => vec![
+                        Err(VerifyError::Query {
+                            system: system.clone(),
+                            message: "answered a different number of checks".into()
+                        });
+                        specs.len()
+                    ],
+                    Err(_) => vec![Err(VerifyError::Timeout(timeout)); specs.len()],
+                };
+                crate::metrics::verifier(
+                    &system,
+                    started.elapsed(),
+                    answered.iter().filter_map(|r| r.as_ref().err().map(VerifyError::kind)),
+                );
+                answered.into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
             }
         };
         specs

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::{
     adapters::{Inbound, content_key},
     error::ApiError,
+    metrics,
     routes::AppState,
     store::NewDelivery,
 };
@@ -19,7 +20,7 @@ pub async fn receive(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(path.into_inner(), None, request, payload, state).await
+    measured(path.into_inner(), None, request, payload, state).await
 }
 
 /// `POST /hooks/{source}/{token}`: for helpdesks that sign nothing.
@@ -30,7 +31,31 @@ pub async fn receive_with_token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (source, token) = path.into_inner();
-    accept(source, Some(token), request, payload, state).await
+    measured(source, Some(token), request, payload, state).await
+}
+
+/// [`accept`], counted by outcome and timed. A source that is not configured
+/// is counted as `(unknown)`: a caller cannot mint label values.
+async fn measured(
+    source: String,
+    token: Option<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let label = match state.sources.get(&source) {
+        Some(_) => source.clone(),
+        None => "(unknown)".to_string(),
+    };
+    let result = accept(source, token, request, payload, state).await;
+    let outcome = match &result {
+        Ok(response) if response.headers().contains_key("closegate-duplicate") => metrics::DeliveryOutcome::Duplicate,
+        Ok(_) => metrics::DeliveryOutcome::Accepted,
+        Err(e) => metrics::DeliveryOutcome::Refused(e.code()),
+    };
+    metrics::delivery(&label, outcome, started.elapsed());
+    result
 }
 
 #[tracing::instrument(name = "webhook", skip_all, fields(source = %source, delivery_id, ticket))]

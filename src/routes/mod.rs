@@ -3,6 +3,7 @@
 mod gate_check;
 mod health;
 mod hooks;
+mod metrics;
 
 use std::sync::Arc;
 
@@ -21,11 +22,14 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The last probe of the target systems, for `/readyz`.
     pub probe: health::SystemProbe,
+    /// The Prometheus recorder's handle; `None` when metrics are disabled.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(metrics::metrics))
         .route("/v1/gate/check", web::post().to(gate_check::check))
         .route("/hooks/{source}", web::post().to(hooks::receive))
         .route("/hooks/{source}/{token}", web::post().to(hooks::receive_with_token));

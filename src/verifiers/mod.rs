@@ -31,6 +31,18 @@ pub enum VerifyError {
     BadParams(String),
 }
 
+impl VerifyError {
+    /// The kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VerifyError::Timeout(_) => "timeout",
+            VerifyError::Unreachable { .. } => "unreachable",
+            VerifyError::Query { .. } => "query",
+            VerifyError::BadParams(_) => "bad_params",
+        }
+    }
+}
+
 /// The answers of a batch whose canary entry could not be seen: the bind or
 /// token may not see what it is asked about, so nothing reads as absent.
 pub(crate) fn canary_unseen(system: &str, canary: &str, n: usize) -> Vec<Result<Observation, VerifyError>> {

@@ -88,6 +88,7 @@ async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Du
                 .context("Failed to complete an outbox message")?;
             if recorded {
                 tracing::info!("delivered");
+                crate::metrics::outbox_sent(&msg.source, "delivered");
             }
             (recorded, None)
         }
@@ -106,6 +107,9 @@ async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Du
                 .fail_effect(msg, &e.message, retry_at)
                 .await
                 .context("Failed to record an outbox failure")?;
+            if recorded {
+                crate::metrics::outbox_sent(&msg.source, if give_up { "dead" } else { "retry" });
+            }
             (recorded, e.retry_after)
         }
     };

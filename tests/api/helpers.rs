@@ -91,6 +91,8 @@ pub struct Options {
     /// Intake notes on opened and edited governed requests (off unless a
     /// test is about them).
     pub intake_notes: bool,
+    /// Other top-level settings, merged over the rest.
+    pub settings: Option<Value>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -148,6 +150,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
     if let Some(groups) = options.system_groups {
         yaml["system_groups"] = groups;
+    }
+    if let Some(Value::Object(settings)) = options.settings {
+        yaml.as_object_mut().unwrap().extend(settings);
     }
     std::fs::write(&config, serde_yaml::to_string(&yaml).unwrap()).unwrap();
     start(config, helpdesk, dir, ManualClock::default()).await
@@ -209,11 +214,16 @@ impl TestApp {
     }
 
     pub async fn post_github(&self, event: &str, delivery: &str, body: &[u8]) -> reqwest::Response {
+        self.post_github_to("github", event, delivery, body).await
+    }
+
+    /// [`Self::post_github`] to another GitHub source of the same secret.
+    pub async fn post_github_to(&self, source: &str, event: &str, delivery: &str, body: &[u8]) -> reqwest::Response {
         let mut mac = Hmac::<Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
         mac.update(body);
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         self.post_raw(
-            "github",
+            source,
             &[
                 ("x-github-event", event),
                 ("x-github-delivery", delivery),

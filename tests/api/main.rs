@@ -13,6 +13,7 @@ mod helpdesks;
 mod helpers;
 mod idempotency;
 mod logs;
+mod metrics;
 mod modes;
 mod outbox;
 mod outbox_lanes;

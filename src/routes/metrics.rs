@@ -1,0 +1,23 @@
+//! `GET /metrics`: the Prometheus text format.
+
+use actix_web::{HttpResponse, web};
+
+use crate::{error::ApiError, metrics, routes::AppState};
+
+/// Renders every metric, after reading the store's gauges afresh. A store that
+/// does not answer leaves the gauges at their last reading and is logged:
+/// the counters are still worth scraping.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let handle = state
+        .metrics
+        .as_ref()
+        .ok_or(ApiError::NotFound("metrics are disabled"))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match state.store.gauges(now).await {
+        Ok(gauges) => metrics::store_gauges(&gauges, state.sources.names(), now),
+        Err(e) => tracing::warn!(error.message = %e, "could not read the store's gauges"),
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render()))
+}
