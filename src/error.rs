@@ -52,10 +52,15 @@ impl From<InboundError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: String,
+/// Every error answer: a stable machine-readable code and a message for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `unknown_source`, `invalid_signature`, `malformed_payload`,
+    /// `request_id_conflict`, `not_found`, `payload_too_large`,
+    /// `store_unavailable`, `not_ready` or `internal`.
+    #[schema(value_type = String, example = "invalid_signature")]
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl ApiError {
@@ -92,7 +97,7 @@ impl ResponseError for ApiError {
             ApiError::Unexpected(_) => "internal error".to_string(),
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(Body {
+        HttpResponse::build(self.status_code()).json(ErrorBody {
             code: self.code(),
             message,
         })

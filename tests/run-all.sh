@@ -66,3 +66,5 @@ bash tests/services/scim.sh
 bash tests/services/django_helpdesk.sh
 cargo test --all-targets
 CLOSEGATE_TEST_BACKEND=postgres cargo test --test api
+# The HTTP contract, checked by schemathesis against a running server.
+bash tests/contract/run.sh

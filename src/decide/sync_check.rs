@@ -15,11 +15,15 @@ use crate::{
 };
 
 /// What the caller is told.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SyncAnswer {
+    /// Whether the transition may go ahead. Only an enforcing policy's block says no.
     pub allowed: bool,
+    /// `allowed`, `blocked`, `ungated`, or `pending` while verification still runs.
     pub verdict: String,
+    /// Why, in the words of the rejection comment.
     pub reasons: Vec<String>,
+    /// The evidence record of the decision, once there is one.
     pub evidence_id: Option<String>,
 }
 

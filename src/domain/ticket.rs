@@ -18,7 +18,7 @@ impl std::fmt::Display for TicketRef {
 
 /// Whether an identity is a person or a machine. Many requesters of access are
 /// service accounts, CI jobs or agents, and auditors need to see which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     Human,
@@ -30,7 +30,7 @@ pub enum ActorKind {
 }
 
 /// An identity as the helpdesk reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct Actor {
     pub id: String,
     #[serde(default)]

@@ -10,9 +10,10 @@ use serde::Deserialize;
 use crate::{
     adapters::HeaderLookup,
     config::{GateSettings, Secret},
+    decide::SyncAnswer,
     decide::{SyncCheckError, check_synchronously},
     domain::{Actor, EventKind, TicketEvent, TicketRef, field_key},
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     routes::AppState,
     signature::{StandardWebhooksKey, secret_matches},
 };
@@ -79,10 +80,19 @@ impl GateAccess {
     }
 }
 
-#[derive(Deserialize)]
+/// The question: may this ticket enter this state now?
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CheckRequest {
+#[schema(example = json!({
+    "source": "generic", "ticket": "ACCESS-42", "title": "Grant read on public.orders",
+    "labels": ["access-request"], "state": "closed",
+    "fields": { "Request type": "grant", "Database role": "app_reader", "Table": "public.orders", "Privileges": "SELECT" },
+    "actor": { "id": "fulfilment-bot", "kind": "service" }
+}))]
+pub struct CheckRequest {
+    /// A configured source's name.
     source: String,
+    /// The ticket's key in that source.
     ticket: String,
     #[serde(default)]
     title: String,
@@ -97,6 +107,40 @@ struct CheckRequest {
     requester: Option<Actor>,
 }
 
+/// Every answer of the synchronous gate.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum GateResponses {
+    /// The answer; `allowed: false` unless every check holds (or the policy
+    /// only warns). Past `gate.deadline_ms`, `verdict: pending`, not allowed.
+    #[response(status = 200)]
+    Answer(#[to_schema] SyncAnswer),
+    /// `malformed_payload`.
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// `invalid_signature`: no caller matches, or the caller may not ask about that source.
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// `unknown_source`.
+    #[response(status = 404)]
+    UnknownSource(ErrorBody),
+    /// `request_id_conflict`: the `webhook-id` was used by this caller for another question.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// `payload_too_large`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+}
+
+/// `POST /v1/gate/check`.
+#[utoipa::path(post, path = "/v1/gate/check", tag = "gate",
+    params(
+        ("webhook-id" = Option<String>, Header, description = "Request id (signed callers); a repeat returns the first answer"),
+        ("webhook-timestamp" = Option<String>, Header, description = "Seconds since the epoch (signed callers)"),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks signature (signed callers)")),
+    request_body = CheckRequest,
+    security(("bearer" = []), ("standard_webhooks" = [])),
+    responses(GateResponses))]
 #[tracing::instrument(name = "gate_check", skip_all, fields(caller, ticket))]
 pub async fn check(
     request: HttpRequest,

@@ -3,17 +3,120 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
-use serde_json::json;
 
 use crate::{
     adapters::{Inbound, content_key},
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     metrics,
     routes::AppState,
     store::NewDelivery,
 };
 
+/// What a helpdesk is told when its delivery is on disk.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+    /// The stored delivery's id (the first one's, for a redelivery).
+    pub delivery: String,
+}
+
+/// The headers each kind of source authenticates and names its deliveries
+/// with. Which ones a source needs depends on its `type`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct HookHeaders {
+    /// GitHub: the event name (`issues`).
+    #[param(rename = "X-GitHub-Event")]
+    github_event: Option<String>,
+    /// GitHub: the delivery id.
+    #[param(rename = "X-GitHub-Delivery")]
+    github_delivery: Option<String>,
+    /// GitHub: `sha256=` HMAC of the body.
+    #[param(rename = "X-Hub-Signature-256")]
+    hub_signature_256: Option<String>,
+    /// Jira: `sha256=` HMAC of the body (webhooks with a secret).
+    #[param(rename = "X-Hub-Signature")]
+    hub_signature: Option<String>,
+    /// Jira: the delivery id.
+    #[param(rename = "X-Atlassian-Webhook-Identifier")]
+    atlassian_webhook_identifier: Option<String>,
+    /// Gitea: HMAC-SHA256 of the body, hex.
+    #[param(rename = "X-Gitea-Signature")]
+    gitea_signature: Option<String>,
+    #[param(rename = "X-Gitea-Event")]
+    gitea_event: Option<String>,
+    #[param(rename = "X-Gitea-Delivery")]
+    gitea_delivery: Option<String>,
+    /// Forgejo: HMAC-SHA256 of the body, hex.
+    #[param(rename = "X-Forgejo-Signature")]
+    forgejo_signature: Option<String>,
+    #[param(rename = "X-Forgejo-Event")]
+    forgejo_event: Option<String>,
+    #[param(rename = "X-Forgejo-Delivery")]
+    forgejo_delivery: Option<String>,
+    /// GitLab: the hook's secret token.
+    #[param(rename = "X-Gitlab-Token")]
+    gitlab_token: Option<String>,
+    /// GitLab: the delivery id.
+    #[param(rename = "X-Gitlab-Event-UUID")]
+    gitlab_event_uuid: Option<String>,
+    /// Standard Webhooks (also GitLab signing tokens): the message id.
+    #[param(rename = "webhook-id")]
+    webhook_id: Option<String>,
+    /// Standard Webhooks: seconds since the epoch.
+    #[param(rename = "webhook-timestamp")]
+    webhook_timestamp: Option<String>,
+    /// Standard Webhooks: space-separated `v1,<base64>` signatures.
+    #[param(rename = "webhook-signature")]
+    webhook_signature: Option<String>,
+    /// Zendesk: base64 HMAC-SHA256 of timestamp and body.
+    #[param(rename = "X-Zendesk-Webhook-Signature")]
+    zendesk_signature: Option<String>,
+    #[param(rename = "X-Zendesk-Webhook-Signature-Timestamp")]
+    zendesk_signature_timestamp: Option<String>,
+    /// Linear: hex HMAC-SHA256 of the body.
+    #[param(rename = "Linear-Signature")]
+    linear_signature: Option<String>,
+    #[param(rename = "Linear-Delivery")]
+    linear_delivery: Option<String>,
+    /// ServiceNow business rules: HMAC of the body.
+    #[param(rename = "X-Closegate-Signature")]
+    closegate_signature: Option<String>,
+}
+
+/// Every answer of the webhook receiver.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum HookResponses {
+    /// The delivery is on disk; it will be decided from the store.
+    #[response(status = 202, headers(
+        ("closegate-duplicate" = String, description = "`true` when this delivery id or exact body was stored before")))]
+    Accepted(#[to_schema] Accepted),
+    /// `malformed_payload`: not JSON, not UTF-8, or not the source's event shape.
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// `invalid_signature`: missing, stale or wrong signature or token.
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// `unknown_source`: no source of that name is configured.
+    #[response(status = 404)]
+    UnknownSource(ErrorBody),
+    /// `payload_too_large`: over `max_body_bytes`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// `store_unavailable`: the delivery could not be stored; retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// `POST /hooks/{source}`.
+#[utoipa::path(post, path = "/hooks/{source}", tag = "webhooks",
+    params(("source" = String, Path, description = "A configured source's name"), HookHeaders),
+    request_body(content = serde_json::Value, description = "The helpdesk's event, exactly as it signed it",
+        content_type = "application/json"),
+    responses(HookResponses))]
 pub async fn receive(
     path: web::Path<String>,
     request: HttpRequest,
@@ -24,6 +127,11 @@ pub async fn receive(
 }
 
 /// `POST /hooks/{source}/{token}`: for helpdesks that sign nothing.
+#[utoipa::path(post, path = "/hooks/{source}/{token}", tag = "webhooks",
+    params(("source" = String, Path, description = "A configured source's name"),
+        ("token" = String, Path, description = "The source's path token (sources that sign nothing)"), HookHeaders),
+    request_body(content = serde_json::Value, description = "The helpdesk's event", content_type = "application/json"),
+    responses(HookResponses))]
 pub async fn receive_with_token(
     path: web::Path<(String, String)>,
     request: HttpRequest,
@@ -115,7 +223,10 @@ async fn accept(
         tracing::info!("duplicate delivery");
         response.insert_header(("closegate-duplicate", "true"));
     }
-    Ok(response.json(json!({ "status": "accepted", "delivery": outcome.id })))
+    Ok(response.json(Accepted {
+        status: "accepted",
+        delivery: outcome.id,
+    }))
 }
 
 /// Reads a request body, refusing (413) anything over `limit` before reading it all.

@@ -2,11 +2,19 @@
 
 use actix_web::{HttpResponse, web};
 
-use crate::{error::ApiError, metrics, routes::AppState};
+use crate::{
+    error::{ApiError, ErrorBody},
+    metrics,
+    routes::AppState,
+};
 
 /// Renders every metric, after reading the store's gauges afresh. A store that
 /// does not answer leaves the gauges at their last reading and is logged:
 /// the counters are still worth scraping.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Every metric, in the Prometheus text format 0.0.4", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    (status = 404, description = "Metrics are disabled (`metrics.enabled: false`)", body = ErrorBody)))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let handle = state
         .metrics

@@ -4,6 +4,7 @@ mod gate_check;
 mod health;
 mod hooks;
 mod metrics;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .route("/openapi.json", web::get().to(openapi::openapi_json))
         .route("/v1/gate/check", web::post().to(gate_check::check))
         .route("/hooks/{source}", web::post().to(hooks::receive))
         .route("/hooks/{source}/{token}", web::post().to(hooks::receive_with_token));

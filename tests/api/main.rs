@@ -3,6 +3,7 @@ mod audit_pack;
 mod bad_input;
 mod bypass;
 mod claims;
+mod contract;
 mod directory;
 mod evidence_chain;
 mod evidence_log;
