@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod evidence;
 pub mod gate;
+pub mod init;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

@@ -37,6 +37,24 @@ enum Command {
     Serve,
     /// Apply the store's migrations and exit.
     Migrate,
+    /// Work with the config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Write a starter config and policy for one helpdesk and one target system.
+    Init {
+        #[arg(long, value_enum)]
+        helpdesk: closegate::init::Helpdesk,
+        #[arg(long, value_enum)]
+        target: closegate::init::Target,
+        /// Directory to write `closegate.yaml` and `policies/` into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Work with policy files.
     Policy {
         #[command(subcommand)]
@@ -65,9 +83,6 @@ enum Command {
     /// Decide a ticket again now, as it was last seen, re-read from its helpdesk
     /// (recorded with a `manual` trigger; nothing is posted to the helpdesk).
     Decide { source: String, ticket: String },
-    /// What the gate did over a period: closes allowed and blocked, top block
-    /// reasons, could-not-verify rates, approval latency, time to verified
-    /// close, break-glass, drift, ungated closes of marked tickets.
     /// Write a static HTML page and its JSON for an auditor: per ticket the
     /// timeline request → approval → close → expiry and drift checks, each
     /// step with its evidence record and inclusion proof, plus figures and charts.
@@ -78,6 +93,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// What the gate did over a period: closes allowed and blocked, top block
+    /// reasons, could-not-verify rates, approval latency, time to verified
+    /// close, break-glass, drift, ungated closes of marked tickets.
     Report {
         /// How far back (`30d`, `12h`).
         #[arg(long, default_value = "30d")]
@@ -104,6 +122,17 @@ enum ReportFormat {
     Table,
     Csv,
     Json,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config without starting: every key, every secret reference
+    /// resolvable, every source, system and policy buildable. Exit code 1 and
+    /// the server's own messages when something is wrong.
+    Check {
+        /// The config file; defaults to --config.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +209,18 @@ enum EvidenceCommand {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => std::process::exit(config_check(file.as_deref().or(cli.config.as_deref()))),
+        Command::Init {
+            helpdesk,
+            target,
+            dir,
+            force,
+        } => std::process::exit(init(dir, *helpdesk, *target, *force)),
+        _ => {}
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -195,6 +236,56 @@ async fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `closegate config check`: 0 when the server would start on this config.
+fn config_check(file: Option<&std::path::Path>) -> i32 {
+    let settings = match Settings::load(file) {
+        Ok(settings) => settings,
+        Err(e) => {
+            println!("invalid configuration: {e}");
+            return 1;
+        }
+    };
+    let secrets = Settings::secret_refs(file).unwrap_or_default();
+    let problems = closegate::startup::check(&settings, &secrets);
+    if problems.is_empty() {
+        println!(
+            "ok  {} sources, {} systems, policies in {}",
+            settings.sources.len(),
+            settings.systems.len(),
+            settings.policies_dir.display()
+        );
+        0
+    } else {
+        for problem in &problems {
+            println!("error  {problem}");
+        }
+        1
+    }
+}
+
+/// `closegate init`.
+fn init(
+    dir: &std::path::Path,
+    helpdesk: closegate::init::Helpdesk,
+    target: closegate::init::Target,
+    force: bool,
+) -> i32 {
+    match closegate::init::write(dir, helpdesk, target, force) {
+        Ok(written) => {
+            for file in &written.files {
+                println!("wrote  {}", file.display());
+            }
+            println!("set    {}", written.env.join(" "));
+            println!("then   closegate config check {}", dir.join("closegate.yaml").display());
+            0
+        }
+        Err(e) => {
+            eprintln!("closegate: {:#}", anyhow::Error::from(e));
+            1
+        }
+    }
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -213,6 +304,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             app.run_until_stopped().await?;
             Ok(0)
         }
+        Command::Config { .. } | Command::Init { .. } => Ok(0),
         Command::Migrate => {
             telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
             open_store(&settings).await?;

@@ -20,6 +20,29 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Every metric closegate exports (histograms also as `_bucket`, `_sum`,
+/// `_count`), for what is built on them: alerts and dashboards.
+pub const NAMES: &[&str] = &[
+    "closegate_build_info",
+    "closegate_deliveries_total",
+    "closegate_ack_duration_seconds",
+    "closegate_decisions_total",
+    "closegate_decision_duration_seconds",
+    "closegate_verifier_duration_seconds",
+    "closegate_verifier_errors_total",
+    "closegate_outbox_backlog",
+    "closegate_outbox_oldest_age_seconds",
+    "closegate_outbox_dead",
+    "closegate_outbox_sent_total",
+    "closegate_drift_found_total",
+    "closegate_drift_resolved_total",
+    "closegate_claims_active",
+    "closegate_expiries_due",
+    "closegate_reconcile_missed_total",
+    "closegate_reconcile_errors_total",
+    "closegate_reconcile_last_success_timestamp_seconds",
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder once; `None` when another recorder was

@@ -59,6 +59,54 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
     })
 }
 
+/// Every problem the server would stop on, without starting it or opening the
+/// store: each setting's secret resolvable, each source, system and template
+/// buildable, each policy valid against the configured systems. The messages
+/// are the server's own.
+pub fn check(settings: &Settings, secrets: &[(String, crate::config::SecretRef)]) -> Vec<String> {
+    let mut problems: Vec<String> = secrets
+        .iter()
+        .filter_map(|(key, secret)| secret.resolve(key).err())
+        .collect();
+    if let Err(e) = settings.database_url.resolve("database_url") {
+        problems.push(e);
+    }
+    for (name, config) in &settings.sources {
+        let one = std::collections::BTreeMap::from([(name.clone(), config.clone())]);
+        if let Err(e) = SourceRegistry::from_config(&one) {
+            problems.push(e);
+        }
+    }
+    for (name, config) in &settings.systems {
+        let one = std::collections::BTreeMap::from([(name.clone(), config.clone())]);
+        if let Err(e) = VerifierRegistry::from_config(&one) {
+            problems.push(e);
+        }
+    }
+    if let Err(errors) = policy::load_dir(&settings.policies_dir, &verifiers::catalog(settings)) {
+        problems.extend(errors.iter().map(|e| format!("policy {e}")));
+    }
+    if let Err(e) = Renderer::new(settings.templates_dir.as_deref()) {
+        problems.push(e);
+    }
+    if let Err(e) = routes::GateAccess::from_config(&settings.gate) {
+        problems.push(e);
+    }
+    if let Some(key) = &settings.evidence.signing_key {
+        match key.resolve("evidence.signing_key") {
+            Ok(seed) => {
+                if let Err(e) = HeadSigner::from_seed(seed.expose()) {
+                    problems.push(format!("evidence.signing_key: {e}"));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    problems
+}
+
 /// The evidence log with its head signer (when a key is configured) and sink.
 pub fn evidence_log(settings: &Settings, store: Store) -> anyhow::Result<EvidenceLog> {
     let signer = settings

@@ -223,6 +223,25 @@ pub struct WorkerSettings {
     pub outbox_retention_days: i64,
 }
 
+fn collect_secret_refs(value: &serde_json::Value, path: &mut Vec<String>, found: &mut Vec<(String, SecretRef)>) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    if map.len() == 1
+        && map.values().all(serde_json::Value::is_string)
+        && (map.contains_key("env") || map.contains_key("file"))
+        && let Ok(secret) = serde_json::from_value::<SecretRef>(value.clone())
+    {
+        found.push((path.join("."), secret));
+        return;
+    }
+    for (key, child) in map {
+        path.push(key.clone());
+        collect_secret_refs(child, path, found);
+        path.pop();
+    }
+}
+
 fn default_deliveries_retention() -> i64 {
     30
 }
@@ -247,16 +266,7 @@ impl Settings {
     /// Loads defaults, then `file` if given (without one, the built-in example
     /// sources and systems), then the environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, String> {
-        let mut figment = Figment::from(Yaml::string(DEFAULTS));
-        match file {
-            Some(file) if !file.exists() => {
-                return Err(format!("config file {} does not exist", file.display()));
-            }
-            Some(file) => figment = figment.merge(Yaml::file(file)),
-            None => figment = figment.merge(Yaml::string(EXAMPLE)),
-        }
-        figment = figment.merge(Env::prefixed("CLOSEGATE__").split("__"));
-        let settings: Settings = figment.extract().map_err(|e| {
+        let settings: Settings = Self::figment(file)?.extract().map_err(|e| {
             e.into_iter()
                 .map(|e| match e.path.is_empty() {
                     true => e.to_string(),
@@ -267,6 +277,28 @@ impl Settings {
         })?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Defaults, then the file (or the built-in example), then the environment.
+    fn figment(file: Option<&std::path::Path>) -> Result<Figment, String> {
+        let mut figment = Figment::from(Yaml::string(DEFAULTS));
+        match file {
+            Some(file) if !file.exists() => {
+                return Err(format!("config file {} does not exist", file.display()));
+            }
+            Some(file) => figment = figment.merge(Yaml::file(file)),
+            None => figment = figment.merge(Yaml::string(EXAMPLE)),
+        }
+        Ok(figment.merge(Env::prefixed("CLOSEGATE__").split("__")))
+    }
+
+    /// Every secret read from the environment or a file, by setting
+    /// (`sources.github.token`), wherever it sits in the merged config.
+    pub fn secret_refs(file: Option<&std::path::Path>) -> Result<Vec<(String, SecretRef)>, String> {
+        let value: serde_json::Value = Self::figment(file)?.extract().map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        collect_secret_refs(&value, &mut Vec::new(), &mut found);
+        Ok(found)
     }
 
     fn validate(&self) -> Result<(), String> {
