@@ -26,6 +26,8 @@ pub struct Context {
     pub effects_enqueued: Notify,
     /// Whether governed requests get intake notes.
     pub intake_notes: bool,
+    /// The missed-delivery reconciler.
+    pub reconcile: crate::config::ReconcileSettings,
 }
 
 impl Context {

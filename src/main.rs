@@ -80,6 +80,16 @@ enum Command {
         #[command(subcommand)]
         command: DriftCommand,
     },
+    /// List each source's closes through its helpdesk's API and decide every
+    /// close whose webhook never arrived (trigger `reconcile`).
+    Reconcile {
+        /// Only this source (default: every source whose API can list closes).
+        #[arg(long)]
+        source: Option<String>,
+        /// Look back this far (`2h`, `7d`) instead of from the watermark.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Decide a ticket again now, as it was last seen, re-read from its helpdesk
     /// (recorded with a `manual` trigger; nothing is posted to the helpdesk).
     Decide { source: String, ticket: String },
@@ -506,7 +516,57 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             let ctx = open_context(&settings).await?;
             decide_again(&ctx, &source, &ticket).await
         }
+        Command::Reconcile { source, since } => {
+            telemetry::init(LogFormat::Pretty, "warn", std::io::stderr);
+            let since = match since.as_deref().map(humantime::parse_duration).transpose() {
+                Ok(d) => d.map(|d| chrono::Utc::now() - chrono::Duration::milliseconds(d.as_millis() as i64)),
+                Err(e) => {
+                    eprintln!("--since is not a duration such as 2h or 7d: {e}");
+                    return Ok(2);
+                }
+            };
+            let ctx = open_context(&settings).await?;
+            reconcile(&ctx, source, since).await
+        }
     }
+}
+
+/// `closegate reconcile`: one pass over each source, printed.
+async fn reconcile(
+    ctx: &Context,
+    source: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<i32> {
+    let sources: Vec<String> = match source {
+        Some(source) => vec![source],
+        None => ctx
+            .sources
+            .names()
+            .into_iter()
+            .filter(|s| ctx.sources.get(s).is_some_and(|a| a.lists_closes()))
+            .collect(),
+    };
+    let mut code = 0;
+    for source in sources {
+        match decide::reconcile_source(ctx, &source, since).await {
+            Ok(found) => {
+                println!(
+                    "{source}: {} closed since the watermark, {} missed and decided, {} left for later",
+                    found.listed,
+                    found.missed.len(),
+                    found.deferred
+                );
+                for ticket in &found.missed {
+                    println!("  decided {ticket}");
+                }
+            }
+            Err(e) => {
+                println!("{source}: {:#}", anyhow::Error::from(e));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// The kept signed head covering the most records (its signature checked

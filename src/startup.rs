@@ -56,6 +56,7 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
         clock,
         effects_enqueued: Default::default(),
         intake_notes: settings.intake_notes,
+        reconcile: settings.reconcile.clone(),
     })
 }
 

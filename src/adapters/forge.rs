@@ -26,17 +26,21 @@ pub struct ForgeApi {
     client: reqwest::Client,
 }
 
+/// The most pages one listing reads.
+const MAX_PAGES: usize = 100;
+
+/// A helpdesk timestamp as an instant (ISO 8601, or GitLab's webhook form).
+pub(super) fn parse_instant(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S UTC").map(|t| t.and_utc()))
+        .ok()
+}
+
 /// Compares two helpdesk timestamps as instants when both parse (GitLab writes
 /// `2026-11-22 10:03:11 UTC` in webhooks and ISO 8601 in its API).
-pub(super) fn same_instant(a: &str, b: &str) -> bool {
-    let parse = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp())
-            .or_else(|_| {
-                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S UTC").map(|t| t.and_utc().timestamp())
-            })
-            .ok()
-    };
+pub(crate) fn same_instant(a: &str, b: &str) -> bool {
+    let parse = |s: &str| parse_instant(s).map(|t| t.timestamp());
     match (parse(a), parse(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
@@ -144,6 +148,100 @@ impl ForgeApi {
         };
         http::send("edit comment", request.json(&json!({ "body": body }))).await?;
         Ok(())
+    }
+
+    /// Issues closed since `since` in each of `scopes` (`owner/repo`; GitLab
+    /// project paths), page by page, oldest update first. Pull requests are not
+    /// issues.
+    pub async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        let stamp = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let (size_param, size) = self.page_size();
+        let mut closes = Vec::new();
+        for scope in scopes {
+            let (list, query, number) = match self.dialect {
+                Dialect::Github => (
+                    self.repo_path(scope)?,
+                    format!("state=closed&since={stamp}&sort=updated&direction=asc"),
+                    "/number",
+                ),
+                Dialect::Gitea => (
+                    self.repo_path(scope)?,
+                    format!("state=closed&type=issues&since={stamp}"),
+                    "/number",
+                ),
+                Dialect::Gitlab => (
+                    format!("/projects/{}/issues", http::segment(scope)),
+                    format!("state=closed&updated_after={stamp}&order_by=updated_at&sort=asc"),
+                    "/iid",
+                ),
+            };
+            for page in 1..=MAX_PAGES {
+                let path = format!("{list}?{query}&{size_param}={size}&page={page}");
+                let listed =
+                    http::get_json_patiently("list closed issues", || self.request(reqwest::Method::GET, &path))
+                        .await?;
+                let items = listed.as_array().cloned().unwrap_or_default();
+                for item in &items {
+                    if item.get("pull_request").is_some_and(|p| !p.is_null()) {
+                        continue;
+                    }
+                    let closed_at = json_str(item, "/closed_at").and_then(|t| parse_instant(t));
+                    let n = item.pointer(number).and_then(Value::as_u64);
+                    if let (Some(closed_at), Some(n)) = (closed_at, n)
+                        && closed_at >= since
+                    {
+                        closes.push(super::ListedClose {
+                            key: format!("{scope}#{n}"),
+                            closed_at,
+                        });
+                    }
+                }
+                if items.len() < size {
+                    break;
+                }
+            }
+        }
+        Ok(closes)
+    }
+
+    /// `owner/repo` → `/repos/owner/repo/issues`.
+    fn repo_path(&self, scope: &str) -> Result<String, EffectError> {
+        let (owner, name) = scope
+            .split_once('/')
+            .ok_or_else(|| EffectError::permanent(format!("not a repository: {scope}")))?;
+        Ok(format!(
+            "/repos/{}/{}/issues",
+            http::segment(owner),
+            http::segment(name)
+        ))
+    }
+
+    /// A GitHub-shaped issue, read through the API, as the `issues.closed`
+    /// event its webhook would have carried; the closer is the API's
+    /// `closed_by` (GitHub), unknown where the API does not say.
+    pub async fn read_close(
+        &self,
+        source: &str,
+        key: &str,
+        bot_login: Option<&str>,
+    ) -> Result<TicketEvent, EffectError> {
+        let path = self.issue_path(key)?;
+        let issue = http::get_json_patiently("read issue", || self.request(reqwest::Method::GET, &path)).await?;
+        let repo = key.rsplit_once('#').map(|(r, _)| r).unwrap_or_default();
+        let closed = json_str(&issue, "/state") == Some("closed");
+        let payload = json!({
+            "action": if closed { "closed" } else { "edited" },
+            "repository": { "full_name": repo },
+            "sender": issue.get("closed_by").cloned().unwrap_or(Value::Null),
+            "issue": issue,
+        });
+        let body = serde_json::to_vec(&payload).map_err(|e| EffectError::permanent(e.to_string()))?;
+        parse_issues_event(source, "issues", &body, bot_login)
+            .map_err(|e| EffectError::permanent(format!("read issue: {e}")))
     }
 
     /// Reopens (while the issue is still in the judged close) and comments once.

@@ -80,6 +80,22 @@ impl Adapter for GiteaAdapter {
         self.api.approvals(&event.ticket.key, marks).await
     }
 
+    fn lists_closes(&self) -> bool {
+        self.api.has_token()
+    }
+
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        self.api.closed_since(since, scopes).await
+    }
+
+    async fn read_close(&self, key: &str) -> Result<TicketEvent, EffectError> {
+        self.api.read_close(&self.source, key, self.bot_login.as_deref()).await
+    }
+
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
         self.api.apply(effect).await
     }

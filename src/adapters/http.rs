@@ -37,8 +37,46 @@ pub fn check(what: &str, response: reqwest::Response) -> Result<reqwest::Respons
     })
 }
 
-/// `Retry-After` as seconds or an HTTP date, capped at a day.
+/// The longest a listing waits for a rate limit within one run; a longer
+/// wait ends the run (the watermark stays) and the next run tries again.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// GETs a JSON document, waiting out rate limits (`429`, or GitHub's `403`
+/// secondary limits, with `Retry-After` or an exhausted `X-RateLimit-Reset`)
+/// up to three times when the wait is short.
+pub async fn get_json_patiently(
+    what: &str,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<serde_json::Value, EffectError> {
+    let mut tries = 0;
+    loop {
+        match send(what, request()).await {
+            Ok(response) => return json(what, response).await,
+            Err(e) if tries < 3 && e.retry_after.is_some_and(|wait| wait <= PATIENCE) => {
+                let wait = e.retry_after.unwrap_or_default();
+                tracing::info!(
+                    what,
+                    wait_ms = wait.as_millis() as u64,
+                    "rate limited; waiting as asked"
+                );
+                tokio::time::sleep(wait).await;
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, or, where a rate limit is used
+/// up (`X-RateLimit-Remaining: 0`), the time until `X-RateLimit-Reset`;
+/// capped at a day.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if headers.get(reqwest::header::RETRY_AFTER).is_none() && header("x-ratelimit-remaining") == Some("0") {
+        let reset = header("x-ratelimit-reset")?.parse::<i64>().ok()?;
+        let wait = (reset - chrono::Utc::now().timestamp()).clamp(0, 86_400);
+        return Some(Duration::from_secs(wait as u64));
+    }
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),

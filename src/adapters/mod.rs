@@ -22,6 +22,7 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 
 pub use effect::{Effect, EffectError};
+pub(crate) use forge::same_instant;
 
 use crate::{
     config::SourceConfig,
@@ -75,6 +76,13 @@ pub struct Accepted {
     /// The helpdesk's delivery identity (same across its retries).
     pub delivery_id: String,
     pub event: TicketEvent,
+}
+
+/// A close the helpdesk lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedClose {
+    pub key: String,
+    pub closed_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One kind of helpdesk.
@@ -137,6 +145,37 @@ pub trait Adapter: Send + Sync {
         let _ = (team, login);
         Err(EffectError::permanent(format!(
             "{} sources have no teams to check approvers against",
+            self.kind()
+        )))
+    }
+
+    /// Whether its API can list closed tickets (for the reconciler).
+    fn lists_closes(&self) -> bool {
+        false
+    }
+
+    /// The tickets closed since `since`, listed through the helpdesk's API
+    /// with closegate's own credentials. `scopes` names the repositories or
+    /// projects to list, for helpdesks that list per repository.
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        scopes: &[String],
+    ) -> Result<Vec<ListedClose>, EffectError> {
+        let _ = (since, scopes);
+        Err(EffectError::permanent(format!(
+            "{} sources cannot list closed tickets",
+            self.kind()
+        )))
+    }
+
+    /// The ticket as it is now, read through the API, as a close event: for a
+    /// close whose webhook never arrived. The closer is the helpdesk's where
+    /// its API names one.
+    async fn read_close(&self, key: &str) -> Result<TicketEvent, EffectError> {
+        let _ = key;
+        Err(EffectError::permanent(format!(
+            "{} sources cannot read tickets",
             self.kind()
         )))
     }

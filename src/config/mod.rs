@@ -91,6 +91,9 @@ pub struct ReconcileSettings {
     /// Closes younger than this are left to their webhook (in flight or queued
     /// at the helpdesk) and looked at on a later run.
     pub grace_seconds: i64,
+    /// Per source, repositories (GitHub, Gitea: `owner/repo`) or projects
+    /// (GitLab: `group/project`) to list, beside those closegate has seen.
+    pub repositories: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for ReconcileSettings {
@@ -100,6 +103,7 @@ impl Default for ReconcileSettings {
             interval_seconds: 600,
             initial_lookback_seconds: 86_400,
             grace_seconds: 120,
+            repositories: BTreeMap::new(),
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum TriggerKind {
     BreakGlassDeadline,
     /// An operator, from the CLI.
     Manual,
+    /// A close found by listing the helpdesk, whose webhook never arrived (the
+    /// id is `SOURCE:TICKET@CLOSED_AT`).
+    Reconcile,
 }
 
 impl TriggerKind {
@@ -28,6 +31,7 @@ impl TriggerKind {
             TriggerKind::Sweep => "sweep",
             TriggerKind::BreakGlassDeadline => "break-glass-deadline",
             TriggerKind::Manual => "manual",
+            TriggerKind::Reconcile => "reconcile",
         }
     }
 
@@ -51,6 +55,7 @@ impl std::str::FromStr for TriggerKind {
                 TriggerKind::Sweep,
                 TriggerKind::BreakGlassDeadline,
                 TriggerKind::Manual,
+                TriggerKind::Reconcile,
             ],
             TriggerKind::as_str,
             s,

@@ -15,6 +15,7 @@ mod governed;
 mod housekeeping;
 mod ingest;
 mod outbox;
+mod reconcile;
 mod tickets;
 
 use std::{str::FromStr, sync::Arc, time::Duration};

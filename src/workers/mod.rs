@@ -81,9 +81,34 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
             tasks.spawn(outbox_lane(ctx.clone(), source.clone()));
         }
     }
+    if ctx.reconcile.enabled {
+        for source in ctx.sources.names() {
+            if ctx.sources.get(&source).is_some_and(|a| a.lists_closes()) {
+                tasks.spawn(reconcile_loop(ctx.clone(), source));
+            }
+        }
+    }
     tasks.spawn(sign_heads(ctx.clone()));
     tasks.spawn(housekeeping(ctx.clone()));
     while tasks.join_next().await.is_some() {}
+}
+
+/// Lists one source's closes every `reconcile.interval_seconds` and decides
+/// those whose webhook never arrived.
+async fn reconcile_loop(ctx: Arc<Context>, source: String) {
+    let every = Duration::from_secs(ctx.reconcile.interval_seconds.max(1));
+    loop {
+        match crate::decide::reconcile_source(&ctx, &source, None).await {
+            Ok(found) if !found.missed.is_empty() => {
+                tracing::warn!(source = %source, missed = found.missed.len(), "closes whose webhook never arrived were decided");
+            }
+            Ok(_) | Err(crate::decide::ReconcileError::Busy(_)) => {}
+            Err(e) => {
+                tracing::warn!(source = %source, error.message = %format!("{:#}", anyhow::Error::from(e)), "reconcile pass failed")
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Delivers one source's messages until the future is dropped, pausing the

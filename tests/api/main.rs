@@ -21,5 +21,6 @@ mod modes;
 mod outbox;
 mod outbox_lanes;
 mod policy_cli;
+mod reconcile;
 mod report;
 mod verifiers;

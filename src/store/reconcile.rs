@@ -1,0 +1,105 @@
+//! The reconciler's watermarks, and what tells a close that was received from
+//! one whose webhook never arrived.
+
+use super::{Store, StoreResult, with_pool};
+
+/// How far apart the helpdesk's clock and ours may be when a decision is
+/// matched to the close it judged.
+const SKEW_MS: i64 = 2_000;
+
+impl Store {
+    /// Takes the source's watermark for `lease_ms` (creating it at `initial`),
+    /// or `None` while another replica holds it.
+    pub async fn claim_watermark(
+        &self,
+        source: &str,
+        initial: i64,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        const CREATE: &str = "INSERT INTO reconcile_watermarks (source, watermark, updated_at) VALUES ($1, $2, $3) \
+            ON CONFLICT (source) DO NOTHING";
+        const CLAIM: &str = "UPDATE reconcile_watermarks SET lease_until = $2 \
+            WHERE source = $1 AND (lease_until IS NULL OR lease_until < $3) RETURNING watermark";
+        Ok(with_pool!(&self.db, write, |pool| {
+            sqlx::query(CREATE)
+                .bind(source)
+                .bind(initial)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar(CLAIM)
+                .bind(source)
+                .bind(now + lease_ms)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Moves the watermark (never backwards) and lets the lease go.
+    pub async fn release_watermark(&self, source: &str, watermark: Option<i64>, now: i64) -> StoreResult<()> {
+        const SQL: &str = "UPDATE reconcile_watermarks SET lease_until = NULL, updated_at = $3, \
+            watermark = CASE WHEN $2 IS NOT NULL AND $2 > watermark THEN $2 ELSE watermark END WHERE source = $1";
+        with_pool!(&self.db, write, |pool| {
+            sqlx::query(SQL)
+                .bind(source)
+                .bind(watermark)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The source's watermark, if it has one.
+    pub async fn watermark(&self, source: &str) -> StoreResult<Option<i64>> {
+        const SQL: &str = "SELECT watermark FROM reconcile_watermarks WHERE source = $1";
+        Ok(with_pool!(&self.db, read, |pool| {
+            sqlx::query_scalar(SQL).bind(source).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Whether closegate saw this ticket at or after a close at `closed_at`
+    /// (ms): a delivery about it was processed, or a close of it was decided.
+    pub async fn close_seen(&self, source: &str, ticket: &str, closed_at: i64) -> StoreResult<bool> {
+        const SQL: &str = "SELECT \
+            EXISTS (SELECT 1 FROM ticket_states WHERE source = $1 AND ticket = $2 AND updated_at >= $3) \
+            OR EXISTS (SELECT 1 FROM evidence WHERE source = $1 AND ticket = $2 AND created_at >= $3 \
+                AND trigger_kind IN ('webhook', 'sync-check', 'reconcile'))";
+        let seen: bool = with_pool!(&self.db, read, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(source)
+                .bind(ticket)
+                .bind(closed_at - SKEW_MS)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(seen)
+    }
+
+    /// Deliveries of `source` stored and not yet decided.
+    pub async fn pending_deliveries(&self, source: &str) -> StoreResult<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM deliveries WHERE source = $1 AND state = 'pending'";
+        Ok(with_pool!(&self.db, read, |pool| {
+            sqlx::query_scalar(SQL).bind(source).fetch_one(pool).await?
+        }))
+    }
+
+    /// The scopes (`owner/repo`, GitLab project paths) of tickets of `source`
+    /// closegate has seen: where a forge's closes are listed.
+    pub async fn ticket_scopes(&self, source: &str) -> StoreResult<Vec<String>> {
+        const SQL: &str = "SELECT ticket FROM ticket_states WHERE source = $1 \
+            UNION SELECT ticket FROM governed_tickets WHERE source = $1";
+        let tickets: Vec<String> = with_pool!(&self.db, read, |pool| {
+            sqlx::query_scalar(SQL).bind(source).fetch_all(pool).await?
+        });
+        let mut scopes: Vec<String> = tickets
+            .iter()
+            .filter_map(|t| t.rsplit_once('#').map(|(scope, _)| scope.to_string()))
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        Ok(scopes)
+    }
+}

@@ -1,0 +1,236 @@
+//! The missed-delivery reconciler against a fake GitHub API shaped as GitHub
+//! documents it: a close whose webhook was dropped is found and decided once,
+//! a received one is not decided again, pages are followed and rate limits
+//! waited out.
+
+use std::time::{Duration, Instant};
+
+use closegate::decide::{Reconciled, reconcile_source};
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path, query_param},
+};
+
+use crate::helpers::*;
+
+const LIST: &str = "/repos/acme/access-requests/issues";
+
+async fn app() -> TestApp {
+    spawn_app_with(Options {
+        settings: Some(json!({ "reconcile": { "repositories": { "github": ["acme/access-requests"] } } })),
+        ..Options::default()
+    })
+    .await
+}
+
+/// An instant `ago` before the app's clock, as GitHub writes it.
+fn ago(app: &TestApp, ago: Duration) -> String {
+    let at = app.ctx.now_ms() - ago.as_millis() as i64;
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Issue 42, a grant for a role that does not exist, closed at `closed_at` by bob.
+fn closed_issue(closed_at: &str) -> Value {
+    let mut issue = github_issue_event(
+        "closed",
+        &[
+            ("Request type", "grant"),
+            ("Database role", "nobody_here"),
+            ("Table", "public.none"),
+            ("Privileges", "SELECT"),
+        ],
+        &["access-request"],
+    )["issue"]
+        .clone();
+    issue["closed_at"] = json!(closed_at);
+    issue["closed_by"] = json!({ "login": "bob", "type": "User" });
+    issue
+}
+
+/// Serves issue 42 as the API reads it, and the listing: page 1 full of pull
+/// requests (not issues), page 2 with issue 42.
+async fn serve_listing(app: &TestApp, issue: &Value) {
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/access-requests/issues/42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue))
+        .mount(&app.helpdesk)
+        .await;
+    let pulls: Vec<Value> = (0..100)
+        .map(|i| json!({ "number": 1000 + i, "closed_at": issue["closed_at"], "pull_request": { "url": "…" } }))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .and(query_param("state", "closed"))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pulls))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([issue])))
+        .mount(&app.helpdesk)
+        .await;
+}
+
+async fn reconcile(app: &TestApp) -> Reconciled {
+    reconcile_source(&app.ctx, "github", None)
+        .await
+        .expect("a reconcile pass")
+}
+
+#[tokio::test]
+async fn a_dropped_close_is_found_and_decided_once_even_when_its_webhook_comes_late() {
+    let app = app().await;
+    let closed_at = ago(&app, Duration::from_secs(600));
+    let issue = closed_issue(&closed_at);
+    serve_listing(&app, &issue).await;
+    // Exactly one comment and one reopen, whatever happens after.
+    mock_github_closed_at(&app, 1, 1, &closed_at).await;
+
+    let first = reconcile(&app).await;
+    assert_eq!(first.missed, ["acme/access-requests#42"], "{first:?}");
+    let record = app.last_record("github", "acme/access-requests#42").await;
+    assert_eq!(record.trigger.kind.as_str(), "reconcile");
+    assert_eq!(record.verdict.as_str(), "blocked");
+    let content = record.content().unwrap();
+    assert_eq!(content.event.actor.id, "bob", "the closer is GitHub's closed_by");
+
+    // Found again on the next pass (the watermark did not pass it yet): not decided twice.
+    let again = reconcile_source(
+        &app.ctx,
+        "github",
+        Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    assert!(again.missed.is_empty(), "{again:?}");
+    assert_eq!(app.deliver_all().await, 1);
+
+    // The webhook arrives after all, 30 minutes late: the same close is not judged again.
+    let mut late = github_issue_event("closed", &[], &["access-request"]);
+    late["issue"] = issue.clone();
+    let response = app
+        .post_github("issues", "late-delivery", &serde_json::to_vec(&late).unwrap())
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+    app.decide_all().await;
+    assert_eq!(app.deliver_all().await, 0);
+    let records = app
+        .store
+        .evidence_for_ticket("github", "acme/access-requests#42")
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "one decision for one close");
+    assert_eq!(posted_comments(&app).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_close_whose_webhook_arrived_is_not_decided_again() {
+    let app = app().await;
+    let closed_at = ago(&app, Duration::from_secs(600));
+    let issue = closed_issue(&closed_at);
+    serve_listing(&app, &issue).await;
+    mock_github_closed_at(&app, 1, 1, &closed_at).await;
+    let mut event = github_issue_event("closed", &[], &["access-request"]);
+    event["issue"] = issue;
+    app.post_github("issues", "on-time", &serde_json::to_vec(&event).unwrap())
+        .await;
+    app.decide_all().await;
+
+    let pass = reconcile(&app).await;
+    assert_eq!(pass.listed, 1, "{pass:?}");
+    assert!(pass.missed.is_empty(), "{pass:?}");
+    let records = app
+        .store
+        .evidence_for_ticket("github", "acme/access-requests#42")
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].trigger.kind.as_str(), "webhook");
+    assert_eq!(app.deliver_all().await, 1);
+}
+
+#[tokio::test]
+async fn a_recent_close_is_left_to_its_webhook_until_the_grace_has_passed() {
+    let app = app().await;
+    let closed_at = ago(&app, Duration::from_secs(30));
+    serve_listing(&app, &closed_issue(&closed_at)).await;
+
+    let early = reconcile(&app).await;
+    assert!(early.missed.is_empty() && early.deferred == 1, "{early:?}");
+    let closed_ms = chrono::DateTime::parse_from_rfc3339(&closed_at)
+        .unwrap()
+        .timestamp_millis();
+    assert!(
+        early.watermark < closed_ms,
+        "the watermark stays before the deferred close"
+    );
+    assert_eq!(app.store.watermark("github").await.unwrap(), Some(early.watermark));
+
+    app.advance(Duration::from_secs(180));
+    let later = reconcile(&app).await;
+    assert_eq!(later.missed, ["acme/access-requests#42"], "{later:?}");
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_as_the_helpdesk_asks() {
+    let app = app().await;
+    let closed_at = ago(&app, Duration::from_secs(600));
+    let issue = closed_issue(&closed_at);
+    // First a 429 with Retry-After, then GitHub's secondary limit: a 403 with
+    // the limit used up until X-RateLimit-Reset.
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    let reset = (chrono::Utc::now().timestamp() + 1).to_string();
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", reset.as_str()),
+        )
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&app.helpdesk)
+        .await;
+    serve_listing(&app, &issue).await;
+
+    let started = Instant::now();
+    let pass = reconcile(&app).await;
+    assert_eq!(pass.missed, ["acme/access-requests#42"], "{pass:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited as asked");
+    let listings = app
+        .helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == LIST)
+        .count();
+    assert_eq!(listings, 4, "429, 403, then pages 1 and 2");
+}
+
+#[tokio::test]
+async fn a_listing_that_fails_leaves_the_watermark_where_it_was() {
+    let app = app().await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&app.helpdesk)
+        .await;
+    let error = reconcile_source(&app.ctx, "github", None).await.unwrap_err();
+    assert!(format!("{error:#}").contains("github"), "{error:#}");
+    let before = app.store.watermark("github").await.unwrap().unwrap();
+    app.advance(Duration::from_secs(3600));
+    assert!(reconcile_source(&app.ctx, "github", None).await.is_err());
+    assert_eq!(app.store.watermark("github").await.unwrap(), Some(before));
+}
