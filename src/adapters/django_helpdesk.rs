@@ -26,6 +26,7 @@ pub struct DjangoHelpdeskAdapter {
     password: Secret,
     bot_user_id: Option<i64>,
     closed: Vec<i64>,
+    queues: std::collections::BTreeMap<String, String>,
     reopen_status: i64,
     client: reqwest::Client,
 }
@@ -41,6 +42,7 @@ impl DjangoHelpdeskAdapter {
             password: config.password.resolve(&key("password"))?,
             bot_user_id: config.bot_user_id,
             closed: config.closed_statuses.clone(),
+            queues: config.queues.clone(),
             reopen_status: config.reopen_status,
             client: http::client()?,
         })
@@ -81,8 +83,19 @@ impl DjangoHelpdeskAdapter {
             .map(String::from)
     }
 
+    /// The label of the ticket's queue: from the configured queues by the
+    /// queue id the API gives, or, without them, the slug the webhook sent.
+    fn queue_label<'a>(&'a self, ticket: &Value, sent: Option<&'a str>) -> Option<&'a str> {
+        if self.queues.is_empty() {
+            return sent;
+        }
+        let id = ticket.get("queue").and_then(Value::as_i64)?;
+        self.queues.get(&id.to_string()).map(String::as_str)
+    }
+
     /// The event a ticket snapshot describes (from the webhook or the API).
     fn event_from(&self, ticket: &Value, queue: Option<&str>, followup_user: Option<i64>) -> TicketEvent {
+        let queue = self.queue_label(ticket, queue);
         let status = ticket.get("status").and_then(Value::as_i64).unwrap_or_default();
         let closed = self.closed.contains(&status);
         let fields = ticket
@@ -180,6 +193,62 @@ impl Adapter for DjangoHelpdeskAdapter {
             fresh.kind = EventKind::Closed;
         }
         Ok(fresh)
+    }
+
+    fn lists_closes(&self) -> bool {
+        !self.queues.is_empty()
+    }
+
+    /// Tickets in a closed status, page by page (the API filters on status
+    /// only), closed when their last closing follow-up was written.
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        _scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        let statuses: Vec<String> = self.closed.iter().map(i64::to_string).collect();
+        let mut closes = Vec::new();
+        for page in 1..=100 {
+            let path = format!("/tickets/?status={}&page={page}&page_size=100", statuses.join(","));
+            let body = http::get_json_patiently("list tickets", || self.request(reqwest::Method::GET, &path)).await?;
+            for ticket in body["results"].as_array().into_iter().flatten() {
+                let at = self.closed_at(ticket).and_then(|t| super::forge::parse_instant(&t));
+                if let (Some(id), Some(at)) = (ticket.get("id").and_then(Value::as_i64), at)
+                    && at >= since
+                {
+                    closes.push(super::ListedClose {
+                        key: id.to_string(),
+                        closed_at: at,
+                    });
+                }
+            }
+            if body["next"].is_null() {
+                break;
+            }
+        }
+        Ok(closes)
+    }
+
+    /// The ticket re-read, closed by the user of its closing follow-up.
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        let mut event = super::reread_close(self, ticket).await?;
+        let snapshot = self.ticket(&ticket.key).await?;
+        let closer = snapshot["followup_set"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| {
+                f.get("new_status")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|s| self.closed.contains(&s))
+            })
+            .max_by_key(|f| json_str(f, "/date").map(String::from))
+            .and_then(|f| f.get("user").and_then(Value::as_i64));
+        if let Some(user) = closer {
+            event.actor.id = format!("user:{user}");
+            event.caused_by_gate = Some(user) == self.bot_user_id;
+        }
+        Ok(event)
     }
 
     /// Follow-ups whose comment approves, by the user who wrote them (as

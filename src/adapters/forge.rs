@@ -30,7 +30,7 @@ pub struct ForgeApi {
 const MAX_PAGES: usize = 100;
 
 /// A helpdesk timestamp as an instant (ISO 8601, or GitLab's webhook form).
-pub(super) fn parse_instant(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn parse_instant(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S UTC").map(|t| t.and_utc()))

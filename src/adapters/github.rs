@@ -86,8 +86,10 @@ impl Adapter for GithubAdapter {
         self.api.closed_since(since, scopes).await
     }
 
-    async fn read_close(&self, key: &str) -> Result<TicketEvent, EffectError> {
-        self.api.read_close(&self.source, key, self.bot_login.as_deref()).await
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        self.api
+            .read_close(&self.source, &ticket.key, self.bot_login.as_deref())
+            .await
     }
 
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {

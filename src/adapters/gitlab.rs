@@ -168,6 +168,56 @@ impl Adapter for GitlabAdapter {
         self.api.team_membership(team, login).await
     }
 
+    fn lists_closes(&self) -> bool {
+        self.api.has_token()
+    }
+
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        self.api.closed_since(since, scopes).await
+    }
+
+    /// The API's issue, in the shape of the issue hook it would have sent:
+    /// the closer is the API's `closed_by`.
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        let path = self.api.issue_path(&ticket.key)?;
+        let issue =
+            super::http::get_json_patiently("read issue", || self.api.request(reqwest::Method::GET, &path)).await?;
+        let project = ticket.key.rsplit_once('#').map(|(p, _)| p).unwrap_or_default();
+        let closed = json_str(&issue, "/state") == Some("closed");
+        let labels: Vec<Value> = issue["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(|title| serde_json::json!({ "title": title })))
+            .collect();
+        let payload = serde_json::json!({
+            "object_kind": "issue",
+            "user": issue.get("closed_by").cloned().unwrap_or(Value::Null),
+            "project": { "path_with_namespace": project },
+            "labels": labels,
+            "object_attributes": {
+                "iid": issue.get("iid"), "title": issue.get("title"), "description": issue.get("description"),
+                "state": issue.get("state"), "action": if closed { "close" } else { "update" },
+                "closed_at": issue.get("closed_at"), "url": issue.get("web_url"),
+            },
+        });
+        let mut event = self
+            .parse(&payload)
+            .map_err(|e| EffectError::permanent(format!("read issue: {e}")))?;
+        event.requester = issue
+            .get("author")
+            .and_then(|a| json_str(a, "/username"))
+            .map(|u| crate::domain::Actor {
+                id: u.to_string(),
+                kind: Default::default(),
+            });
+        Ok(event)
+    }
+
     async fn apply(&self, effect: &Effect) -> Result<(), EffectError> {
         self.api.apply(effect).await
     }

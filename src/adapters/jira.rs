@@ -390,6 +390,85 @@ impl Adapter for JiraAdapter {
         Ok(fresh)
     }
 
+    fn lists_closes(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Issues in a closed status (the configured ones, else the Done
+    /// category) updated since `since`, with when they entered it. The JQL
+    /// asks relative to now (`updated >= -90m`), so no time zone is guessed;
+    /// what is older than `since` is dropped here.
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        _scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        let minutes = (chrono::Utc::now() - since).num_minutes().max(0) + 5;
+        let status = if self.closed_statuses.is_empty() {
+            "statusCategory = Done".to_string()
+        } else {
+            let quoted: Vec<String> = self
+                .closed_statuses
+                .iter()
+                .map(|s| format!("\"{}\"", s.replace(['"', '\\'], "")))
+                .collect();
+            format!("status in ({})", quoted.join(", "))
+        };
+        let jql = format!("{status} AND updated >= -{minutes}m ORDER BY updated ASC");
+        let mut closes = Vec::new();
+        let mut next: Option<String> = None;
+        let mut start = 0;
+        for _ in 0..100 {
+            let mut query = vec![
+                ("jql", jql.clone()),
+                ("fields", "status,statuscategorychangedate".to_string()),
+                ("maxResults", "100".to_string()),
+            ];
+            let path = match self.flavor {
+                JiraFlavor::Cloud => {
+                    query.extend(next.clone().map(|t| ("nextPageToken", t)));
+                    "/search/jql"
+                }
+                JiraFlavor::DataCenter => {
+                    query.push(("startAt", start.to_string()));
+                    "/search"
+                }
+            };
+            let page = http::get_json_patiently("search issues", || {
+                self.request(reqwest::Method::GET, path).query(&query)
+            })
+            .await?;
+            let issues = page["issues"].as_array().cloned().unwrap_or_default();
+            for issue in &issues {
+                let at = json_str(issue, "/fields/statuscategorychangedate").and_then(jira_time);
+                if let (Some(key), Some(at)) = (json_str(issue, "/key"), at)
+                    && at >= since
+                {
+                    closes.push(super::ListedClose {
+                        key: key.to_string(),
+                        closed_at: at,
+                    });
+                }
+            }
+            start += issues.len();
+            next = json_str(&page, "/nextPageToken").map(String::from);
+            let last = match self.flavor {
+                JiraFlavor::Cloud => next.is_none() || page["isLast"].as_bool() == Some(true),
+                JiraFlavor::DataCenter => {
+                    issues.is_empty() || page["total"].as_u64().is_some_and(|t| start as u64 >= t)
+                }
+            };
+            if last {
+                break;
+            }
+        }
+        Ok(closes)
+    }
+
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        super::reread_close(self, ticket).await
+    }
+
     /// Jira Service Management approvals: each approver who approved an
     /// approval whose final decision is "approved".
     async fn approvals(&self, event: &TicketEvent, _: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {

@@ -85,6 +85,18 @@ pub struct ListedClose {
     pub closed_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Reads a ticket afresh through the adapter's own re-read, as a close
+/// event whose closer is not known.
+pub(crate) async fn reread_close(
+    adapter: &dyn Adapter,
+    ticket: &crate::domain::TicketRef,
+) -> Result<TicketEvent, EffectError> {
+    let mut event = adapter.refresh(TicketEvent::probe(ticket.clone(), "reconcile")).await?;
+    event.synchronous = false;
+    event.caused_by_gate = false;
+    Ok(event)
+}
+
 /// One kind of helpdesk.
 #[async_trait]
 pub trait Adapter: Send + Sync {
@@ -172,8 +184,8 @@ pub trait Adapter: Send + Sync {
     /// The ticket as it is now, read through the API, as a close event: for a
     /// close whose webhook never arrived. The closer is the helpdesk's where
     /// its API names one.
-    async fn read_close(&self, key: &str) -> Result<TicketEvent, EffectError> {
-        let _ = key;
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        let _ = ticket;
         Err(EffectError::permanent(format!(
             "{} sources cannot read tickets",
             self.kind()

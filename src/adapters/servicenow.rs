@@ -221,6 +221,76 @@ impl Adapter for ServicenowAdapter {
         Ok(fresh)
     }
 
+    fn lists_closes(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Records in a closed state updated since `since` (dates are UTC with
+    /// raw values), oldest update first, `sysparm_offset` page by page; the
+    /// close time is `closed_at`, else the last update.
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        _scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        let states = self
+            .closed_states
+            .iter()
+            .map(|s| http::query_value("closed state", s))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(",");
+        let query = format!(
+            "stateIN{states}^sys_updated_on>={}^ORDERBYsys_updated_on",
+            since.format("%Y-%m-%d %H:%M:%S")
+        );
+        const PAGE: usize = 100;
+        let parse = |t: &str| {
+            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+                .ok()
+                .map(|t| t.and_utc())
+        };
+        let mut closes = Vec::new();
+        for page in 0..100 {
+            let params = [
+                ("sysparm_query", query.clone()),
+                ("sysparm_fields", "number,state,closed_at,sys_updated_on".to_string()),
+                ("sysparm_display_value", "false".to_string()),
+                ("sysparm_limit", PAGE.to_string()),
+                ("sysparm_offset", (page * PAGE).to_string()),
+            ];
+            let body = http::get_json_patiently("list records", || {
+                self.request(reqwest::Method::GET, &format!("/api/now/table/{}", self.table))
+                    .query(&params)
+            })
+            .await?;
+            let rows = body["result"].as_array().cloned().unwrap_or_default();
+            for row in &rows {
+                let at = row
+                    .get("closed_at")
+                    .and_then(text)
+                    .filter(|t| !t.is_empty())
+                    .or_else(|| row.get("sys_updated_on").and_then(text))
+                    .and_then(|t| parse(&t));
+                if let (Some(number), Some(at)) = (row.get("number").and_then(text), at)
+                    && at >= since
+                {
+                    closes.push(super::ListedClose {
+                        key: number,
+                        closed_at: at,
+                    });
+                }
+            }
+            if rows.len() < PAGE {
+                break;
+            }
+        }
+        Ok(closes)
+    }
+
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        super::reread_close(self, ticket).await
+    }
+
     /// `sysapproval_approver` rows in state approved for the record, with
     /// the approver's user name and email dot-walked from `sys_user`.
     async fn approvals(&self, event: &TicketEvent, _: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {

@@ -265,6 +265,53 @@ impl Adapter for ZendeskAdapter {
         Ok(event)
     }
 
+    fn lists_closes(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The incremental ticket export from `since`, cursor by cursor (the
+    /// cursor is sent to the configured origin only, never a URL the answer
+    /// names): tickets now in a closed status, closed at their last update.
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        _scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        let mut closes = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let query = match &cursor {
+                None => vec![("start_time", since.timestamp().to_string())],
+                Some(c) => vec![("cursor", c.clone())],
+            };
+            let page = http::get_json_patiently("export tickets", || {
+                self.request(reqwest::Method::GET, "/api/v2/incremental/tickets/cursor.json")
+                    .query(&query)
+            })
+            .await?;
+            for ticket in page["tickets"].as_array().into_iter().flatten() {
+                let closed = json_str(ticket, "/status").is_some_and(|s| self.is_closed(s));
+                let at = json_str(ticket, "/updated_at")
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc));
+                if let (true, Some(id), Some(at)) = (closed, id_text(ticket.get("id")), at)
+                    && at >= since
+                {
+                    closes.push(super::ListedClose { key: id, closed_at: at });
+                }
+            }
+            cursor = json_str(&page, "/after_cursor").map(String::from);
+            if page["end_of_stream"].as_bool() != Some(false) || cursor.is_none() {
+                break;
+            }
+        }
+        Ok(closes)
+    }
+
+    async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {
+        super::reread_close(self, ticket).await
+    }
+
     /// From the ticket's audits (who changed what, when): an approval comment,
     /// or the approval field set to a true value by its author; clearing the
     /// field withdraws what it carried.

@@ -213,6 +213,11 @@ pub struct DjangoHelpdeskSource {
     /// The status a blocked ticket goes back to (Reopened 2).
     #[serde(default = "default_dh_reopen")]
     pub reopen_status: i64,
+    /// Queue id → the label policies match (its slug). When set, a ticket's
+    /// queue is read from the API, never from the unsigned webhook body, and
+    /// closes whose webhook never arrived can be listed and decided.
+    #[serde(default)]
+    pub queues: BTreeMap<String, String>,
 }
 
 fn default_zendesk_closed() -> Vec<String> {

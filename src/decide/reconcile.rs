@@ -169,7 +169,11 @@ async fn decide_missed(
     if decided.is_some() {
         return Ok(false);
     }
-    let mut event = adapter.read_close(&close.key).await.map_err(MissedError::Read)?;
+    let ticket = crate::domain::TicketRef {
+        source: source.to_string(),
+        key: close.key.clone(),
+    };
+    let mut event = adapter.read_close(&ticket).await.map_err(MissedError::Read)?;
     if event.kind != EventKind::Closed {
         tracing::info!(ticket = %close.key, "closed, then reopened before its close was found: nothing to judge");
         return Ok(false);

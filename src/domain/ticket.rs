@@ -89,6 +89,32 @@ pub struct TicketEvent {
     pub approvals: Vec<super::Approval>,
 }
 
+impl TicketEvent {
+    /// A close of `ticket` that only names it: what a re-read through the
+    /// helpdesk's API fills in (asked as a synchronous check, so that every
+    /// adapter reads the ticket afresh).
+    pub fn probe(ticket: TicketRef, event: &str) -> Self {
+        TicketEvent {
+            ticket,
+            kind: EventKind::Closed,
+            event: event.to_string(),
+            old_state: None,
+            new_state: None,
+            actor: Actor::default(),
+            requester: None,
+            title: String::new(),
+            labels: Vec::new(),
+            fields: BTreeMap::new(),
+            url: None,
+            occurred_at: None,
+            caused_by_gate: false,
+            state_closed: None,
+            synchronous: true,
+            approvals: Vec::new(),
+        }
+    }
+}
+
 /// Normalises a field name the way policies refer to it: lower case, words
 /// joined by `_`, punctuation dropped. `"Database role"` → `database_role`.
 pub fn field_key(name: &str) -> String {

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use closegate::decide::reconcile_source;
+
 use crate::helpers::*;
 
 const TOKEN: &str = "dh-path-token-4Qm9";
@@ -25,7 +27,7 @@ fn dh_url() -> String {
 /// The `dh` source: the real helpdesk, closegate's own account, the path token.
 fn dh_source() -> Value {
     json!({ "dh": { "type": "django-helpdesk", "path_token": { "value": TOKEN }, "api_url": dh_url(),
-        "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2 } })
+        "user": "closegate", "password": { "value": "closegate" }, "bot_user_id": 2, "queues": { "1": "access" } } })
 }
 
 fn dh_dir() -> String {
@@ -120,6 +122,43 @@ async fn a_real_django_helpdesk_close_is_reopened_until_the_revocation_is_done()
 }
 
 #[tokio::test]
+async fn a_django_helpdesk_close_whose_webhook_never_came_is_found_and_decided_once() {
+    let Setup {
+        _serial,
+        app,
+        http,
+        id,
+        role,
+        ..
+    } = revoke_ticket().await;
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    // Closed in the helpdesk; its webhook is pointed nowhere, as when a
+    // delivery is lost.
+    close(&http, id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let found = reconcile_source(&app.ctx, "dh", Some(started)).await.unwrap();
+    let again = reconcile_source(&app.ctx, "dh", Some(started)).await.unwrap();
+    app.deliver_all().await;
+    let reopened = api(&http, reqwest::Method::GET, &format!("/tickets/{id}/"), None).await;
+
+    assert_eq!(found.missed, [id.to_string()], "{found:?}");
+    assert!(again.missed.is_empty(), "decided once: {again:?}");
+    let records = app.store.evidence_for_ticket("dh", &id.to_string()).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].trigger.kind.as_str(), "reconcile");
+    assert_eq!(records[0].verdict.as_str(), "blocked", "{role} still exists");
+    let content = records[0].content().unwrap();
+    assert_eq!(
+        content.event.labels,
+        ["access"],
+        "the queue as configured, from the API"
+    );
+    assert!(content.event.actor.id.starts_with("user:"), "{:?}", content.event.actor);
+    assert_eq!(reopened["status"], 2, "reopened by closegate");
+}
+
+#[tokio::test]
 async fn a_django_helpdesk_call_without_the_path_token_is_refused_and_changes_nothing() {
     let app = spawn_app_with(Options {
         sources: Some(dh_source()),
@@ -173,6 +212,7 @@ async fn revoke_ticket() -> Setup {
     let app = spawn_app_with(Options {
         policies: Some(policies.path().to_path_buf()),
         sources: Some(dh_source()),
+        settings: Some(json!({ "reconcile": { "grace_seconds": 0 } })),
         ..Default::default()
     })
     .await;
