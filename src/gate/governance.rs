@@ -243,6 +243,15 @@ pub fn judge_approvals(
         reasons.push(reason);
     }
     let closer = &event.actor.id;
+    if (rule.separate.requester_closer || rule.separate.approver_closer) && closer.trim().is_empty() {
+        // A close found by listing the helpdesk, whose API does not say who
+        // closed it: the closer cannot be told apart from anyone.
+        reasons.push(
+            "separation of duties: who closed the ticket is not known, so the closer cannot be told apart \
+             from the requester and the approvers"
+                .into(),
+        );
+    }
     if rule.separate.requester_closer {
         if let Some(requester) = event.requester.as_ref().filter(|r| same(&r.id, closer)) {
             reasons.push(format!(

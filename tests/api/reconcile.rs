@@ -234,3 +234,37 @@ async fn a_listing_that_fails_leaves_the_watermark_where_it_was() {
     assert!(reconcile_source(&app.ctx, "github", None).await.is_err());
     assert_eq!(app.store.watermark("github").await.unwrap(), Some(before));
 }
+
+#[tokio::test]
+async fn a_missed_close_with_no_known_closer_fails_separation_of_duties() {
+    let policies = grant_policy_with_approval(&["dba@acme.example"]);
+    let app = spawn_app_with(Options {
+        policies: Some(policies.path().to_path_buf()),
+        settings: Some(json!({ "reconcile": { "repositories": { "github": ["acme/access-requests"] } } })),
+        ..Options::default()
+    })
+    .await;
+    let closed_at = ago(&app, Duration::from_secs(600));
+    let mut issue = closed_issue(&closed_at);
+    issue.as_object_mut().unwrap().remove("closed_by");
+    serve_listing(&app, &issue).await;
+    for events in ["events", "timeline"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/acme/access-requests/issues/42/{events}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .mount(&app.helpdesk)
+            .await;
+    }
+    mock_github_closed_at(&app, 0, 0, &closed_at).await;
+
+    let pass = reconcile(&app).await;
+
+    assert_eq!(pass.missed, ["acme/access-requests#42"]);
+    let record = app.last_record("github", "acme/access-requests#42").await;
+    assert_eq!(record.verdict.as_str(), "blocked");
+    let reasons = record.content().unwrap().decision.reasons;
+    assert!(
+        reasons.iter().any(|r| r.contains("who closed the ticket is not known")),
+        "{reasons:?}"
+    );
+}

@@ -245,3 +245,68 @@ async fn a_failing_servicenow_approvals_api_blocks_as_could_not_verify() {
         "{patch}"
     );
 }
+
+#[tokio::test]
+async fn a_resolved_incident_whose_business_rule_call_was_lost_is_found_page_by_page_and_decided_once() {
+    let app = servicenow_app().await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    let now = chrono::DateTime::from_timestamp_millis(app.ctx.now_ms()).unwrap();
+    let stamp = |ago: i64| {
+        (now - chrono::Duration::seconds(ago))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    // Page 1: a full page of records resolved before the watermark; page 2: ours.
+    let old: Vec<Value> = (0..100)
+        .map(|i| json!({ "number": format!("INC90{i:05}"), "state": "6", "closed_at": stamp(3 * 86_400), "sys_updated_on": stamp(600) }))
+        .collect();
+    for (offset, rows) in [
+        ("0", json!(old)),
+        (
+            "100",
+            json!([{ "number": "INC0010042", "state": "6", "closed_at": "", "sys_updated_on": stamp(600) }]),
+        ),
+    ] {
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/api/now/table/incident"))
+            .and(wiremock::matchers::query_param("sysparm_offset", offset))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({ "result": rows })))
+            .with_priority(1)
+            .mount(&app.helpdesk)
+            .await;
+    }
+    mock_api(&app, &role, &table, 1).await;
+
+    let first = closegate::decide::reconcile_source(&app.ctx, "snow", None)
+        .await
+        .unwrap();
+    let second = closegate::decide::reconcile_source(&app.ctx, "snow", None)
+        .await
+        .unwrap();
+    app.deliver_all().await;
+
+    assert_eq!(first.missed, ["INC0010042"], "{first:?}");
+    assert!(second.missed.is_empty(), "{second:?}");
+    let records = app.store.evidence_for_ticket("snow", "INC0010042").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
+        ("reconcile", "blocked")
+    );
+    let listing = app
+        .helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.query().is_some_and(|q| q.contains("sysparm_offset=0")))
+        .unwrap();
+    let query: String = listing
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "sysparm_query")
+        .unwrap()
+        .1
+        .into_owned();
+    assert!(query.starts_with("stateIN6,7^sys_updated_on>="), "{query}");
+}
