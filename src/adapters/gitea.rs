@@ -9,14 +9,14 @@ use super::{
     forge::{Dialect, ForgeApi, parse_issues_event},
 };
 use crate::{
-    config::{GiteaSource, Secret},
+    config::GiteaSource,
     domain::{Approval, ApprovalMarks, TicketEvent},
     signature::{SignatureError, TagEncoding, verify_body_hmac},
 };
 
 pub struct GiteaAdapter {
     source: String,
-    secret: Secret,
+    secret: crate::config::Secrets,
     bot_login: Option<String>,
     api: ForgeApi,
 }
@@ -48,14 +48,9 @@ impl Adapter for GiteaAdapter {
             Some(v) => ("x-forgejo-signature", Some(v)),
             None => ("x-gitea-signature", h.header("x-gitea-signature")),
         };
-        verify_body_hmac(
-            self.secret.expose().as_bytes(),
-            header,
-            value,
-            "",
-            TagEncoding::Hex,
-            &[inbound.body],
-        )?;
+        crate::signature::verify_any(&self.secret, |key| {
+            verify_body_hmac(key, header, value, "", TagEncoding::Hex, &[inbound.body])
+        })?;
         let delivery_id = h
             .header("x-forgejo-delivery")
             .or_else(|| h.header("x-gitea-delivery"))

@@ -9,14 +9,14 @@ use super::{
     forge::{Dialect, ForgeApi, parse_issues_event},
 };
 use crate::{
-    config::{GithubSource, Secret},
+    config::GithubSource,
     domain::{Approval, ApprovalMarks, Observation, TicketEvent},
     signature::{SignatureError, verify_hub_signature},
 };
 
 pub struct GithubAdapter {
     source: String,
-    secret: Secret,
+    secret: crate::config::Secrets,
     bot_login: Option<String>,
     api: ForgeApi,
 }
@@ -42,12 +42,14 @@ impl Adapter for GithubAdapter {
 
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
         let h = inbound.headers;
-        verify_hub_signature(
-            self.secret.expose().as_bytes(),
-            "x-hub-signature-256",
-            h.header("x-hub-signature-256"),
-            inbound.body,
-        )?;
+        crate::signature::verify_any(&self.secret, |key| {
+            verify_hub_signature(
+                key,
+                "x-hub-signature-256",
+                h.header("x-hub-signature-256"),
+                inbound.body,
+            )
+        })?;
         let delivery_id = h
             .header("x-github-delivery")
             .filter(|d| !d.is_empty() && d.len() <= 128)

@@ -12,14 +12,14 @@ use super::{
     issue_form, json_object, json_str,
 };
 use crate::{
-    config::{GitlabSource, Secret},
+    config::GitlabSource,
     domain::{Actor, ActorKind, Approval, ApprovalMarks, EventKind, Observation, TicketEvent, TicketRef},
     signature::{SignatureError, StandardWebhooksKey, secret_matches},
 };
 
 pub struct GitlabAdapter {
     source: String,
-    secret_token: Option<Secret>,
+    secret_token: Option<crate::config::Secrets>,
     signing: Option<StandardWebhooksKey>,
     bot_username: Option<String>,
     api: ForgeApi,
@@ -130,7 +130,7 @@ impl Adapter for GitlabAdapter {
             let presented = h
                 .header("x-gitlab-token")
                 .ok_or(SignatureError::MissingHeader("x-gitlab-token"))?;
-            if !secret_matches(expected.expose(), presented) {
+            if !expected.iter().any(|s| secret_matches(s.expose(), presented)) {
                 return Err(SignatureError::Mismatch.into());
             }
         }

@@ -206,7 +206,8 @@ impl JiraAdapter {
         let at = effect.decided_at.clone().unwrap_or_default();
         let verdict = effect.verdict.as_str();
         let key = match &self.inbound_auth {
-            SourceAuth::Signed(secret) | SourceAuth::PathToken(secret) => secret.expose().as_bytes().to_vec(),
+            SourceAuth::Signed(secrets) => secrets.primary().expose().as_bytes().to_vec(),
+            SourceAuth::PathToken(secret) => secret.expose().as_bytes().to_vec(),
         };
         json!({
             "allowed": effect.verdict == Verdict::Allowed || effect.verdict == Verdict::Ungated,

@@ -18,7 +18,7 @@ use crate::{
 
 pub struct LinearAdapter {
     source: String,
-    secret: Secret,
+    secret: crate::config::Secrets,
     api_url: String,
     token: Option<Secret>,
     bot_actor_id: Option<String>,
@@ -77,14 +77,16 @@ impl Adapter for LinearAdapter {
 
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
         let h = inbound.headers;
-        verify_body_hmac(
-            self.secret.expose().as_bytes(),
-            "linear-signature",
-            h.header("linear-signature"),
-            "",
-            TagEncoding::Hex,
-            &[inbound.body],
-        )?;
+        crate::signature::verify_any(&self.secret, |key| {
+            verify_body_hmac(
+                key,
+                "linear-signature",
+                h.header("linear-signature"),
+                "",
+                TagEncoding::Hex,
+                &[inbound.body],
+            )
+        })?;
         let payload = json_object(inbound.body)?;
         let sent = payload
             .get("webhookTimestamp")

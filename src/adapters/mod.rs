@@ -241,14 +241,14 @@ impl SourceRegistry {
 /// How a source that may lack a signing secret is authenticated: by its
 /// signature when it has a secret, else by the `/hooks/{source}/{token}` path.
 pub(crate) enum SourceAuth {
-    Signed(crate::config::Secret),
+    Signed(crate::config::Secrets),
     PathToken(crate::config::Secret),
 }
 
 impl SourceAuth {
     pub fn from_config(
         source: &str,
-        secret: Option<&crate::config::SecretRef>,
+        secret: Option<&crate::config::SecretRefs>,
         path_token: Option<&crate::config::SecretRef>,
     ) -> Result<Self, String> {
         match (secret, path_token) {
@@ -264,10 +264,10 @@ impl SourceAuth {
     pub fn check(
         &self,
         inbound: &Inbound<'_>,
-        verify: impl FnOnce(&[u8]) -> Result<(), SignatureError>,
+        verify: impl Fn(&[u8]) -> Result<(), SignatureError>,
     ) -> Result<(), SignatureError> {
         match self {
-            SourceAuth::Signed(secret) => verify(secret.expose().as_bytes()),
+            SourceAuth::Signed(secrets) => crate::signature::verify_any(secrets, verify),
             SourceAuth::PathToken(token) => check_path_token(token, inbound.path_token),
         }
     }
@@ -338,7 +338,7 @@ mod tests {
         sources.insert(
             "gh".to_string(),
             SourceConfig::Github(GithubSource {
-                secret: SecretRef::Value { value: "s".into() },
+                secret: crate::config::SecretRefs::One(SecretRef::Value { value: "s".into() }),
                 token: None,
                 api_url: "http://127.0.0.1:9".into(),
                 bot_login: None,

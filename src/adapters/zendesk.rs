@@ -24,7 +24,7 @@ const TIMESTAMP: &str = "x-zendesk-webhook-signature-timestamp";
 
 pub struct ZendeskAdapter {
     source: String,
-    secret: Secret,
+    secret: crate::config::Secrets,
     api_url: String,
     auth: Option<(String, Secret)>,
     bot_user_id: Option<String>,
@@ -151,14 +151,16 @@ impl Adapter for ZendeskAdapter {
     fn accept(&self, inbound: &Inbound<'_>) -> Result<Accepted, InboundError> {
         let h = inbound.headers;
         let timestamp = h.header(TIMESTAMP).ok_or(SignatureError::MissingHeader(TIMESTAMP))?;
-        verify_body_hmac(
-            self.secret.expose().as_bytes(),
-            SIGNATURE,
-            h.header(SIGNATURE),
-            "",
-            TagEncoding::Base64,
-            &[timestamp.as_bytes(), inbound.body],
-        )?;
+        crate::signature::verify_any(&self.secret, |key| {
+            verify_body_hmac(
+                key,
+                SIGNATURE,
+                h.header(SIGNATURE),
+                "",
+                TagEncoding::Base64,
+                &[timestamp.as_bytes(), inbound.body],
+            )
+        })?;
         let sent = chrono::DateTime::parse_from_rfc3339(timestamp.trim())
             .map_err(|_| SignatureError::MalformedHeader(TIMESTAMP))?
             .timestamp();

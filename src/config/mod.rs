@@ -14,7 +14,7 @@ use figment::{
 };
 use serde::Deserialize;
 
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretRef, SecretRefs, Secrets};
 pub use sources::*;
 pub use systems::{HttpSystem, LdapSystem, RedisSystem, ScimSystem, SqlSystem, SystemConfig};
 
@@ -228,8 +228,20 @@ pub struct WorkerSettings {
 }
 
 fn collect_secret_refs(value: &serde_json::Value, path: &mut Vec<String>, found: &mut Vec<(String, SecretRef)>) {
-    let serde_json::Value::Object(map) = value else {
-        return;
+    let map = match value {
+        serde_json::Value::Object(map) => map,
+        serde_json::Value::Array(items) => {
+            // A list of secrets (a rotation): `key[0]`, `key[1]`, as resolving names them.
+            for (i, item) in items.iter().enumerate() {
+                let mut indexed = path.clone();
+                if let Some(last) = indexed.last_mut() {
+                    last.push_str(&format!("[{i}]"));
+                }
+                collect_secret_refs(item, &mut indexed, found);
+            }
+            return;
+        }
+        _ => return,
     };
     if map.len() == 1
         && map.values().all(serde_json::Value::is_string)

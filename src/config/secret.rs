@@ -64,6 +64,52 @@ impl SecretRef {
     }
 }
 
+/// One secret, or several accepted side by side while a helpdesk's webhook
+/// secret is rotated (`secret: [{ env: NEW }, { env: OLD }]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SecretRefs {
+    One(SecretRef),
+    Many(Vec<SecretRef>),
+}
+
+/// Resolved secrets, never empty; the first is the one closegate signs with.
+#[derive(Clone, Debug)]
+pub struct Secrets(Vec<Secret>);
+
+impl SecretRefs {
+    /// Reads every secret; `key` names the setting (`key[1]` for the second).
+    pub fn resolve(&self, key: &str) -> Result<Secrets, String> {
+        match self {
+            SecretRefs::One(one) => Ok(Secrets(vec![one.resolve(key)?])),
+            SecretRefs::Many(many) if many.is_empty() => Err(format!("{key}: the list of secrets is empty")),
+            SecretRefs::Many(many) => many
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.resolve(&format!("{key}[{i}]")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Secrets),
+        }
+    }
+}
+
+impl Secrets {
+    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.0.iter()
+    }
+
+    /// The secret closegate signs with, the first listed.
+    pub fn primary(&self) -> &Secret {
+        &self.0[0]
+    }
+}
+
+impl From<Secret> for Secrets {
+    fn from(secret: Secret) -> Self {
+        Secrets(vec![secret])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +121,25 @@ mod tests {
         };
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{:?}", s.resolve("k").unwrap()).contains("hunter2"));
+    }
+
+    #[test]
+    fn several_secrets_resolve_in_order_and_name_the_one_missing() {
+        let refs: SecretRefs =
+            serde_json::from_value(serde_json::json!([{ "value": "new" }, { "value": "old" }])).unwrap();
+        let secrets = refs.resolve("sources.gh.secret").unwrap();
+        assert_eq!(secrets.iter().map(Secret::expose).collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(secrets.primary().expose(), "new");
+        let refs: SecretRefs =
+            serde_json::from_value(serde_json::json!([{ "value": "new" }, { "env": "CLOSEGATE_TEST_UNSET_VAR" }]))
+                .unwrap();
+        assert!(
+            refs.resolve("sources.gh.secret")
+                .unwrap_err()
+                .starts_with("sources.gh.secret[1]:")
+        );
+        let empty: SecretRefs = serde_json::from_value(serde_json::json!([])).unwrap();
+        assert!(empty.resolve("k").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::SecretRef;
+use super::{SecretRef, SecretRefs};
 
 /// One webhook source: `POST /hooks/{name}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,8 +24,8 @@ pub enum SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSource {
-    /// The webhook secret set on the GitHub hook.
-    pub secret: SecretRef,
+    /// The webhook secret set on the GitHub hook (a list while rotating it).
+    pub secret: SecretRefs,
     /// Token with Issues: write on the repositories (PAT or App installation token).
     pub token: Option<SecretRef>,
     #[serde(default = "default_github_api")]
@@ -62,7 +62,7 @@ fn default_closed_states() -> Vec<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GiteaSource {
-    pub secret: SecretRef,
+    pub secret: SecretRefs,
     /// `https://gitea.example.com` (the API is under `/api/v1`).
     pub api_url: String,
     /// Access token with `write:issue`.
@@ -75,7 +75,7 @@ pub struct GiteaSource {
 #[serde(deny_unknown_fields)]
 pub struct GitlabSource {
     /// The hook's secret token, compared in constant time.
-    pub secret_token: Option<SecretRef>,
+    pub secret_token: Option<SecretRefs>,
     /// The hook's signing token (`whsec_…`), verified the Standard Webhooks way.
     pub signing_token: Option<SecretRef>,
     /// `https://gitlab.example.com` (the API is under `/api/v4`).
@@ -90,7 +90,7 @@ pub struct GitlabSource {
 #[serde(deny_unknown_fields)]
 pub struct ZendeskSource {
     /// The webhook's signing secret.
-    pub secret: SecretRef,
+    pub secret: SecretRefs,
     /// `https://SUBDOMAIN.zendesk.com`.
     pub api_url: String,
     /// Agent email for API-token auth (`EMAIL/token:TOKEN`).
@@ -113,7 +113,7 @@ pub struct ZendeskSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearSource {
-    pub secret: SecretRef,
+    pub secret: SecretRefs,
     /// The GraphQL endpoint.
     #[serde(default = "default_linear_api")]
     pub api_url: String,
@@ -148,7 +148,7 @@ pub struct JiraSource {
     #[serde(default)]
     pub flavor: JiraFlavor,
     /// The webhook secret (`X-Hub-Signature`); without it, a path token.
-    pub secret: Option<SecretRef>,
+    pub secret: Option<SecretRefs>,
     pub path_token: Option<SecretRef>,
     /// `https://SITE.atlassian.net` or the Data Center base URL.
     pub api_url: String,
@@ -177,7 +177,7 @@ pub struct JiraSource {
 #[serde(deny_unknown_fields)]
 pub struct ServicenowSource {
     /// Base64 HMAC-SHA256 secret for `X-Closegate-Signature`; without it, a path token.
-    pub secret: Option<SecretRef>,
+    pub secret: Option<SecretRefs>,
     pub path_token: Option<SecretRef>,
     /// `https://INSTANCE.service-now.com`.
     pub api_url: String,

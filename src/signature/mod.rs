@@ -41,6 +41,24 @@ pub(crate) fn hmac_matches(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
 
 /// Compares a presented secret (token, password) with the expected one in
 /// constant time, whatever their lengths.
+/// Verifies with each of a source's secrets in turn (old and new, while one
+/// is rotated): accepted when any verifies; otherwise the first refusal.
+pub fn verify_any(
+    secrets: &crate::config::Secrets,
+    verify: impl Fn(&[u8]) -> Result<(), SignatureError>,
+) -> Result<(), SignatureError> {
+    let mut refusal = None;
+    for secret in secrets.iter() {
+        match verify(secret.expose().as_bytes()) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(refusal.unwrap_or(SignatureError::Mismatch))
+}
+
 pub fn secret_matches(expected: &str, presented: &str) -> bool {
     let expected_tag = hmac_tag(b"closegate-secret-compare", &[expected.as_bytes()]);
     hmac_matches(b"closegate-secret-compare", &[presented.as_bytes()], &expected_tag)

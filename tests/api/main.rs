@@ -23,4 +23,5 @@ mod outbox_lanes;
 mod policy_cli;
 mod reconcile;
 mod report;
+mod rotation;
 mod verifiers;
