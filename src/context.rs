@@ -28,6 +28,8 @@ pub struct Context {
     pub intake_notes: bool,
     /// The missed-delivery reconciler.
     pub reconcile: crate::config::ReconcileSettings,
+    /// Where every evidence record is sent as it is written.
+    pub sinks: crate::export::Sinks,
 }
 
 impl Context {

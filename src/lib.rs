@@ -10,6 +10,7 @@ pub mod decide;
 pub mod domain;
 pub mod error;
 pub mod evidence;
+pub mod export;
 pub mod gate;
 pub mod init;
 pub mod metrics;

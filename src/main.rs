@@ -127,6 +127,13 @@ struct PackScope {
     ticket: Option<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+    Cloudevents,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ReportFormat {
     Table,
@@ -209,10 +216,17 @@ enum EvidenceCommand {
     Prove { id: String },
     /// Print the public key that checks the tree heads.
     PublicKey,
-    /// Print records as JSON lines (for SIEM and audit), after a sequence number.
+    /// Print records for SIEM and GRC tools: JSON lines (each with its hash,
+    /// link and leaf hash, then the signed heads), CSV, or CloudEvents 1.0.
     Export {
+        /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// Only records written in this period (`30d`, `12h`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
     },
 }
 
@@ -584,6 +598,11 @@ fn latest_head(log: &EvidenceLog, key: Option<&VerifyingKey>) -> anyhow::Result<
 /// Writes one JSON line; false when the reader has gone (`| head`), which is
 /// not an error.
 fn write_line(out: &mut impl std::io::Write, line: &serde_json::Value) -> anyhow::Result<bool> {
+    write_text(out, &line.to_string())
+}
+
+/// [`write_line`] for text.
+fn write_text(out: &mut impl std::io::Write, line: &str) -> anyhow::Result<bool> {
     match writeln!(out, "{line}") {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
@@ -816,25 +835,40 @@ async fn evidence(
                 Ok(1)
             }
         },
-        EvidenceCommand::Export { after } => {
+        EvidenceCommand::Export { after, since, format } => {
+            let since = match since.as_deref().map(humantime::parse_duration).transpose() {
+                Ok(d) => d.map_or(i64::MIN, |d| {
+                    chrono::Utc::now().timestamp_millis() - d.as_millis() as i64
+                }),
+                Err(e) => {
+                    eprintln!("--since is not a duration such as 30d or 12h: {e}");
+                    return Ok(2);
+                }
+            };
             let mut out = std::io::stdout().lock();
+            if format == ExportFormat::Csv && !write_text(&mut out, closegate::export::CSV_HEADER)? {
+                return Ok(0);
+            }
             let mut after = after;
             loop {
                 let page = store.evidence_page(after, 1000).await?;
                 let Some(last) = page.last() else { break };
                 after = last.seq;
-                for r in &page {
+                for r in page.iter().filter(|r| r.created_at >= since) {
                     // The record is the exact hashed text, so each line can be
                     // checked on its own: hash = SHA-256(prev_hash || record).
-                    let line = serde_json::json!({
-                        "seq": r.seq, "id": r.id, "hash": r.hash, "prev_hash": r.prev_hash,
-                        "leaf_hash": hex::encode(evidence::merkle::leaf_hash(r.record.as_bytes())),
-                        "record": r.record,
-                    });
-                    if !write_line(&mut out, &line)? {
+                    let written = match format {
+                        ExportFormat::Jsonl => write_line(&mut out, &closegate::export::json_line(r))?,
+                        ExportFormat::Cloudevents => write_line(&mut out, &closegate::export::cloud_event(r))?,
+                        ExportFormat::Csv => write_text(&mut out, &closegate::export::csv_row(r))?,
+                    };
+                    if !written {
                         return Ok(0);
                     }
                 }
+            }
+            if format != ExportFormat::Jsonl {
+                return Ok(0);
             }
             // The signed heads close the export, so it can be checked on its own.
             for head in log.sink().heads()? {

@@ -57,6 +57,7 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
         effects_enqueued: Default::default(),
         intake_notes: settings.intake_notes,
         reconcile: settings.reconcile.clone(),
+        sinks: crate::export::Sinks::from_config(&settings.sinks).map_err(anyhow::Error::msg)?,
     })
 }
 
@@ -88,6 +89,9 @@ pub fn check(settings: &Settings, secrets: &[(String, crate::config::SecretRef)]
         problems.extend(errors.iter().map(|e| format!("policy {e}")));
     }
     if let Err(e) = Renderer::new(settings.templates_dir.as_deref()) {
+        problems.push(e);
+    }
+    if let Err(e) = crate::export::Sinks::from_config(&settings.sinks) {
         problems.push(e);
     }
     if let Err(e) = routes::GateAccess::from_config(&settings.gate) {

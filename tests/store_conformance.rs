@@ -94,6 +94,7 @@ async fn story(url: &str) {
     let effect = NewEffect {
         idempotency_key: "cg-first".into(),
         payload: "{}".into(),
+        lane: None,
     };
     let Finish::Finished(Some(rec)) = store
         .record(decided(&a.id, "acme/x#1", vec![effect]), now)

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 
 pub use effect::{Effect, EffectError};
 pub(crate) use forge::same_instant;
+pub(crate) use http::send;
 
 use crate::{
     config::SourceConfig,

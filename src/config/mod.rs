@@ -61,6 +61,19 @@ pub struct Settings {
     /// Finding closes whose webhook never arrived.
     #[serde(default)]
     pub reconcile: ReconcileSettings,
+    /// Where every evidence record is sent as a CloudEvent (SIEM, GRC).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// A receiver of evidence events: each record is POSTed as a CloudEvents 1.0
+/// JSON event, signed the Standard Webhooks way, through the outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub url: String,
+    /// The `whsec_…` key events are signed with.
+    pub secret: SecretRef,
 }
 
 /// The Prometheus endpoint.
@@ -338,6 +351,7 @@ impl Settings {
         for name in self
             .sources
             .keys()
+            .chain(self.sinks.keys())
             .chain(self.systems.keys())
             .chain(self.system_groups.keys())
         {

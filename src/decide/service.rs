@@ -371,6 +371,21 @@ pub(super) fn new_evidence(
 /// Writes a recording and wakes the outbox when it enqueued messages. `None`
 /// when the delivery it finishes was finished by another replica.
 pub(super) async fn record(ctx: &Context, recording: Recording) -> Result<Option<EvidenceRecord>, DecideError> {
+    let mut recording = recording;
+    if let Some(evidence) = &recording.evidence {
+        // Every record goes to every sink, in the record's own transaction.
+        for sink in ctx.sinks.names() {
+            let intent = crate::export::ExportIntent {
+                export_to: sink.clone(),
+                evidence_id: evidence.id.clone(),
+            };
+            recording.effects.push(NewEffect {
+                idempotency_key: format!("export:{sink}:{}", evidence.id),
+                payload: serde_json::to_string(&intent).map_err(DecideError::Encode)?,
+                lane: Some(crate::export::lane(sink)),
+            });
+        }
+    }
     let speaks = !recording.effects.is_empty();
     let finished = ctx
         .store
@@ -398,6 +413,7 @@ pub(super) fn encode(intents: Vec<Intent>) -> Result<Vec<NewEffect>, DecideError
             Ok(NewEffect {
                 idempotency_key: intent.key.clone(),
                 payload: serde_json::to_string(&intent).map_err(DecideError::Encode)?,
+                lane: None,
             })
         })
         .collect()

@@ -153,7 +153,7 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                     sqlx::query(ENQUEUE)
                         .bind(uuid::Uuid::now_v7().to_string())
                         .bind(&effect.idempotency_key)
-                        .bind(&rec.source)
+                        .bind(effect.lane.as_deref().unwrap_or(&rec.source))
                         .bind(&rec.ticket)
                         .bind(&rec.id)
                         .bind(&effect.payload)

@@ -11,6 +11,8 @@ pub struct NewEffect {
     pub idempotency_key: String,
     /// The effect, as JSON.
     pub payload: String,
+    /// The lane it is delivered in, when not the ticket's source (a sink's).
+    pub lane: Option<String>,
 }
 
 /// A message claimed by this replica.

@@ -76,9 +76,10 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
     ));
     // One lane per source, each with its own workers: a slow or hung helpdesk,
     // or one that asked to wait, delays only its own messages.
-    for source in ctx.sources.names() {
+    let sinks = ctx.sinks.names().map(|s| crate::export::lane(s));
+    for lane in ctx.sources.names().into_iter().chain(sinks.collect::<Vec<_>>()) {
         for _ in 0..ctx.settings.outbox_concurrency.max(1) {
-            tasks.spawn(outbox_lane(ctx.clone(), source.clone()));
+            tasks.spawn(outbox_lane(ctx.clone(), lane.clone()));
         }
     }
     if ctx.reconcile.enabled {

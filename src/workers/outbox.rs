@@ -59,6 +59,9 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>) -> anyhow::Result<O
 /// answers, and records the result under the claim's fencing token.
 async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Duration>> {
     let work = async {
+        if crate::export::Sinks::is_lane(&msg.source) {
+            return export(ctx, msg).await;
+        }
         match ctx.sources.get(&msg.source) {
             None => Err(EffectError::retryable(format!(
                 "source {} is not configured",
@@ -117,6 +120,19 @@ async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Du
         tracing::warn!("result refused: the lease was lost to another replica before it was recorded");
     }
     Ok(pause)
+}
+
+/// Sends one evidence record to the sink the message names.
+async fn export(ctx: &Context, msg: &ClaimedEffect) -> Result<(), EffectError> {
+    let intent: crate::export::ExportIntent =
+        serde_json::from_str(&msg.payload).map_err(|e| EffectError::permanent(format!("unreadable message: {e}")))?;
+    let record = ctx
+        .store
+        .evidence_by_id(&intent.evidence_id)
+        .await
+        .map_err(|e| EffectError::retryable(format!("cannot read evidence record {}: {e}", intent.evidence_id)))?
+        .ok_or_else(|| EffectError::permanent(format!("evidence record {} is missing", intent.evidence_id)))?;
+    ctx.sinks.send(&intent.export_to, &record, ctx.now_ms()).await
 }
 
 /// Renews the lease every third of its length; returns only when it is lost.

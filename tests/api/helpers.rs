@@ -151,7 +151,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if let Some(groups) = options.system_groups {
         yaml["system_groups"] = groups;
     }
-    if let Some(Value::Object(settings)) = options.settings {
+    if let Some(settings) = options.settings {
+        let text = settings.to_string().replace("{helpdesk}", &helpdesk.uri());
+        let settings: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
         yaml.as_object_mut().unwrap().extend(settings);
     }
     std::fs::write(&config, serde_yaml::to_string(&yaml).unwrap()).unwrap();

@@ -24,4 +24,5 @@ mod policy_cli;
 mod reconcile;
 mod report;
 mod rotation;
+mod sinks;
 mod verifiers;
