@@ -26,6 +26,24 @@ pub struct ForgeApi {
     client: reqwest::Client,
 }
 
+/// The `cursor` of the `rel="next"` link of a `link` header.
+fn next_cursor(link: &str) -> Option<String> {
+    link.split(',')
+        .find(|part| part.contains("rel=\"next\""))
+        .and_then(|part| part.split_once('<')?.1.split_once('>').map(|(url, _)| url.to_string()))
+        .and_then(|url| {
+            url.split_once('?')?
+                .1
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("cursor=").map(String::from))
+        })
+        .map(|c| {
+            percent_encoding::percent_decode_str(&c)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
 /// The most pages one listing reads.
 const MAX_PAGES: usize = 100;
 
@@ -206,6 +224,62 @@ impl ForgeApi {
             }
         }
         Ok(closes)
+    }
+
+    /// GitHub: the hook's `issues` deliveries since `since` that failed and
+    /// were not received after all, each asked to be sent again once. The
+    /// list is newest first and paged by a cursor taken from the `link`
+    /// header (only the cursor: the request stays on the configured origin).
+    pub async fn redeliver_failed(
+        &self,
+        repository: &str,
+        hook: u64,
+        since: chrono::DateTime<chrono::Utc>,
+        known: &(dyn Fn(String) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync),
+    ) -> Result<Vec<String>, EffectError> {
+        let issues = self.repo_path(repository)?;
+        let repo = issues.trim_end_matches("/issues");
+        let base = format!("{repo}/hooks/{hook}/deliveries");
+        let mut cursor: Option<String> = None;
+        let mut asked = Vec::new();
+        'pages: for _ in 0..MAX_PAGES {
+            let path = match &cursor {
+                None => format!("{base}?per_page=100"),
+                Some(c) => format!("{base}?per_page=100&cursor={}", http::segment(c)),
+            };
+            let response = http::send("list hook deliveries", self.request(reqwest::Method::GET, &path)).await?;
+            let next = response
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_cursor);
+            let page = http::json("list hook deliveries", response).await?;
+            for delivery in page.as_array().into_iter().flatten() {
+                let at = json_str(delivery, "/delivered_at").and_then(parse_instant);
+                if at.is_some_and(|at| at < since) {
+                    break 'pages;
+                }
+                let failed = delivery
+                    .get("status_code")
+                    .and_then(Value::as_u64)
+                    .is_none_or(|c| !(200..300).contains(&c));
+                let (Some(id), Some(guid)) = (delivery.get("id").and_then(Value::as_u64), json_str(delivery, "/guid"))
+                else {
+                    continue;
+                };
+                if !failed || json_str(delivery, "/event") != Some("issues") || known(guid.to_string()).await {
+                    continue;
+                }
+                let attempt = self.request(reqwest::Method::POST, &format!("{base}/{id}/attempts"));
+                http::send("redeliver", attempt).await?;
+                asked.push(guid.to_string());
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(asked)
     }
 
     /// `owner/repo` → `/repos/owner/repo/issues`.

@@ -18,6 +18,7 @@ pub struct GithubAdapter {
     source: String,
     secret: crate::config::Secrets,
     bot_login: Option<String>,
+    hooks: Vec<crate::config::GithubHook>,
     api: ForgeApi,
 }
 
@@ -29,6 +30,7 @@ impl GithubAdapter {
             source: source.to_string(),
             secret: config.secret.resolve(&key("secret"))?,
             bot_login: config.bot_login.clone(),
+            hooks: config.hooks.clone(),
             api: ForgeApi::new(Dialect::Github, &config.api_url, token)?,
         })
     }
@@ -86,6 +88,22 @@ impl Adapter for GithubAdapter {
         scopes: &[String],
     ) -> Result<Vec<super::ListedClose>, EffectError> {
         self.api.closed_since(since, scopes).await
+    }
+
+    async fn redeliver_failed(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        known: &(dyn Fn(String) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync),
+    ) -> Result<Vec<String>, EffectError> {
+        let mut asked = Vec::new();
+        for hook in &self.hooks {
+            asked.extend(
+                self.api
+                    .redeliver_failed(&hook.repository, hook.id, since, known)
+                    .await?,
+            );
+        }
+        Ok(asked)
     }
 
     async fn read_close(&self, ticket: &crate::domain::TicketRef) -> Result<TicketEvent, EffectError> {

@@ -182,6 +182,18 @@ pub trait Adapter: Send + Sync {
         )))
     }
 
+    /// Asks the helpdesk to send again the deliveries it failed to make since
+    /// `since` (GitHub's hook deliveries); returns their ids. `known` says
+    /// whether a delivery id was received after all.
+    async fn redeliver_failed(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        known: &(dyn Fn(String) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync),
+    ) -> Result<Vec<String>, EffectError> {
+        let _ = (since, known);
+        Ok(Vec::new())
+    }
+
     /// The ticket as it is now, read through the API, as a close event: for a
     /// close whose webhook never arrived. The closer is the helpdesk's where
     /// its API names one.

@@ -32,6 +32,18 @@ pub struct GithubSource {
     pub api_url: String,
     /// The login closegate acts as; its own events are ignored.
     pub bot_login: Option<String>,
+    /// Repository hooks whose failed deliveries the reconciler asks GitHub to
+    /// send again (the token needs the repository's Webhooks: write).
+    #[serde(default)]
+    pub hooks: Vec<GithubHook>,
+}
+
+/// A repository webhook: `{ repository: owner/repo, id: 12345 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubHook {
+    pub repository: String,
+    pub id: u64,
 }
 
 fn default_github_api() -> String {

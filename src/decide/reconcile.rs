@@ -24,6 +24,8 @@ pub struct Reconciled {
     /// Closes left for a later pass: too recent, or deliveries of the source
     /// still wait to be decided, or the ticket could not be read.
     pub deferred: usize,
+    /// Failed deliveries the helpdesk was asked to send again.
+    pub redelivered: Vec<String>,
     /// The watermark after the pass (unix ms).
     pub watermark: i64,
 }
@@ -93,6 +95,20 @@ async fn pass(
     scopes.sort();
     scopes.dedup();
     let since = DateTime::from_timestamp_millis(from).unwrap_or_default();
+    let store = ctx.store.clone();
+    let owner = source.to_string();
+    let known = move |id: String| -> futures_util::future::BoxFuture<'static, bool> {
+        let (store, owner) = (store.clone(), owner.clone());
+        // A lookup that fails counts as received: nothing is asked twice for it.
+        Box::pin(async move { store.delivery_received(&owner, &id).await.unwrap_or(true) })
+    };
+    let redelivered = match adapter.redeliver_failed(since, &known).await {
+        Ok(asked) => asked,
+        Err(e) => {
+            tracing::warn!(source, error.message = %e, "could not ask for failed deliveries again; the listing still covers them");
+            Vec::new()
+        }
+    };
     let mut listed = adapter
         .closed_since(since, &scopes)
         .await
@@ -112,6 +128,7 @@ async fn pass(
     let mut report = Reconciled {
         source: source.to_string(),
         listed: listed.len(),
+        redelivered,
         watermark: upto.max(from),
         ..Reconciled::default()
     };

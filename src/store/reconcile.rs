@@ -78,6 +78,19 @@ impl Store {
         Ok(seen)
     }
 
+    /// Whether a delivery of `source` with this id was received.
+    pub async fn delivery_received(&self, source: &str, delivery_id: &str) -> StoreResult<bool> {
+        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM deliveries WHERE source = $1 AND delivery_id = $2)";
+        let found: bool = with_pool!(&self.db, read, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(source)
+                .bind(delivery_id)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(found)
+    }
+
     /// Deliveries of `source` stored and not yet decided.
     pub async fn pending_deliveries(&self, source: &str) -> StoreResult<i64> {
         const SQL: &str = "SELECT COUNT(*) FROM deliveries WHERE source = $1 AND state = 'pending'";

@@ -268,3 +268,91 @@ async fn a_missed_close_with_no_known_closer_fails_separation_of_duties() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn failed_hook_deliveries_are_asked_for_again_once_page_by_page() {
+    let app = spawn_app_with(Options {
+        sources: Some(json!({
+            "gh-hooked": { "type": "github", "secret": { "value": GITHUB_SECRET }, "token": { "value": "ghp_test_token" },
+                           "api_url": "{helpdesk}", "hooks": [{ "repository": "acme/access-requests", "id": 77 }] }
+        })),
+        ..Options::default()
+    })
+    .await;
+    let recent = ago(&app, Duration::from_secs(300));
+    let old = ago(&app, Duration::from_secs(3 * 86_400));
+    let deliveries = "/repos/acme/access-requests/hooks/77/deliveries";
+    let delivery = |id: u64, guid: &str, code: u64, event: &str, at: &str| json!({ "id": id, "guid": guid, "delivered_at": at, "status_code": code, "event": event, "action": "closed" });
+    // Newest first. Page 1: a failed close, one delivered, one failed but received
+    // after all (by an earlier retry), and a failed ping. Page 2 (by cursor): a
+    // failed close, then one older than the watermark, where the listing stops.
+    Mock::given(method("GET"))
+        .and(path(deliveries))
+        .and(query_param("per_page", "100"))
+        .and(wiremock::matchers::query_param_is_missing("cursor"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header(
+                    "link",
+                    format!(
+                        "<{}{deliveries}?per_page=100&cursor=v1_2>; rel=\"next\"",
+                        "https://elsewhere.example"
+                    )
+                    .as_str(),
+                )
+                .set_body_json(json!([
+                    delivery(11, "g-failed-1", 502, "issues", &recent),
+                    delivery(12, "g-ok", 200, "issues", &recent),
+                    delivery(13, "g-received", 504, "issues", &recent),
+                    delivery(14, "g-ping", 500, "ping", &recent),
+                ])),
+        )
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(deliveries))
+        .and(query_param("cursor", "v1_2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            delivery(15, "g-failed-2", 0, "issues", &recent),
+            delivery(16, "g-too-old", 502, "issues", &old),
+        ])))
+        .mount(&app.helpdesk)
+        .await;
+    for id in [11, 15] {
+        Mock::given(method("POST"))
+            .and(path(format!("{deliveries}/{id}/attempts")))
+            .respond_with(ResponseTemplate::new(202))
+            .expect(1)
+            .mount(&app.helpdesk)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&app.helpdesk)
+        .await;
+    let body = grant_event("r", "t", "SELECT");
+    assert_eq!(
+        app.post_github_to("gh-hooked", "issues", "g-received", &body)
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+
+    let pass = reconcile_source(&app.ctx, "gh-hooked", None).await.unwrap();
+
+    assert_eq!(pass.redelivered, ["g-failed-1", "g-failed-2"], "{pass:?}");
+    let posts: Vec<String> = app
+        .helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| r.url.path().to_string())
+        .collect();
+    // Page 2 was read from the configured origin by its cursor alone: the link
+    // named another host, which this machine cannot even reach.
+    assert_eq!(posts.len(), 2, "{posts:?}");
+}
