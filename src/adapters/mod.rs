@@ -355,6 +355,7 @@ mod tests {
                 token: None,
                 api_url: "http://127.0.0.1:9".into(),
                 bot_login: None,
+                hooks: Vec::new(),
             }),
         );
         sources.insert(
