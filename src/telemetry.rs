@@ -12,6 +12,46 @@ use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 use crate::config::LogFormat;
 
+tokio::task_local! {
+    /// The trace the current decision or outbox delivery belongs to.
+    static TRACE_ID: String;
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`),
+/// or a new one when the header is absent or malformed.
+pub fn trace_id_from(traceparent: Option<&str>) -> String {
+    let sent = traceparent.and_then(|value| {
+        let parts: Vec<&str> = value.trim().split('-').collect();
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid = parts.len() >= 4
+            && hex(parts[0], 2)
+            && parts[0] != "ff"
+            && hex(parts[1], 32)
+            && parts[1].bytes().any(|b| b != b'0')
+            && hex(parts[2], 16)
+            && hex(parts[3], 2);
+        valid.then(|| parts[1].to_string())
+    });
+    sent.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// A `traceparent` header for an outbound call in `trace_id`, with a new span id.
+pub fn traceparent(trace_id: &str) -> String {
+    let span = uuid::Uuid::new_v4().simple().to_string();
+    format!("00-{trace_id}-{}-01", &span[..16])
+}
+
+/// Runs `work` in the trace `trace_id`: outbound calls carry it.
+pub async fn in_trace<F: std::future::Future>(trace_id: String, work: F) -> F::Output {
+    TRACE_ID.scope(trace_id, work).await
+}
+
+/// The current trace id, inside [`in_trace`].
+pub fn current_trace_id() -> Option<String> {
+    TRACE_ID.try_with(Clone::clone).ok()
+}
+
 /// Installs the global subscriber once. Later calls are ignored.
 pub fn init<W>(format: LogFormat, filter: &str, sink: W)
 where

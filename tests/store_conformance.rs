@@ -17,6 +17,7 @@ fn delivery(n: usize, body: &str) -> NewDelivery {
         event: format!(r#"{{"n":{n}}}"#),
         body: body.into(),
         lease_until: None,
+        trace_id: None,
     }
 }
 

@@ -12,6 +12,10 @@ pub fn client() -> Result<reqwest::Client, String> {
 /// retried, and so are 401 and 403 (a fixed token lets them through); other 4xx
 /// are permanent (the request itself is wrong).
 pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, EffectError> {
+    let request = match crate::telemetry::current_trace_id() {
+        Some(trace) => request.header("traceparent", crate::telemetry::traceparent(&trace)),
+        None => request,
+    };
     let response = request
         .send()
         .await

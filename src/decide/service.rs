@@ -372,6 +372,7 @@ pub(super) fn new_evidence(
 /// when the delivery it finishes was finished by another replica.
 pub(super) async fn record(ctx: &Context, recording: Recording) -> Result<Option<EvidenceRecord>, DecideError> {
     let mut recording = recording;
+    recording.trace_id = recording.trace_id.or_else(crate::telemetry::current_trace_id);
     if let Some(evidence) = &recording.evidence {
         // Every record goes to every sink, in the record's own transaction.
         for sink in ctx.sinks.names() {

@@ -166,7 +166,7 @@ async fn measured(
     result
 }
 
-#[tracing::instrument(name = "webhook", skip_all, fields(source = %source, delivery_id, ticket))]
+#[tracing::instrument(name = "webhook", skip_all, fields(source = %source, delivery_id, ticket, trace_id))]
 async fn accept(
     source: String,
     token: Option<String>,
@@ -192,6 +192,8 @@ async fn accept(
         ApiError::from(e)
     })?;
     let span = tracing::Span::current();
+    let trace_id = crate::telemetry::trace_id_from(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    span.record("trace_id", trace_id.as_str());
     span.record("delivery_id", accepted.delivery_id.as_str());
     span.record("ticket", tracing::field::display(&accepted.event.ticket));
     let body_text =
@@ -215,6 +217,7 @@ async fn accept(
             event,
             body: body_text,
             lease_until: None,
+            trace_id: Some(trace_id),
         })
         .await
         .map_err(ApiError::Unavailable)?;

@@ -23,6 +23,8 @@ pub struct Recording {
     pub claim_updates: Vec<ClaimUpdate>,
     /// Policies that govern the evidence record's ticket from now on.
     pub governed: Vec<String>,
+    /// The trace its outbox messages continue.
+    pub trace_id: Option<String>,
 }
 
 impl Recording {
@@ -158,6 +160,7 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                         .bind(&rec.id)
                         .bind(&effect.payload)
                         .bind(now)
+                        .bind(&recording.trace_id)
                         .execute(&mut *tx)
                         .await?;
                 }

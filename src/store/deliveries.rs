@@ -12,6 +12,7 @@ pub struct ClaimedDelivery {
     pub event: String,
     pub attempts: i64,
     pub received_at: i64,
+    pub trace_id: Option<String>,
 }
 
 /// How a delivery ended.
@@ -48,7 +49,7 @@ const CLAIM: &str = "UPDATE deliveries SET lease_until = $1, attempts = attempts
     WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
         AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT 1 {lock}) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, source, delivery_id, event, attempts, received_at";
+    RETURNING id, source, delivery_id, event, attempts, received_at, trace_id";
 
 impl Store {
     /// Claims the oldest undecided delivery for `lease_ms`.

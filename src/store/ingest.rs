@@ -16,6 +16,8 @@ pub struct NewDelivery {
     pub source: String,
     pub delivery_id: String,
     pub body_sha256: String,
+    /// The trace it arrived in.
+    pub trace_id: Option<String>,
     pub received_at: i64,
     /// The normalised event, as JSON.
     pub event: String,
@@ -75,9 +77,9 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
     let ids: Vec<String> = deliveries.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect();
     let rows: Vec<String> = (0..deliveries.len())
         .map(|i| {
-            let n = i * 8;
+            let n = i * 9;
             format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
                 n + 1,
                 n + 2,
                 n + 3,
@@ -85,12 +87,13 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                 n + 5,
                 n + 6,
                 n + 7,
-                n + 8
+                n + 8,
+                n + 9
             )
         })
         .collect();
     let insert = format!(
-        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, event, body, lease_until) \
+        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, event, body, lease_until, trace_id) \
          VALUES {} ON CONFLICT DO NOTHING RETURNING id",
         rows.join(", ")
     );
@@ -106,7 +109,8 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                 .bind(d.received_at)
                 .bind(&d.event)
                 .bind(&d.body)
-                .bind(d.lease_until);
+                .bind(d.lease_until)
+                .bind(&d.trace_id);
         }
         let inserted: std::collections::HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
         let mut outcomes = Vec::with_capacity(deliveries.len());

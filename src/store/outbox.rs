@@ -26,18 +26,20 @@ pub struct ClaimedEffect {
     pub attempts: i64,
     /// This claim's fencing token: renewals and results must carry it.
     pub lease_token: String,
+    /// The trace of the decision that owes it.
+    pub trace_id: Option<String>,
 }
 
 pub(super) const ENQUEUE: &str = "INSERT INTO outbox \
-    (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (idempotency_key) DO NOTHING";
+    (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at, trace_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING";
 
 const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
     WHERE id = (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
         AND (lease_until IS NULL OR lease_until < $2) AND ($3 IS NULL OR source = $3) \
         ORDER BY next_attempt_at, created_at LIMIT 1 {lock}) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token";
+    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id";
 
 impl Store {
     /// Claims the message due soonest (of `source`, when given), if any is due

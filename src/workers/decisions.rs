@@ -23,9 +23,14 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
     else {
         return Ok(ExecutionOutcome::EmptyQueue);
     };
+    let trace_id = claimed
+        .trace_id
+        .clone()
+        .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
     let span = tracing::info_span!("decision", delivery = %claimed.id, source = %claimed.source,
-        delivery_id = %claimed.delivery_id);
-    if let Err(e) = run(ctx, &claimed).instrument(span.clone()).await {
+        delivery_id = %claimed.delivery_id, trace_id = %trace_id);
+    let decided = crate::telemetry::in_trace(trace_id, run(ctx, &claimed).instrument(span.clone())).await;
+    if let Err(e) = decided {
         span.in_scope(|| tracing::error!(error.cause_chain = ?e, error.message = %e, "decision failed; will retry"));
         let retry_at = ctx.now_ms() + retry_delay_ms(claimed.attempts, &ctx.settings);
         ctx.store

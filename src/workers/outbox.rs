@@ -50,9 +50,15 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>) -> anyhow::Result<O
     else {
         return Ok(None);
     };
+    let trace_id = msg
+        .trace_id
+        .clone()
+        .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
     let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
-        attempt = msg.attempts);
-    deliver(ctx, &msg).instrument(span).await.map(Some)
+        attempt = msg.attempts, trace_id = %trace_id);
+    crate::telemetry::in_trace(trace_id, deliver(ctx, &msg).instrument(span))
+        .await
+        .map(Some)
 }
 
 /// Carries one claimed message out, renewing its lease while the helpdesk

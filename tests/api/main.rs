@@ -25,4 +25,5 @@ mod reconcile;
 mod report;
 mod rotation;
 mod sinks;
+mod trace;
 mod verifiers;
