@@ -426,3 +426,76 @@ async fn jira_service_management_approvals_count_only_approved_decisions_by_list
         .collect();
     assert_eq!(counted, [("dana@acme.example", "2025-11-22T09:00:00.000Z")]);
 }
+
+#[tokio::test]
+async fn a_jira_close_whose_webhook_was_lost_is_found_by_jql_page_by_page_and_decided_once() {
+    let app = jira_app("cloud").await;
+    mock_issue(&app, "/rest/api/3", 1, 1).await;
+    let now = chrono::DateTime::from_timestamp_millis(app.ctx.now_ms()).unwrap();
+    let jira_time = |ago: i64| {
+        (now - chrono::Duration::seconds(ago))
+            .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+            .to_string()
+    };
+    // The API's copy of the issue: what the webhook would have carried.
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    let sent: Value = serde_json::from_str(&event("jira/issue_updated_done.json", &role, &table)).unwrap();
+    let mut issue = sent["issue"].clone();
+    issue["fields"]["statuscategorychangedate"] = json!(jira_time(600));
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/ACC-42"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    let search = "/rest/api/3/search/jql";
+    Mock::given(method("GET"))
+        .and(path(search))
+        .and(wiremock::matchers::query_param_is_missing("nextPageToken"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issues": [{ "key": "ACC-7", "fields": { "statuscategorychangedate": jira_time(3 * 86_400) } }],
+            "nextPageToken": "page-2", "isLast": false })))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(search))
+        .and(wiremock::matchers::query_param("nextPageToken", "page-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issues": [{ "key": "ACC-42", "fields": { "statuscategorychangedate": jira_time(600) } }],
+            "isLast": true })))
+        .mount(&app.helpdesk)
+        .await;
+
+    let first = closegate::decide::reconcile_source(&app.ctx, "jira", None)
+        .await
+        .unwrap();
+    let second = closegate::decide::reconcile_source(&app.ctx, "jira", Some(now - chrono::Duration::days(1)))
+        .await
+        .unwrap();
+    app.deliver_all().await;
+
+    assert_eq!(first.missed, ["ACC-42"], "ACC-7 closed before the watermark: {first:?}");
+    assert!(second.missed.is_empty(), "decided once: {second:?}");
+    let records = app.store.evidence_for_ticket("jira", "ACC-42").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
+        ("reconcile", "blocked")
+    );
+    let searched = app
+        .helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == search)
+        .unwrap();
+    let jql: String = searched
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "jql")
+        .unwrap()
+        .1
+        .into_owned();
+    assert!(jql.starts_with("statusCategory = Done AND updated >= -"), "{jql}");
+}

@@ -239,3 +239,57 @@ async fn zendesk_approvals_come_from_the_audits_with_who_set_the_approval_field(
     assert_eq!(verdict, "blocked");
     assert!(standings.is_empty(), "{standings:?}");
 }
+
+#[tokio::test]
+async fn a_solved_ticket_whose_webhook_was_lost_is_found_in_the_incremental_export_and_decided_once() {
+    let app = zendesk_app().await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    mock_ticket(&app, &role, &table, 1).await;
+    let now = chrono::DateTime::from_timestamp_millis(app.ctx.now_ms()).unwrap();
+    let at = |ago: i64| (now - chrono::Duration::seconds(ago)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let export = "/api/v2/incremental/tickets/cursor.json";
+    // The export allows 10 requests a minute: the first answer asks to wait.
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(export))
+        .respond_with(wiremock::ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(export))
+        .and(wiremock::matchers::query_param_is_missing("cursor"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "tickets": [{ "id": 4700, "status": "open", "updated_at": at(900) }],
+            "after_cursor": "MTU3NjYxMzUzOS4wfHw0Njd8", "end_of_stream": false })))
+        .with_priority(2)
+        .mount(&app.helpdesk)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(export))
+        .and(wiremock::matchers::query_param("cursor", "MTU3NjYxMzUzOS4wfHw0Njd8"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "tickets": [{ "id": 4812, "status": "solved", "updated_at": at(600) }],
+            "after_cursor": null, "end_of_stream": true })))
+        .with_priority(2)
+        .mount(&app.helpdesk)
+        .await;
+
+    let first = closegate::decide::reconcile_source(&app.ctx, "zendesk", None)
+        .await
+        .unwrap();
+    let second = closegate::decide::reconcile_source(&app.ctx, "zendesk", Some(now - chrono::Duration::days(1)))
+        .await
+        .unwrap();
+    app.deliver_all().await;
+
+    assert_eq!(first.missed, ["4812"], "the open ticket is not a close: {first:?}");
+    assert!(second.missed.is_empty(), "decided once: {second:?}");
+    let records = app.store.evidence_for_ticket("zendesk", "4812").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
+        ("reconcile", "blocked")
+    );
+    assert_eq!(received(&app, "PUT", TICKET).await.len(), 1, "reopened once");
+}
