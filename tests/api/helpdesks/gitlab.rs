@@ -145,3 +145,72 @@ async fn gitlab_updates_redeliveries_and_own_echoes_decide_nothing() {
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (3, 1));
 }
+
+#[tokio::test]
+async fn a_gitlab_close_whose_hook_was_disabled_is_found_and_decided_once_with_its_closer() {
+    let app = spawn_app_with(Options {
+        sources: Some(
+            json!({ "gitlab": { "type": "gitlab", "secret_token": { "value": TOKEN }, "api_url": "{helpdesk}",
+            "token": { "value": "glpat-x" }, "bot_username": "closegate-bot" } }),
+        ),
+        settings: Some(json!({ "reconcile": { "repositories": { "gitlab": ["acme/access-requests"] } } })),
+        ..Default::default()
+    })
+    .await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    let now = chrono::DateTime::from_timestamp_millis(app.ctx.now_ms()).unwrap();
+    let closed_at = (now - chrono::Duration::seconds(600)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let hook: serde_json::Value = serde_json::from_str(&fixture("gitlab/issue_close.json", &role, &table)).unwrap();
+    let attrs = &hook["object_attributes"];
+    // The API's issue object, as GitLab documents it.
+    let issue = json!({ "iid": 42, "title": attrs["title"], "description": attrs["description"], "state": "closed",
+        "closed_at": closed_at, "closed_by": { "username": "dana" }, "author": { "username": "reporting-bot" },
+        "labels": ["access-request"], "web_url": attrs["url"] });
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(ISSUE))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(&issue))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    let list = "/api/v4/projects/acme%2Faccess-requests/issues";
+    let others: Vec<serde_json::Value> = (1..=100)
+        .map(|n| json!({ "iid": 1000 + n, "state": "closed", "closed_at": "2026-01-01T00:00:00.000Z" }))
+        .collect();
+    for (page, body) in [("1", json!(others)), ("2", json!([issue]))] {
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path(list))
+            .and(wiremock::matchers::query_param("page", page))
+            .and(wiremock::matchers::query_param("state", "closed"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(body))
+            .mount(&app.helpdesk)
+            .await;
+    }
+    mock_issue(&app, 1, 1).await;
+
+    let first = closegate::decide::reconcile_source(&app.ctx, "gitlab", None)
+        .await
+        .unwrap();
+    let second = closegate::decide::reconcile_source(&app.ctx, "gitlab", Some(now - chrono::Duration::days(1)))
+        .await
+        .unwrap();
+    app.deliver_all().await;
+
+    assert_eq!(first.missed, ["acme/access-requests#42"], "{first:?}");
+    assert!(second.missed.is_empty(), "{second:?}");
+    let records = app
+        .store
+        .evidence_for_ticket("gitlab", "acme/access-requests#42")
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
+        ("reconcile", "blocked")
+    );
+    let event = records[0].content().unwrap().event;
+    assert_eq!(
+        (event.actor.id.as_str(), event.requester.map(|r| r.id)),
+        ("dana", Some("reporting-bot".into()))
+    );
+    assert_eq!(received(&app, "PUT", ISSUE).await.len(), 1, "reopened once");
+}
