@@ -503,6 +503,45 @@ pub async fn mock_github_closed_at(app: &TestApp, posts: u64, reopens: u64, clos
         .await;
 }
 
+/// Two reconcile passes over `source` (the second from a day back), then the
+/// outbox: the close of `ticket` is decided by the first pass only, as one
+/// blocked `reconcile` record, which is returned.
+pub async fn reconcile_twice(app: &TestApp, source: &str, ticket: &str) -> EvidenceRecord {
+    use closegate::decide::reconcile_source;
+    let first = reconcile_source(&app.ctx, source, None).await.unwrap();
+    let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    let second = reconcile_source(&app.ctx, source, Some(day_ago)).await.unwrap();
+    app.deliver_all().await;
+    assert_eq!(first.missed, [ticket], "{first:?}");
+    assert!(second.missed.is_empty(), "decided once: {second:?}");
+    let mut records = app.store.evidence_for_ticket(source, ticket).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
+        ("reconcile", "blocked")
+    );
+    records.remove(0)
+}
+
+/// Query parameter `name` of the first request the fake helpdesk received at `at`.
+pub async fn query_param_of(app: &TestApp, at: &str, name: &str) -> String {
+    let request = app
+        .helpdesk
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == at)
+        .expect("the path was asked");
+    request
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .expect("the parameter")
+        .1
+        .into_owned()
+}
+
 /// Bodies of the comments posted to the fake GitHub.
 pub async fn posted_comments(app: &TestApp) -> Vec<String> {
     app.helpdesk

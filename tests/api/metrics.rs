@@ -30,6 +30,18 @@ async fn scrape(app: &TestApp) -> (String, BTreeMap<String, f64>) {
     (text, samples)
 }
 
+/// An app with one more GitHub source, `name`, of this test's own.
+async fn app_with_github_source(name: &str) -> TestApp {
+    spawn_app_with(Options {
+        sources: Some(json!({
+            name: { "type": "github", "secret": { "value": GITHUB_SECRET }, "token": { "value": "ghp_test_token" },
+                    "api_url": "{helpdesk}", "bot_login": "closegate-bot" }
+        })),
+        ..Options::default()
+    })
+    .await
+}
+
 fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or(0.0)
 }
@@ -37,14 +49,7 @@ fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
 #[tokio::test]
 async fn deliveries_decisions_verifiers_and_the_outbox_are_counted_without_ticket_text() {
     // A source of this test's own, so counts are exact whatever else runs.
-    let app = spawn_app_with(Options {
-        sources: Some(json!({
-            "metrics-gh": { "type": "github", "secret": { "value": GITHUB_SECRET }, "token": { "value": "ghp_test_token" },
-                            "api_url": "{helpdesk}", "bot_login": "closegate-bot" }
-        })),
-        ..Options::default()
-    })
-    .await;
+    let app = app_with_github_source("metrics-gh").await;
     let (_, before) = scrape(&app).await;
     let role = "metrics_secret_role_name";
     let body = grant_event(role, "public.none", "SELECT");
@@ -127,14 +132,7 @@ async fn deliveries_decisions_verifiers_and_the_outbox_are_counted_without_ticke
 
 #[tokio::test]
 async fn a_delivered_message_empties_the_lane_and_counts_as_sent() {
-    let app = spawn_app_with(Options {
-        sources: Some(json!({
-            "metrics-lane": { "type": "github", "secret": { "value": GITHUB_SECRET }, "token": { "value": "ghp_test_token" },
-                              "api_url": "{helpdesk}", "bot_login": "closegate-bot" }
-        })),
-        ..Options::default()
-    })
-    .await;
+    let app = app_with_github_source("metrics-lane").await;
     mock_github(&app, 1, 1).await;
     let body = grant_event("nobody_here", "public.none", "SELECT");
     app.post_github_to("metrics-lane", "issues", "l-1", &body).await;

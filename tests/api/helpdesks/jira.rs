@@ -466,36 +466,8 @@ async fn a_jira_close_whose_webhook_was_lost_is_found_by_jql_page_by_page_and_de
         .mount(&app.helpdesk)
         .await;
 
-    let first = closegate::decide::reconcile_source(&app.ctx, "jira", None)
-        .await
-        .unwrap();
-    let second = closegate::decide::reconcile_source(&app.ctx, "jira", Some(now - chrono::Duration::days(1)))
-        .await
-        .unwrap();
-    app.deliver_all().await;
+    reconcile_twice(&app, "jira", "ACC-42").await;
 
-    assert_eq!(first.missed, ["ACC-42"], "ACC-7 closed before the watermark: {first:?}");
-    assert!(second.missed.is_empty(), "decided once: {second:?}");
-    let records = app.store.evidence_for_ticket("jira", "ACC-42").await.unwrap();
-    assert_eq!(records.len(), 1);
-    assert_eq!(
-        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
-        ("reconcile", "blocked")
-    );
-    let searched = app
-        .helpdesk
-        .received_requests()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.url.path() == search)
-        .unwrap();
-    let jql: String = searched
-        .url
-        .query_pairs()
-        .find(|(k, _)| k == "jql")
-        .unwrap()
-        .1
-        .into_owned();
+    let jql = query_param_of(&app, search, "jql").await;
     assert!(jql.starts_with("statusCategory = Done AND updated >= -"), "{jql}");
 }

@@ -277,36 +277,8 @@ async fn a_resolved_incident_whose_business_rule_call_was_lost_is_found_page_by_
     }
     mock_api(&app, &role, &table, 1).await;
 
-    let first = closegate::decide::reconcile_source(&app.ctx, "snow", None)
-        .await
-        .unwrap();
-    let second = closegate::decide::reconcile_source(&app.ctx, "snow", None)
-        .await
-        .unwrap();
-    app.deliver_all().await;
+    reconcile_twice(&app, "snow", "INC0010042").await;
 
-    assert_eq!(first.missed, ["INC0010042"], "{first:?}");
-    assert!(second.missed.is_empty(), "{second:?}");
-    let records = app.store.evidence_for_ticket("snow", "INC0010042").await.unwrap();
-    assert_eq!(records.len(), 1);
-    assert_eq!(
-        (records[0].trigger.kind.as_str(), records[0].verdict.as_str()),
-        ("reconcile", "blocked")
-    );
-    let listing = app
-        .helpdesk
-        .received_requests()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.url.query().is_some_and(|q| q.contains("sysparm_offset=0")))
-        .unwrap();
-    let query: String = listing
-        .url
-        .query_pairs()
-        .find(|(k, _)| k == "sysparm_query")
-        .unwrap()
-        .1
-        .into_owned();
+    let query = query_param_of(&app, "/api/now/table/incident", "sysparm_query").await;
     assert!(query.starts_with("stateIN6,7^sys_updated_on>="), "{query}");
 }
