@@ -43,6 +43,9 @@ pub const NAMES: &[&str] = &[
     "closegate_reconcile_last_success_timestamp_seconds",
 ];
 
+/// How often histogram buffers are drained.
+const UPKEEP: Duration = Duration::from_secs(1);
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder once; `None` when another recorder was
@@ -56,6 +59,19 @@ pub fn install() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Histogram samples wait in buffers until drained: drain them on
+            // a schedule, not only when scraped, so memory stays flat when
+            // nobody scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
             describe();
             gauge!("closegate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
