@@ -32,11 +32,49 @@ const ISSUE: &str = "query($id: String!) { issue(id: $id) { id completedAt cance
     team { states { nodes { id name type } } } comments(first: 250) { nodes { body } } } }";
 const COMMENTS: &str = "query($id: String!) { issue(id: $id) { comments(first: 250) { nodes { id body createdAt \
     editedAt user { id name email } } } } }";
+const CLOSED_SINCE: &str = "query($since: DateTimeOrDuration!, $after: String) { issues(first: 100, after: $after, \
+    includeArchived: true, orderBy: updatedAt, filter: { or: [{ completedAt: { gt: $since } }, \
+    { canceledAt: { gt: $since } }] }) { nodes { identifier completedAt canceledAt } pageInfo { hasNextPage endCursor } } }";
+const READ_CLOSE: &str = "query($id: String!) { issue(id: $id) { identifier title description url completedAt \
+    canceledAt creator { id } state { name type } labels { nodes { name } } \
+    history(first: 50) { nodes { createdAt actor { id } toState { type } } } } }";
 const COMMENT: &str = "mutation($issueId: String!, $body: String!) { commentCreate(input: { issueId: $issueId, body: $body }) { success } }";
 const MOVE: &str =
     "mutation($id: String!, $stateId: String!) { issueUpdate(id: $id, input: { stateId: $stateId }) { success } }";
 
 impl LinearAdapter {
+    /// The event an issue's `data` describes (a webhook's, or the API's in
+    /// the same shape).
+    fn event_from(&self, data: &Value, kind: EventKind, actor: Actor, url: Option<&str>) -> TicketEvent {
+        let state_type = json_str(data, "/state/type").unwrap_or_default().to_lowercase();
+        TicketEvent {
+            ticket: TicketRef {
+                source: self.source.clone(),
+                key: json_str(data, "/identifier").unwrap_or_default().to_string(),
+            },
+            kind,
+            event: String::new(),
+            old_state: None,
+            new_state: json_str(data, "/state/name").map(String::from),
+            caused_by_gate: self.bot_actor_id.as_deref() == Some(actor.id.as_str()),
+            actor,
+            requester: json_str(data, "/creatorId").map(|id| Actor {
+                id: id.to_string(),
+                kind: ActorKind::Unknown,
+            }),
+            title: json_str(data, "/title").unwrap_or_default().to_string(),
+            labels: label_names(data.get("labels"), "name"),
+            fields: issue_form::parse_fields(json_str(data, "/description").unwrap_or_default()),
+            url: url.map(String::from),
+            occurred_at: json_str(data, "/completedAt")
+                .or_else(|| json_str(data, "/canceledAt"))
+                .map(String::from),
+            state_closed: Some(self.closed_types.contains(&state_type)),
+            synchronous: false,
+            approvals: Vec::new(),
+        }
+    }
+
     pub fn build(source: &str, config: &LinearSource) -> Result<Self, String> {
         let key = |k: &str| format!("sources.{source}.{k}");
         Ok(Self {
@@ -122,49 +160,104 @@ impl Adapter for LinearAdapter {
             (true, true) => EventKind::Closed,
             _ => EventKind::Other,
         };
-        let actor_id = json_str(&payload, "/actor/id").unwrap_or_default().to_string();
         let actor_kind = match json_str(&payload, "/actor/type") {
             Some("user") => ActorKind::Human,
             Some(_) => ActorKind::Service,
             None => ActorKind::Unknown,
         };
-        let event = TicketEvent {
-            ticket: TicketRef {
-                source: self.source.clone(),
-                key: identifier.to_string(),
-            },
-            kind,
-            event: format!(
-                "{}.{}",
-                json_str(&payload, "/type").unwrap_or("unknown"),
-                json_str(&payload, "/action").unwrap_or("")
-            ),
-            old_state: payload
-                .pointer("/updatedFrom/stateId")
-                .and_then(Value::as_str)
-                .map(String::from),
-            new_state: json_str(&data, "/state/name").map(String::from),
-            caused_by_gate: self.bot_actor_id.as_deref() == Some(actor_id.as_str()),
-            actor: Actor {
-                id: actor_id,
-                kind: actor_kind,
-            },
-            requester: json_str(&data, "/creatorId").map(|id| Actor {
-                id: id.to_string(),
-                kind: ActorKind::Unknown,
-            }),
-            title: json_str(&data, "/title").unwrap_or_default().to_string(),
-            labels: label_names(data.get("labels"), "name"),
-            fields: issue_form::parse_fields(json_str(&data, "/description").unwrap_or_default()),
-            url: json_str(&payload, "/url").map(String::from),
-            occurred_at: json_str(&data, "/completedAt")
-                .or_else(|| json_str(&data, "/canceledAt"))
-                .map(String::from),
-            state_closed: Some(closed),
-            synchronous: false,
-            approvals: Vec::new(),
+        let actor = Actor {
+            id: json_str(&payload, "/actor/id").unwrap_or_default().to_string(),
+            kind: actor_kind,
         };
+        let mut event = self.event_from(&data, kind, actor, json_str(&payload, "/url"));
+        event.event = format!(
+            "{}.{}",
+            json_str(&payload, "/type").unwrap_or("unknown"),
+            json_str(&payload, "/action").unwrap_or("")
+        );
+        event.old_state = payload
+            .pointer("/updatedFrom/stateId")
+            .and_then(Value::as_str)
+            .map(String::from);
         Ok(Accepted { delivery_id, event })
+    }
+
+    /// Issues completed or canceled since `since`, archived ones included,
+    /// 100 a page by cursor.
+    async fn closed_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        _scopes: &[String],
+    ) -> Result<Vec<super::ListedClose>, EffectError> {
+        let stamp = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut closes = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..100 {
+            let page = self
+                .graphql(
+                    "list closed issues",
+                    CLOSED_SINCE,
+                    json!({ "since": stamp, "after": after }),
+                )
+                .await?;
+            let issues = &page["issues"];
+            for issue in issues["nodes"].as_array().into_iter().flatten() {
+                let at = json_str(issue, "/completedAt")
+                    .or_else(|| json_str(issue, "/canceledAt"))
+                    .and_then(super::forge::parse_instant);
+                if let (Some(key), Some(at)) = (json_str(issue, "/identifier"), at)
+                    && at >= since
+                {
+                    closes.push(super::ListedClose {
+                        key: key.to_string(),
+                        closed_at: at,
+                    });
+                }
+            }
+            after = json_str(issues, "/pageInfo/endCursor").map(String::from);
+            if issues["pageInfo"]["hasNextPage"].as_bool() != Some(true) || after.is_none() {
+                break;
+            }
+        }
+        Ok(closes)
+    }
+
+    /// The issue read through the API, as the close its webhook would have
+    /// reported; the closer is the actor of the last history entry that moved
+    /// it into a closed state.
+    async fn read_close(&self, ticket: &TicketRef) -> Result<TicketEvent, EffectError> {
+        let body = self
+            .graphql("read issue", READ_CLOSE, json!({ "id": ticket.key }))
+            .await?;
+        let issue = &body["issue"];
+        if json_str(issue, "/identifier") != Some(ticket.key.as_str()) {
+            return Err(EffectError::permanent("the API answered for another issue"));
+        }
+        let data = json!({
+            "identifier": issue["identifier"], "title": issue["title"], "description": issue["description"],
+            "state": issue["state"], "creatorId": issue.pointer("/creator/id"),
+            "labels": issue.pointer("/labels/nodes"),
+            "completedAt": issue["completedAt"], "canceledAt": issue["canceledAt"],
+        });
+        let state_type = json_str(issue, "/state/type").unwrap_or_default().to_lowercase();
+        let closed = self.closed_types.contains(&state_type);
+        let closer = issue
+            .pointer("/history/nodes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|h| json_str(h, "/toState/type").is_some_and(|t| self.closed_types.contains(&t.to_lowercase())))
+            .max_by_key(|h| json_str(h, "/createdAt").map(String::from))
+            .and_then(|h| json_str(h, "/actor/id"))
+            .map(|id| Actor {
+                id: id.to_string(),
+                kind: ActorKind::Human,
+            })
+            .unwrap_or_default();
+        let kind = if closed { EventKind::Closed } else { EventKind::Other };
+        let mut event = self.event_from(&data, kind, closer, json_str(issue, "/url"));
+        event.event = "Issue.reconcile".into();
+        Ok(event)
     }
 
     fn delivers_effects(&self) -> bool {
@@ -172,6 +265,10 @@ impl Adapter for LinearAdapter {
     }
 
     /// Approval comments by people (not integrations), never edited.
+    fn lists_closes(&self) -> bool {
+        self.token.is_some()
+    }
+
     async fn approvals(&self, event: &TicketEvent, marks: &ApprovalMarks) -> Result<Vec<Approval>, EffectError> {
         let data = self
             .graphql("read comments", COMMENTS, json!({ "id": event.ticket.key }))

@@ -199,3 +199,70 @@ async fn linear_approvals_are_unedited_approval_comments_by_people() {
         "the edited one is not read at all, the unlisted one is refused: {reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn a_linear_completion_whose_webhook_was_lost_is_found_by_cursor_and_decided_once_with_its_closer() {
+    let app = linear_app().await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    let now = chrono::DateTime::from_timestamp_millis(app.ctx.now_ms()).unwrap();
+    let completed = (now - chrono::Duration::seconds(600)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let sent: Value = serde_json::from_str(&event(&role, &table, 0)).unwrap();
+    let data = &sent["data"];
+    let listing = |nodes: Value, next: Option<&str>| {
+        json!({ "data": { "issues": { "nodes": nodes,
+            "pageInfo": { "hasNextPage": next.is_some(), "endCursor": next } } } })
+    };
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("issues(first"))
+        .and(body_string_contains(r#""after":null"#))
+        .respond_with(ResponseTemplate::new(200).set_body_json(listing(
+            json!([{ "identifier": "ACC-7", "completedAt": "2026-01-02T00:00:00.000Z", "canceledAt": null }]),
+            Some("cursor-2"),
+        )))
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains(r#""after":"cursor-2""#))
+        .respond_with(ResponseTemplate::new(200).set_body_json(listing(
+            json!([{ "identifier": "ACC-42", "completedAt": completed, "canceledAt": null }]),
+            None,
+        )))
+        .mount(&app.helpdesk)
+        .await;
+    // The issue as the API reads it, with who moved it to Done.
+    let issue = json!({ "data": { "issue": {
+        "identifier": "ACC-42", "title": data["title"], "description": data["description"], "url": data["url"],
+        "completedAt": completed, "canceledAt": null, "creator": { "id": data["creatorId"] },
+        "state": data["state"], "labels": { "nodes": data["labels"] },
+        "history": { "nodes": [
+            { "createdAt": "2026-11-20T09:00:00.000Z", "actor": { "id": "someone-else" }, "toState": { "type": "started" } },
+            { "createdAt": completed, "actor": { "id": ACTOR }, "toState": { "type": "completed" } } ] } } } });
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("history(first"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(issue))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    // What the reopen reads: still in the close judged.
+    let states: Value = serde_json::from_str(&fixture("linear/workflow_states.json", "", "")).unwrap();
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(body_string_contains("team { states"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "data": { "issue": {
+            "id": "7a4c2e91-0b3d-4f6a-8e5c-1d2b3a4f5e6d", "completedAt": completed, "canceledAt": null,
+            "state": data["state"], "team": { "states": states["data"]["team"]["states"] },
+            "comments": { "nodes": [] } } } })))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    mock_graphql(&app, 1, 1).await;
+
+    let record = reconcile_twice(&app, "linear", "ACC-42").await;
+
+    let event = record.content().unwrap().event;
+    assert_eq!(event.actor.id, ACTOR, "the closer from the issue's history");
+    assert_eq!(event.labels, ["access-request"]);
+}
