@@ -148,3 +148,47 @@ async fn gitea_non_closes_redeliveries_and_own_echoes_decide_nothing() {
     let stats = app.stats().await;
     assert_eq!((stats.deliveries, stats.evidence), (3, 1));
 }
+
+#[tokio::test]
+async fn a_gitea_close_whose_webhook_was_lost_is_found_page_by_page_and_decided_once() {
+    let app = spawn_app_with(Options {
+        sources: Some(
+            json!({ "gitea": { "type": "gitea", "secret": { "value": SECRET }, "api_url": "{helpdesk}",
+            "token": { "value": "gt-token" }, "bot_login": "closegate-bot" } }),
+        ),
+        settings: Some(json!({ "reconcile": { "repositories": { "gitea": ["acme/access-requests"] } } })),
+        ..Default::default()
+    })
+    .await;
+    let (role, table) = Target::new().await.role_with_grant("").await;
+    let now = chrono::DateTime::from_timestamp_millis(app.ctx.now_ms()).unwrap();
+    let closed_at = (now - chrono::Duration::seconds(600)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let hook: serde_json::Value = serde_json::from_str(&fixture("gitea/issue_closed.json", &role, &table)).unwrap();
+    let mut issue = hook["issue"].clone();
+    issue["closed_at"] = json!(closed_at);
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(ISSUE))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(&issue))
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    // Gitea pages by `limit` (50 at most) and `page`.
+    let others: Vec<serde_json::Value> = (1..=50)
+        .map(|n| json!({ "number": 1000 + n, "state": "closed", "closed_at": "2026-01-01T00:00:00Z" }))
+        .collect();
+    for (page, body) in [("1", json!(others)), ("2", json!([issue]))] {
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/api/v1/repos/acme/access-requests/issues"))
+            .and(wiremock::matchers::query_param("type", "issues"))
+            .and(wiremock::matchers::query_param("limit", "50"))
+            .and(wiremock::matchers::query_param("page", page))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(body))
+            .mount(&app.helpdesk)
+            .await;
+    }
+    mock_issue(&app, 1, 1).await;
+
+    reconcile_twice(&app, "gitea", "acme/access-requests#42").await;
+
+    assert_eq!(received(&app, "PATCH", ISSUE).await.len(), 1, "reopened once");
+}
