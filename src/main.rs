@@ -323,9 +323,16 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     match command {
         Command::Serve => {
-            telemetry::init(settings.log.format, &settings.log.filter, std::io::stdout);
+            telemetry::init_exporting(
+                settings.log.format,
+                &settings.log.filter,
+                std::io::stdout,
+                settings.log.otlp_endpoint.as_deref(),
+            );
             let app = Application::build(settings).await?;
-            app.run_until_stopped().await?;
+            let served = app.run_until_stopped().await;
+            telemetry::flush();
+            served?;
             Ok(0)
         }
         Command::Config { .. } | Command::Init { .. } => Ok(0),

@@ -57,18 +57,92 @@ pub fn init<W>(format: LogFormat, filter: &str, sink: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    init_exporting(format, filter, sink, None)
+}
+
+/// [`init`], also exporting spans over OTLP/HTTP to `otlp` when given.
+pub fn init_exporting<W>(format: LogFormat, filter: &str, sink: W, otlp: Option<&str>)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    use tracing_subscriber::{fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     // Colour codes only on a terminal: log files and shippers get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(sink)
-        .with_ansi(ansi);
+    let exporter = otlp.and_then(|endpoint| match otlp_tracer(endpoint) {
+        Ok(tracer) => Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+        Err(e) => {
+            eprintln!("closegate: spans are not exported: {e}");
+            None
+        }
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(exporter);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(sink)
+                    .with_ansi(ansi),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().compact().with_writer(sink).with_ansi(ansi))
+            .try_init(),
     };
 }
+
+static PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// An OTLP/HTTP (JSON) exporter behind a batching tracer provider.
+fn otlp_tracer(endpoint: &str) -> Result<opentelemetry_sdk::trace::Tracer, String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+        .with_endpoint(endpoint)
+        .with_headers(Default::default())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("closegate")
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("closegate");
+    let _ = PROVIDER.set(provider);
+    Ok(tracer)
+}
+
+/// Sends the spans still waiting to the OTLP endpoint (at shutdown).
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.force_flush();
+    }
+}
+
+/// Makes `span` part of the trace `trace_id` for the OTLP export (a remote
+/// parent in that trace); without an exporter it changes nothing.
+pub fn adopt_trace(span: &Span, trace_id: &str) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent = uuid::Uuid::new_v4().simple().to_string();
+    let (Ok(trace), Ok(parent)) = (TraceId::from_hex(trace_id), SpanId::from_hex(&parent[..16])) else {
+        return;
+    };
+    let context = SpanContext::new(trace, parent, TraceFlags::SAMPLED, true, TraceState::default());
+    span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+}
+
+/// The trace a request belongs to, kept in its extensions by [`RequestSpan`].
+#[derive(Clone)]
+pub struct RequestTrace(pub String);
 
 /// Root span per request: a generated `request_id`, the caller's `X-Request-Id`
 /// when it sends one, and health checks at DEBUG. The target is the matched
@@ -78,7 +152,7 @@ pub struct RequestSpan;
 
 /// Declares the root span's fields, at `$level`.
 macro_rules! request_span {
-    ($level:expr, $method:expr, $route:expr, $request_id:expr, $caller_id:expr) => {
+    ($level:expr, $method:expr, $route:expr, $request_id:expr, $caller_id:expr, $trace_id:expr) => {
         tracing::span!(
             $level,
             "HTTP request",
@@ -91,6 +165,7 @@ macro_rules! request_span {
             otel.status_code = tracing::field::Empty,
             request_id = %$request_id,
             caller_request_id = %$caller_id,
+            trace_id = %$trace_id,
             exception.message = tracing::field::Empty,
             exception.details = tracing::field::Empty,
         )
@@ -112,11 +187,15 @@ impl RootSpanBuilder for RequestSpan {
             .map(ToString::to_string)
             .unwrap_or_default();
         let method = request.method().as_str();
-        if matches!(request.path(), "/healthz" | "/readyz" | "/metrics") {
-            request_span!(tracing::Level::DEBUG, method, route, request_id, caller_id)
+        let trace_id = trace_id_from(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+        let span = if matches!(request.path(), "/healthz" | "/readyz" | "/metrics") {
+            request_span!(tracing::Level::DEBUG, method, route, request_id, caller_id, trace_id)
         } else {
-            request_span!(tracing::Level::INFO, method, route, request_id, caller_id)
-        }
+            request_span!(tracing::Level::INFO, method, route, request_id, caller_id, trace_id)
+        };
+        adopt_trace(&span, &trace_id);
+        request.extensions_mut().insert(RequestTrace(trace_id));
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {

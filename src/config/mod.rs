@@ -204,6 +204,10 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A `tracing` filter (`info`, `closegate=debug,sqlx=warn`).
     pub filter: String,
+    /// Where spans are exported over OTLP/HTTP (JSON), the whole URL
+    /// (`http://collector:4318/v1/traces`); without it, spans are only logged.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The background roles. A replica may run the API only, the workers only, or both.

@@ -10,6 +10,7 @@ use crate::{
     adapters::{EffectError, ListedClose},
     context::Context,
     domain::{EventKind, Trigger, TriggerKind},
+    evidence::Finding,
     store::StoreError,
 };
 
@@ -134,12 +135,10 @@ async fn pass(
     };
     for close in listed {
         let at = close.closed_at.timestamp_millis();
-        let seen = ctx
-            .store
-            .close_seen(source, &close.key, at)
+        if close_judged(ctx, source, &close.key, at)
             .await
-            .map_err(ReconcileError::Store)?;
-        if seen {
+            .map_err(ReconcileError::Store)?
+        {
             continue;
         }
         // Too recent (its webhook may be on the way), or deliveries of this
@@ -161,6 +160,23 @@ async fn pass(
         }
     }
     Ok(report)
+}
+
+/// How far apart the helpdesk's clock and ours may be when a decision is
+/// matched to the close it judged.
+const SKEW_MS: i64 = 2_000;
+
+/// Whether a close of the ticket was judged at or after `closed_at` (ms): a
+/// close record, whatever its trigger. Other records about the ticket (an
+/// edit, a drift check) do not count: a webhook that arrived for something
+/// else says nothing about the close. A record that does not parse does not
+/// count either, so the close is judged again rather than passed.
+async fn close_judged(ctx: &Context, source: &str, key: &str, closed_at: i64) -> Result<bool, StoreError> {
+    let records = ctx.store.evidence_for_ticket(source, key).await?;
+    Ok(records
+        .iter()
+        .filter(|r| r.created_at >= closed_at - SKEW_MS)
+        .any(|r| r.content().is_ok_and(|c| c.finding == Finding::Close)))
 }
 
 enum MissedError {

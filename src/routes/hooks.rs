@@ -192,7 +192,16 @@ async fn accept(
         ApiError::from(e)
     })?;
     let span = tracing::Span::current();
-    let trace_id = crate::telemetry::trace_id_from(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let trace_id = {
+        use actix_web::HttpMessage as _;
+        request
+            .extensions()
+            .get::<crate::telemetry::RequestTrace>()
+            .map(|t| t.0.clone())
+    }
+    .unwrap_or_else(|| {
+        crate::telemetry::trace_id_from(request.headers().get("traceparent").and_then(|v| v.to_str().ok()))
+    });
     span.record("trace_id", trace_id.as_str());
     span.record("delivery_id", accepted.delivery_id.as_str());
     span.record("ticket", tracing::field::display(&accepted.event.ticket));

@@ -3,10 +3,6 @@
 
 use super::{Store, StoreResult, with_pool};
 
-/// How far apart the helpdesk's clock and ours may be when a decision is
-/// matched to the close it judged.
-const SKEW_MS: i64 = 2_000;
-
 impl Store {
     /// Takes the source's watermark for `lease_ms` (creating it at `initial`),
     /// or `None` while another replica holds it.
@@ -58,24 +54,6 @@ impl Store {
         Ok(with_pool!(&self.db, read, |pool| {
             sqlx::query_scalar(SQL).bind(source).fetch_optional(pool).await?
         }))
-    }
-
-    /// Whether closegate saw this ticket at or after a close at `closed_at`
-    /// (ms): a delivery about it was processed, or a close of it was decided.
-    pub async fn close_seen(&self, source: &str, ticket: &str, closed_at: i64) -> StoreResult<bool> {
-        const SQL: &str = "SELECT \
-            EXISTS (SELECT 1 FROM ticket_states WHERE source = $1 AND ticket = $2 AND updated_at >= $3) \
-            OR EXISTS (SELECT 1 FROM evidence WHERE source = $1 AND ticket = $2 AND created_at >= $3 \
-                AND trigger_kind IN ('webhook', 'sync-check', 'reconcile'))";
-        let seen: bool = with_pool!(&self.db, read, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(source)
-                .bind(ticket)
-                .bind(closed_at - SKEW_MS)
-                .fetch_one(pool)
-                .await?
-        });
-        Ok(seen)
     }
 
     /// Whether a delivery of `source` with this id was received.

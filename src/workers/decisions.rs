@@ -29,6 +29,7 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
         .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
     let span = tracing::info_span!("decision", delivery = %claimed.id, source = %claimed.source,
         delivery_id = %claimed.delivery_id, trace_id = %trace_id);
+    crate::telemetry::adopt_trace(&span, &trace_id);
     let decided = crate::telemetry::in_trace(trace_id, run(ctx, &claimed).instrument(span.clone())).await;
     if let Err(e) = decided {
         span.in_scope(|| tracing::error!(error.cause_chain = ?e, error.message = %e, "decision failed; will retry"));

@@ -56,6 +56,7 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>) -> anyhow::Result<O
         .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
     let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
         attempt = msg.attempts, trace_id = %trace_id);
+    crate::telemetry::adopt_trace(&span, &trace_id);
     crate::telemetry::in_trace(trace_id, deliver(ctx, &msg).instrument(span))
         .await
         .map(Some)

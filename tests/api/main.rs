@@ -18,6 +18,7 @@ mod idempotency;
 mod logs;
 mod metrics;
 mod modes;
+mod otlp;
 mod outbox;
 mod outbox_lanes;
 mod policy_cli;

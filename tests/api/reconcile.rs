@@ -356,3 +356,33 @@ async fn failed_hook_deliveries_are_asked_for_again_once_page_by_page() {
     // named another host, which this machine cannot even reach.
     assert_eq!(posts.len(), 2, "{posts:?}");
 }
+
+#[tokio::test]
+async fn a_later_webhook_about_something_else_does_not_hide_a_lost_close() {
+    let app = app().await;
+    let closed_at = ago(&app, Duration::from_secs(600));
+    let issue = closed_issue(&closed_at);
+    serve_listing(&app, &issue).await;
+    mock_github_closed_at(&app, 1, 1, &closed_at).await;
+    // The close's webhook was lost; a label added afterwards arrives.
+    let mut labeled = github_issue_event("labeled", &[], &["access-request"]);
+    labeled["issue"] = issue.clone();
+    labeled["label"] = json!({ "name": "audited" });
+    let response = app
+        .post_github("issues", "labeled-1", &serde_json::to_vec(&labeled).unwrap())
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+    app.decide_all().await;
+
+    let pass = reconcile(&app).await;
+
+    assert_eq!(pass.missed, ["acme/access-requests#42"], "{pass:?}");
+    assert_eq!(
+        app.last_record("github", "acme/access-requests#42")
+            .await
+            .verdict
+            .as_str(),
+        "blocked"
+    );
+    assert_eq!(app.deliver_all().await, 1, "commented and reopened");
+}
