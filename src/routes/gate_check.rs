@@ -12,7 +12,7 @@ use crate::{
     config::{GateSettings, Secret},
     decide::SyncAnswer,
     decide::{SyncCheckError, check_synchronously},
-    domain::{Actor, EventKind, TicketEvent, TicketRef, field_key},
+    domain::{Actor, TicketEvent, TicketRef, field_key},
     error::{ApiError, ErrorBody},
     routes::AppState,
     signature::{StandardWebhooksKey, secret_matches},
@@ -166,14 +166,11 @@ pub async fn check(
         return Err(ApiError::UnknownSource(req.source));
     }
     tracing::Span::current().record("ticket", req.ticket.as_str());
+    let ticket = TicketRef {
+        source: req.source,
+        key: req.ticket,
+    };
     let event = TicketEvent {
-        ticket: TicketRef {
-            source: req.source,
-            key: req.ticket,
-        },
-        kind: EventKind::Closed,
-        event: "gate.check".into(),
-        old_state: None,
         new_state: req.state,
         actor: req.actor.unwrap_or(Actor {
             id: caller.name.clone(),
@@ -183,12 +180,7 @@ pub async fn check(
         title: req.title,
         labels: req.labels,
         fields: req.fields.into_iter().map(|(k, v)| (field_key(&k), v)).collect(),
-        url: None,
-        occurred_at: None,
-        caused_by_gate: false,
-        state_closed: None,
-        synchronous: true,
-        approvals: Vec::new(),
+        ..TicketEvent::probe(ticket, "gate.check")
     };
     let request_id = request
         .headers()
