@@ -152,23 +152,23 @@ async fn measured(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let label = match state.sources.get(&source) {
-        Some(_) => source.clone(),
-        None => "(unknown)".to_string(),
+    let result = accept(&source, token, request, payload, state).await;
+    let label = match &result {
+        Err(ApiError::UnknownSource(_)) => "(unknown)",
+        _ => source.as_str(),
     };
-    let result = accept(source, token, request, payload, state).await;
     let outcome = match &result {
         Ok(response) if response.headers().contains_key("closegate-duplicate") => metrics::DeliveryOutcome::Duplicate,
         Ok(_) => metrics::DeliveryOutcome::Accepted,
         Err(e) => metrics::DeliveryOutcome::Refused(e.code()),
     };
-    metrics::delivery(&label, outcome, started.elapsed());
+    metrics::delivery(label, outcome, started.elapsed());
     result
 }
 
 #[tracing::instrument(name = "webhook", skip_all, fields(source = %source, delivery_id, ticket, trace_id))]
 async fn accept(
-    source: String,
+    source: &str,
     token: Option<String>,
     request: HttpRequest,
     payload: web::Payload,
@@ -176,12 +176,12 @@ async fn accept(
 ) -> Result<HttpResponse, ApiError> {
     let adapter = state
         .sources
-        .get(&source)
-        .ok_or_else(|| ApiError::UnknownSource(source.clone()))?;
+        .get(source)
+        .ok_or_else(|| ApiError::UnknownSource(source.to_string()))?;
     let body = read_body(payload, &request, state.max_body_bytes).await?;
     let now = chrono::Utc::now();
     let inbound = Inbound {
-        source: &source,
+        source,
         headers: request.headers(),
         body: &body,
         now: now.timestamp(),
@@ -219,7 +219,7 @@ async fn accept(
     let outcome = state
         .store
         .ingest(NewDelivery {
-            source,
+            source: source.to_string(),
             delivery_id,
             body_sha256: key,
             received_at: now.timestamp_millis(),
