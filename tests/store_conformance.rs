@@ -270,7 +270,7 @@ async fn upgrade_story(url: &str) {
     let hash = closegate::evidence::chain_hash(&"0".repeat(64), &record);
     let statements = [
         "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, event, body, state) \
-         VALUES ('del-old', 'github', 'd-9', 'h', 1, '{}', '{}', 'done')"
+         VALUES ('del-old', 'github', 'd-9', 'h', 1, '{\"kind\":\"closed\"}', 'raw', 'done')"
             .to_string(),
         format!(
             "INSERT INTO evidence (id, seq, delivery, source, ticket, verdict, policy, mode, record, created_at, \
@@ -301,6 +301,15 @@ async fn upgrade_story(url: &str) {
     }
 
     let store = Store::connect(url).await.expect("the upgrade applies");
+    const PAYLOAD: &str = "SELECT event, body FROM delivery_payloads WHERE id = 'del-old'";
+    let payload: (String, String) = if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_as(PAYLOAD).fetch_one(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query_as(PAYLOAD).fetch_one(&pool).await.unwrap()
+    };
+    assert_eq!(payload, (r#"{"kind":"closed"}"#.to_string(), "raw".to_string()), "the payload moves with its delivery");
 
     let records = store.evidence_for_ticket("github", "acme/x#9").await.unwrap();
     assert_eq!(records.len(), 1);

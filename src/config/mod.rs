@@ -215,8 +215,13 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub enabled: bool,
-    /// Decisions run at the same time (each may wait on slow target systems).
+    /// Decision workers; each claims a batch and decides it (each decision may
+    /// wait on slow target systems).
     pub decision_concurrency: usize,
+    /// Deliveries one decision worker claims at once and decides side by side:
+    /// one claim commit per batch, their checks on one system in one round trip.
+    #[serde(default = "default_decision_batch")]
+    pub decision_batch: usize,
     pub poll_interval_ms: u64,
     /// How long a claimed delivery or outbox message stays claimed by a replica.
     pub lease_seconds: i64,
@@ -234,6 +239,10 @@ pub struct WorkerSettings {
     /// Outbox workers per source (each source is its own lane).
     #[serde(default = "default_outbox_concurrency")]
     pub outbox_concurrency: usize,
+    /// Messages one outbox worker claims at once (one commit) and delivers side
+    /// by side, each under its own lease.
+    #[serde(default = "default_outbox_batch")]
+    pub outbox_batch: usize,
     /// Finished deliveries are deleted this many days after their decision
     /// (a redelivery after that is decided afresh).
     #[serde(default = "default_deliveries_retention")]
@@ -281,6 +290,14 @@ fn default_deliveries_retention() -> i64 {
 
 fn default_outbox_retention() -> i64 {
     7
+}
+
+fn default_decision_batch() -> usize {
+    16
+}
+
+fn default_outbox_batch() -> usize {
+    8
 }
 
 fn default_outbox_concurrency() -> usize {
@@ -340,6 +357,12 @@ impl Settings {
         }
         if self.worker.decision_concurrency == 0 {
             return Err("worker.decision_concurrency: must be above 0".into());
+        }
+        if self.worker.outbox_batch == 0 {
+            return Err("worker.outbox_batch: must be above 0".into());
+        }
+        if self.worker.decision_batch == 0 {
+            return Err("worker.decision_batch: must be above 0".into());
         }
         for (group, members) in &self.system_groups {
             if self.systems.contains_key(group) {

@@ -4,8 +4,10 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimUpdate, Db, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store, StoreError,
-    StoreResult, claims, evidence::append_evidence_sql, governed, outbox::ENQUEUE, with_pool,
+    ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store, StoreError,
+    StoreResult, claims, evidence::append_evidence_sql, governed,
+    outbox::{self, ENQUEUE},
+    with_pool,
 };
 
 /// What one transaction writes.
@@ -25,6 +27,9 @@ pub struct Recording {
     pub governed: Vec<String>,
     /// The trace its outbox messages continue.
     pub trace_id: Option<String>,
+    /// An outbox message delivered: marked done only while its claim holds
+    /// the lease (`AlreadyFinished` otherwise, and nothing else is written).
+    pub delivered: Option<Delivered>,
 }
 
 impl Recording {
@@ -115,6 +120,19 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
         for ((recording, now), encoded_claims) in recordings.iter().zip(&encoded) {
             let now = *now;
             let evidence_id = recording.evidence.as_ref().map(|e| e.id.clone());
+            if let Some(delivered) = &recording.delivered {
+                let updated = sqlx::query(outbox::COMPLETE)
+                    .bind(now)
+                    .bind(&delivered.id)
+                    .bind(&delivered.lease_token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated == 0 {
+                    finishes.push(Finish::AlreadyFinished);
+                    continue;
+                }
+            }
             if let Some((delivery, outcome)) = &recording.delivery {
                 let updated = sqlx::query(DONE)
                     .bind(outcome.as_str())

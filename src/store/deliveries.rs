@@ -4,7 +4,7 @@
 use super::{EvidenceRecord, Store, StoreResult, with_pool};
 
 /// A delivery claimed by this replica until its lease runs out.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: String,
     pub source: String,
@@ -45,23 +45,74 @@ pub enum Finish {
     AlreadyFinished,
 }
 
-const CLAIM: &str = "UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
-    WHERE id = (SELECT id FROM deliveries WHERE state = 'pending' \
-        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT 1 {lock}) \
+/// The oldest are picked once, in a materialised CTE: as an `IN` subquery,
+/// PostgreSQL may run a locking `LIMIT` again for every row it joins.
+const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM deliveries WHERE state = 'pending' \
+        AND (lease_until IS NULL OR lease_until < $2) ORDER BY received_at LIMIT $3 {lock}) \
+    UPDATE deliveries SET lease_until = $1, attempts = attempts + 1 \
+    WHERE id IN (SELECT id FROM picked) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, source, delivery_id, event, attempts, received_at, trace_id";
+    RETURNING id, source, delivery_id, attempts, received_at, trace_id";
+
+/// A claimed delivery's state, before its event is read.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: String,
+    source: String,
+    delivery_id: String,
+    attempts: i64,
+    received_at: i64,
+    trace_id: Option<String>,
+}
 
 impl Store {
     /// Claims the oldest undecided delivery for `lease_ms`.
     pub async fn claim_delivery(&self, now: i64, lease_ms: i64) -> StoreResult<Option<ClaimedDelivery>> {
+        Ok(self.claim_deliveries(now, lease_ms, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` of the oldest undecided deliveries for `lease_ms`
+    /// in one statement (one commit), oldest first.
+    pub async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedDelivery>> {
         let sql = self.with_claim_lock(CLAIM);
-        Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query_as(&sql)
+        let (claimed, events): (Vec<Claimed>, Vec<(String, String)>) = with_pool!(&self.db, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let claimed: Vec<Claimed> = sqlx::query_as(&sql)
                 .bind(now + lease_ms)
                 .bind(now)
-                .fetch_optional(pool)
-                .await?
-        }))
+                .bind(limit.max(1) as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut events = Vec::with_capacity(claimed.len());
+            if !claimed.is_empty() {
+                let params: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
+                let select = format!("SELECT id, event FROM delivery_payloads WHERE id IN ({})", params.join(", "));
+                let mut query = sqlx::query_as(&select);
+                for c in &claimed {
+                    query = query.bind(&c.id);
+                }
+                events = query.fetch_all(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            (claimed, events)
+        });
+        let mut events: std::collections::HashMap<String, String> = events.into_iter().collect();
+        let mut claimed: Vec<ClaimedDelivery> = claimed
+            .into_iter()
+            .map(|c| ClaimedDelivery {
+                // A payload is written with its delivery; without one the event
+                // does not parse and the delivery fails alone.
+                event: events.remove(&c.id).unwrap_or_default(),
+                id: c.id,
+                source: c.source,
+                delivery_id: c.delivery_id,
+                attempts: c.attempts,
+                received_at: c.received_at,
+                trace_id: c.trace_id,
+            })
+            .collect();
+        claimed.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(claimed)
     }
 
     /// Marks a claimed delivery done without a decision (not a close, or

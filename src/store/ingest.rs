@@ -75,27 +75,10 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
     let ids: Vec<String> = deliveries.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    let rows: Vec<String> = (0..deliveries.len())
-        .map(|i| {
-            let n = i * 9;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8,
-                n + 9
-            )
-        })
-        .collect();
     let insert = format!(
-        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, event, body, lease_until, trace_id) \
+        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id) \
          VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-        rows.join(", ")
+        placeholders(deliveries.len(), 7)
     );
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
@@ -107,12 +90,22 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                 .bind(&d.delivery_id)
                 .bind(&d.body_sha256)
                 .bind(d.received_at)
-                .bind(&d.event)
-                .bind(&d.body)
                 .bind(d.lease_until)
                 .bind(&d.trace_id);
         }
         let inserted: std::collections::HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+        let new: Vec<(&String, &&NewDelivery)> = ids.iter().zip(deliveries).filter(|(id, _)| inserted.contains(*id)).collect();
+        if !new.is_empty() {
+            let sql = format!(
+                "INSERT INTO delivery_payloads (id, event, body) VALUES {}",
+                placeholders(new.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, d) in &new {
+                query = query.bind(*id).bind(&d.event).bind(&d.body);
+            }
+            query.execute(&mut *tx).await?;
+        }
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for (id, d) in ids.into_iter().zip(deliveries) {
             let outcome = if inserted.contains(&id) {
@@ -131,6 +124,17 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
         tx.commit().await?;
         Ok(outcomes)
     })
+}
+
+/// `($1, $2, ...), ($n+1, ...)`: `rows` tuples of `width` numbered parameters.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=width).map(|col| format!("${}", row * width + col)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl super::Store {

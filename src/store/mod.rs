@@ -35,7 +35,7 @@ pub use gate_checks::GateCheckClaim;
 pub use gauges::{OutboxLane, StoreGauges};
 pub use housekeeping::Swept;
 pub use ingest::{IngestOutcome, NewDelivery};
-pub use outbox::{ClaimedEffect, NewEffect};
+pub use outbox::{ClaimedEffect, Delivered, NewEffect};
 
 /// Errors from the store. `Unavailable` is worth retrying; `Other` is a bug or
 /// corrupt data.

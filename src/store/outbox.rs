@@ -30,14 +30,27 @@ pub struct ClaimedEffect {
     pub trace_id: Option<String>,
 }
 
+/// A message delivered under a claim, to be marked done if the claim still
+/// holds its lease.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub id: String,
+    pub lease_token: String,
+}
+
+pub(super) const COMPLETE: &str = "UPDATE outbox SET state = 'done', done_at = $1, lease_until = NULL, \
+    last_error = NULL WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+
 pub(super) const ENQUEUE: &str = "INSERT INTO outbox \
     (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at, trace_id) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING";
 
-const CLAIM: &str = "UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
-    WHERE id = (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
-        AND (lease_until IS NULL OR lease_until < $2) AND ($3 IS NULL OR source = $3) \
-        ORDER BY next_attempt_at, created_at LIMIT 1 {lock}) \
+/// Picked once, in a materialised CTE (see the deliveries' claim).
+const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' \
+        AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) AND ($3 IS NULL OR source = $3) \
+        ORDER BY next_attempt_at, created_at LIMIT $5 {lock}) \
+    UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
+    WHERE id IN (SELECT id FROM picked) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
     RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id";
 
@@ -50,6 +63,18 @@ impl Store {
         lease_ms: i64,
         source: Option<&str>,
     ) -> StoreResult<Option<ClaimedEffect>> {
+        Ok(self.claim_effects(now, lease_ms, source, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` messages due at `now` (of `source`, when given) in
+    /// one statement, soonest due first, under one fresh fencing token.
+    pub async fn claim_effects(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        source: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedEffect>> {
         let sql = self.with_claim_lock(CLAIM);
         let token = uuid::Uuid::new_v4().to_string();
         Ok(with_pool!(&self.db, write, |pool| {
@@ -58,7 +83,8 @@ impl Store {
                 .bind(now)
                 .bind(source)
                 .bind(&token)
-                .fetch_optional(pool)
+                .bind(limit.max(1) as i64)
+                .fetch_all(pool)
                 .await?
         }))
     }
@@ -79,20 +105,18 @@ impl Store {
     }
 
     /// Marks a message delivered; false (and nothing written) when the claim
-    /// lost its lease to another replica.
+    /// lost its lease to another replica. Concurrent completions share one
+    /// commit with whatever else is being recorded.
     pub async fn complete_effect(&self, msg: &ClaimedEffect, now: i64) -> StoreResult<bool> {
-        const SQL: &str = "UPDATE outbox SET state = 'done', done_at = $1, lease_until = NULL, \
-            last_error = NULL WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
-        Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query(SQL)
-                .bind(now)
-                .bind(&msg.id)
-                .bind(&msg.lease_token)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1
-        }))
+        let delivered = super::Delivered {
+            id: msg.id.clone(),
+            lease_token: msg.lease_token.clone(),
+        };
+        let recording = super::Recording {
+            delivered: Some(delivered),
+            ..Default::default()
+        };
+        Ok(matches!(self.record(recording, now).await?, super::Finish::Finished(_)))
     }
 
     /// Records a failed attempt: retried at `retry_at`, or parked as dead.

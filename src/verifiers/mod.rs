@@ -1,6 +1,7 @@
 //! Verifiers: read-only probes of target systems. One file per kind of system,
 //! all behind one trait, all built here from the `systems` config.
 
+mod coalesce;
 mod http;
 mod ldap;
 mod mysql;
@@ -133,7 +134,8 @@ impl VerifierRegistry {
                 SystemConfig::Scim(cfg) => Arc::new(scim::ScimVerifier::build(name, cfg)?),
                 SystemConfig::Http(cfg) => Arc::new(http::HttpVerifier::build(name, cfg)?),
             };
-            verifiers.insert(name.clone(), verifier);
+            // Concurrent checks on one system are merged into one call.
+            verifiers.insert(name.clone(), Arc::new(coalesce::Coalescing::new(name, verifier)));
         }
         Ok(Self { verifiers })
     }

@@ -14,15 +14,63 @@ use crate::{
 
 /// Claims the oldest undecided delivery and decides it.
 pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> {
+    try_decide_batch(ctx, 1).await
+}
+
+/// Claims up to `limit` of the oldest undecided deliveries in one statement and
+/// decides them side by side: the deliveries of one ticket one after another,
+/// in the order they arrived; different tickets at once, so that their checks
+/// on one system travel together (see `verifiers::coalesce`) and their
+/// records share a commit.
+pub async fn try_decide_batch(ctx: &Context, limit: usize) -> anyhow::Result<ExecutionOutcome> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
-    let Some(claimed) = ctx
+    let claimed = ctx
         .store
-        .claim_delivery(ctx.now_ms(), lease_ms)
+        .claim_deliveries(ctx.now_ms(), lease_ms, limit)
         .await
-        .context("Failed to claim a delivery")?
-    else {
+        .context("Failed to claim deliveries")?;
+    if claimed.is_empty() {
         return Ok(ExecutionOutcome::EmptyQueue);
-    };
+    }
+    let tickets = by_ticket(claimed);
+    let decided = futures_util::future::join_all(tickets.into_iter().map(|deliveries| async move {
+        for claimed in deliveries {
+            decide_claimed(ctx, claimed).await?;
+        }
+        anyhow::Ok(())
+    }))
+    .await;
+    decided.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(ExecutionOutcome::TaskCompleted)
+}
+
+/// The deliveries grouped by ticket, each group in arrival order. A delivery
+/// whose stored event does not parse is a group of its own (it fails alone).
+fn by_ticket(claimed: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
+    #[derive(serde::Deserialize)]
+    struct Ticket {
+        ticket: crate::domain::TicketRef,
+    }
+    let mut groups: Vec<Vec<ClaimedDelivery>> = Vec::new();
+    let mut index: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    for delivery in claimed {
+        let key = serde_json::from_str::<Ticket>(&delivery.event)
+            .map(|t| (t.ticket.source, t.ticket.key))
+            .unwrap_or_else(|_| (String::new(), delivery.id.clone()));
+        match index.get(&key) {
+            Some(&i) => groups[i].push(delivery),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![delivery]);
+            }
+        }
+    }
+    groups
+}
+
+/// Decides one claimed delivery in its sender's trace; on an unexpected error
+/// gives it back to be retried later.
+async fn decide_claimed(ctx: &Context, claimed: ClaimedDelivery) -> anyhow::Result<()> {
     let trace_id = claimed
         .trace_id
         .clone()
@@ -39,7 +87,7 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
             .await
             .context("Failed to release a delivery")?;
     }
-    Ok(ExecutionOutcome::TaskCompleted)
+    Ok(())
 }
 
 async fn run(ctx: &Context, claimed: &ClaimedDelivery) -> anyhow::Result<()> {

@@ -10,8 +10,8 @@ mod schedule;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-pub use decisions::try_decide_next;
-pub use outbox::{retry_delay_ms, try_deliver_next};
+pub use decisions::{try_decide_batch, try_decide_next};
+pub use outbox::{deliver_next, retry_delay_ms, try_deliver_next};
 pub use schedule::{try_expire_next, try_sweep_next};
 
 use crate::context::Context;
@@ -58,7 +58,7 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
         tasks.spawn(run_loop(
             ctx.clone(),
             "decisions",
-            |ctx| async move { try_decide_next(&ctx).await },
+            |ctx| async move { try_decide_batch(&ctx, ctx.settings.decision_batch).await },
             |ctx| async move { ctx.store.delivery_stored().await },
         ));
     }
@@ -117,7 +117,7 @@ async fn reconcile_loop(ctx: Arc<Context>, source: String) {
 async fn outbox_lane(ctx: Arc<Context>, source: String) {
     let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
     loop {
-        match outbox::deliver_next(&ctx, Some(&source)).await {
+        match outbox::deliver_next(&ctx, Some(&source), ctx.settings.outbox_batch).await {
             Ok(Some(None)) => {}
             Ok(Some(Some(pause))) => {
                 tracing::info!(source = %source, pause_ms = pause.as_millis() as u64, "helpdesk asked to wait");

@@ -31,35 +31,42 @@ pub fn retry_delay_ms(attempts: i64, settings: &WorkerSettings) -> i64 {
 
 /// Claims the message due soonest, of any source, and carries it out.
 pub async fn try_deliver_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> {
-    Ok(match deliver_next(ctx, None).await? {
+    Ok(match deliver_next(ctx, None, 1).await? {
         Some(_) => ExecutionOutcome::TaskCompleted,
         None => ExecutionOutcome::EmptyQueue,
     })
 }
 
-/// Claims the message of `lane` (a source; any when `None`) due soonest and
-/// carries it out. `None` when nothing was due; otherwise how long the
-/// helpdesk asked the lane to wait, if it did (`Retry-After`).
-pub async fn deliver_next(ctx: &Context, lane: Option<&str>) -> anyhow::Result<Option<Option<Duration>>> {
+/// Claims up to `limit` of the messages of `lane` (a source; any when `None`)
+/// due soonest, in one statement, and carries them out side by side, each
+/// under its own lease renewal. `None` when nothing was due; otherwise the
+/// longest the helpdesk asked the lane to wait, if it did (`Retry-After`).
+pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> anyhow::Result<Option<Option<Duration>>> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
-    let Some(msg) = ctx
+    let claimed = ctx
         .store
-        .claim_effect(ctx.now_ms(), lease_ms, lane)
+        .claim_effects(ctx.now_ms(), lease_ms, lane, limit)
         .await
-        .context("Failed to claim an outbox message")?
-    else {
+        .context("Failed to claim outbox messages")?;
+    if claimed.is_empty() {
         return Ok(None);
-    };
-    let trace_id = msg
-        .trace_id
-        .clone()
-        .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
-    let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
-        attempt = msg.attempts, trace_id = %trace_id);
-    crate::telemetry::adopt_trace(&span, &trace_id);
-    crate::telemetry::in_trace(trace_id, deliver(ctx, &msg).instrument(span))
-        .await
-        .map(Some)
+    }
+    let delivered = futures_util::future::join_all(claimed.iter().map(|msg| {
+        let trace_id = msg
+            .trace_id
+            .clone()
+            .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
+        let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
+            attempt = msg.attempts, trace_id = %trace_id);
+        crate::telemetry::adopt_trace(&span, &trace_id);
+        crate::telemetry::in_trace(trace_id, deliver(ctx, msg).instrument(span))
+    }))
+    .await;
+    let mut pause = None;
+    for result in delivered {
+        pause = pause.max(result?);
+    }
+    Ok(Some(pause))
 }
 
 /// Carries one claimed message out, renewing its lease while the helpdesk
@@ -189,6 +196,7 @@ mod tests {
         WorkerSettings {
             enabled: true,
             decision_concurrency: 1,
+            decision_batch: 1,
             poll_interval_ms: 10,
             lease_seconds: 60,
             retry_base_ms: 1000,
@@ -197,6 +205,7 @@ mod tests {
             drift_interval_seconds: 3600,
             sweep_batch: 100,
             outbox_concurrency: 1,
+            outbox_batch: 1,
             deliveries_retention_days: 30,
             outbox_retention_days: 7,
         }

@@ -1,5 +1,6 @@
 mod approvals;
 mod audit_pack;
+mod batches;
 mod bad_input;
 mod bypass;
 mod claims;

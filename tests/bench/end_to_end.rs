@@ -11,6 +11,8 @@
 //! 5. resident memory idle and after the load (this process: closegate, the
 //!    fake helpdesks and the load generator).
 //! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`).
+//! Store: SQLite; with CLOSEGATE_BENCH_PG set to a server URL
+//! (`postgres://postgres@127.0.0.1:5432`), everything again on PostgreSQL.
 
 use std::{
     sync::{
@@ -112,21 +114,37 @@ fn serve_fake(seen: Arc<Seen>, epoch: Instant, hang: bool) -> (String, actix_web
     (format!("http://127.0.0.1:{port}"), handle)
 }
 
-fn settings(dir: &std::path::Path, github: &str, hung: &str, workers_on: bool) -> Settings {
+/// Where a fresh store lives: a new SQLite file, or a new database on the
+/// PostgreSQL server at `pg`.
+async fn fresh_store(dir: &std::path::Path, pg: Option<&str>) -> String {
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    match pg {
+        None => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+        Some(base) => {
+            use sqlx::{Connection, Executor};
+            let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+            let db = format!("cg_bench_{}", &name[..12]);
+            admin.execute(format!("CREATE DATABASE {db}").as_str()).await.unwrap();
+            format!("{base}/{db}")
+        }
+    }
+}
+
+fn settings(dir: &std::path::Path, database_url: &str, github: &str, hung: &str, workers_on: bool) -> Settings {
     let config = dir.join(format!("bench-{}.yaml", uuid::Uuid::new_v4().simple()));
-    let db = dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()));
     let source = |url: &str| {
         serde_json::json!({ "type": "github", "secret": { "value": SECRET }, "token": { "value": "t" },
                             "api_url": url, "bot_login": "closegate-bot" })
     };
     let yaml = serde_json::json!({
         "listen": "127.0.0.1:0",
-        "database_url": format!("sqlite://{}", db.display()),
+        "database_url": database_url,
         "policies_dir": concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
         "log": { "format": "pretty", "filter": "off" },
         "intake_notes": false,
         "evidence": { "heads_dir": dir.join("heads") },
-        "worker": { "enabled": workers_on, "decision_concurrency": 8, "poll_interval_ms": 20, "outbox_concurrency": 8,
+        "worker": { "enabled": workers_on, "decision_concurrency": 4, "decision_batch": 16, "poll_interval_ms": 20,
+                    "outbox_concurrency": 8,
                     "retry_base_ms": 200, "retry_max_ms": 2000 },
         "sources": { "github": source(github), "stuck": source(hung) },
         "systems": { "app-db": { "type": "postgres", "url": "postgres://postgres@127.0.0.1:5432/postgres" } }
@@ -239,6 +257,14 @@ async fn launch(settings: Settings) -> (String, Arc<closegate::context::Context>
 
 #[tokio::main]
 async fn main() {
+    run(None).await;
+    if let Ok(pg) = std::env::var("CLOSEGATE_BENCH_PG") {
+        run(Some(&pg)).await;
+    }
+}
+
+/// Every figure on one store: SQLite, or PostgreSQL at `pg`.
+async fn run(pg: Option<&str>) {
     let n = closes();
     let dir = tempfile::tempdir().unwrap();
     let epoch = Instant::now();
@@ -246,22 +272,25 @@ async fn main() {
     let (github, github_handle) = serve_fake(seen.clone(), epoch, false);
     let (stuck, stuck_handle) = serve_fake(Arc::new(Seen::default()), epoch, true);
     println!(
-        "end to end: {n} gated closes, SQLite store, local PostgreSQL target, {} cores",
+        "end to end: {n} gated closes, {} store, local PostgreSQL target, {} cores",
+        if pg.is_some() { "PostgreSQL" } else { "SQLite" },
         std::thread::available_parallelism().map_or(1, |c| c.get())
     );
     let capacity = helpdesk_capacity(&github, n.max(2000)).await;
     seen.comments.store(0, Ordering::Relaxed);
 
-    // Decisions alone: stored first with the workers off, then decided by 8
-    // concurrent workers with nothing delivered.
-    let (base, ctx, handle) = launch(settings(dir.path(), &github, &stuck, false)).await;
+    // Decisions alone: stored first with the workers off, then decided by the
+    // configured decision workers (each claiming a batch) with nothing delivered.
+    let (base, ctx, handle) = launch(settings(dir.path(), &fresh_store(dir.path(), pg).await, &github, &stuck, false)).await;
     send(&base, "github", 0, n).await;
     let start = Instant::now();
-    let deciders: Vec<_> = (0..8)
+    let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
+    let deciders: Vec<_> = (0..workers_n)
         .map(|_| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                while workers::try_decide_next(&ctx).await.unwrap() == workers::ExecutionOutcome::TaskCompleted {}
+                while workers::try_decide_batch(&ctx, batch).await.unwrap() == workers::ExecutionOutcome::TaskCompleted
+                {}
             })
         })
         .collect();
@@ -273,13 +302,13 @@ async fn main() {
     handle.stop(true).await;
     assert_eq!(decided.deliveries_pending, 0);
     println!(
-        "  decisions alone (8 workers, outbox off)      {decisions_per_second:>8.0} /s ({} decided)",
+        "  decisions alone ({workers_n} workers x {batch}, outbox off)  {decisions_per_second:>8.0} /s ({} decided)",
         decided.evidence
     );
 
     // End to end with everything running.
     let idle_rss = rss_mib("VmRSS:");
-    let (base, ctx, handle) = launch(settings(dir.path(), &github, &stuck, true)).await;
+    let (base, ctx, handle) = launch(settings(dir.path(), &fresh_store(dir.path(), pg).await, &github, &stuck, true)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();

@@ -6,6 +6,9 @@
 //! 3. beside each, in the same run and with the same load, a bare receiver:
 //!    actix-web + HMAC + serde storing each delivery's row (SQLite: one writer
 //!    that group-commits; PostgreSQL: one commit per request): the limit.
+//! 4. under `cargo bench`, when Node.js and npm are here, the same load against
+//!    a Node receiver built on @octokit/webhooks storing each delivery with
+//!    better-sqlite3 (`tests/bench/node`, installed with `npm ci` on first use).
 //! Sizes: CLOSEGATE_BENCH_REQUESTS (default 20000; 2000 under `cargo test`),
 //! CLOSEGATE_BENCH_CONCURRENCY (64).
 
@@ -175,8 +178,9 @@ fn print(label: &str, load: &Load) {
     );
 }
 
-/// closegate's ack path, then the bare receiver on the same backend.
-async fn http_ingest(label: &str, settings: Settings, bare_store: BareStore) {
+/// closegate's ack path, then the bare receiver on the same backend; the
+/// closegate figures.
+async fn http_ingest(label: &str, settings: Settings, bare_store: BareStore) -> Load {
     let app = Application::build(settings).await.unwrap();
     let url = format!("http://127.0.0.1:{}/hooks/github", app.port());
     let handle = app.server_handle();
@@ -202,6 +206,37 @@ async fn http_ingest(label: &str, settings: Settings, bare_store: BareStore) {
         "  ratio closegate / bare: {:.2}",
         closegate.per_second / limit.per_second
     );
+    closegate
+}
+
+/// The Node reference receiver (`tests/bench/node`), started on a free port;
+/// `None` with the reason printed when Node.js or its packages are not here.
+async fn node_reference(dir: &std::path::Path) -> Option<(String, std::process::Child)> {
+    use std::{io::BufRead as _, process::{Command, Stdio}};
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/node");
+    if !std::path::Path::new(root).join("node_modules").exists() {
+        let installed = Command::new("npm")
+            .args(["ci", "--prefix", root, "--no-audit", "--no-fund"])
+            .stdout(Stdio::null())
+            .status();
+        if !installed.is_ok_and(|s| s.success()) {
+            println!("  node reference skipped: `npm ci --prefix tests/bench/node` did not succeed");
+            return None;
+        }
+    }
+    let mut child = Command::new("node")
+        .arg(format!("{root}/receiver.mjs"))
+        .env("SECRET", SECRET)
+        .env("DB", dir.join("node.db"))
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .inspect_err(|e| println!("  node reference skipped: {e}"))
+        .ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
+    let port = line.trim().strip_prefix("listening on ")?.to_string();
+    Some((format!("http://127.0.0.1:{port}/hook"), child))
 }
 
 /// Where the bare receiver stores its rows.
@@ -359,7 +394,18 @@ async fn main() {
     );
     verify_and_parse(&sqlite);
     let bare = BareStore::sqlite(&dir.path().join("bare.db")).await;
-    http_ingest("sqlite", sqlite, bare).await;
+    let closegate = http_ingest("sqlite", sqlite, bare).await;
+    if std::env::args().any(|a| a == "--bench")
+        && let Some((url, mut node)) = node_reference(dir.path()).await
+    {
+        let reference = load(&url).await;
+        let _ = node.kill();
+        print("node: @octokit/webhooks + better-sqlite3", &reference);
+        println!(
+            "  ratio closegate / node: {:.2}",
+            closegate.per_second / reference.per_second
+        );
+    }
     if let Ok(base) = std::env::var("CLOSEGATE_BENCH_PG") {
         use sqlx::{Connection, Executor};
         let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();

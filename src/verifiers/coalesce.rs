@@ -1,0 +1,273 @@
+//! Checks asked of one system at the same time travel together: the checks of
+//! concurrent callers (decisions side by side, a sweep, a gate check) are
+//! merged into one `observe_many`, so a burst of decisions costs one round
+//! trip per system instead of one per decision.
+//!
+//! Nothing changes for a caller: each gets its own answers, in its order, and
+//! every failure of a merged call (an error, a wrong number of answers, the
+//! system's timeout) is every merged check's failure: could not verify.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{Verifier, VerifyError};
+use crate::domain::{CheckSpec, Observation};
+
+type Answers = Vec<Result<Observation, VerifyError>>;
+
+/// Most callers merged into one call.
+const MAX_CALLERS: usize = 64;
+/// Merged calls in flight at once on one system; callers arriving meanwhile
+/// wait together for the next one.
+const IN_FLIGHT: usize = 2;
+
+struct Ask {
+    checks: Vec<CheckSpec>,
+    reply: oneshot::Sender<Answers>,
+}
+
+/// A verifier whose concurrent calls are merged.
+pub struct Coalescing {
+    system: String,
+    inner: Arc<dyn Verifier>,
+    /// Started on first use, on the runtime that first asks.
+    queue: OnceLock<mpsc::Sender<Ask>>,
+}
+
+impl Coalescing {
+    pub fn new(system: &str, inner: Arc<dyn Verifier>) -> Self {
+        Self {
+            system: system.to_string(),
+            inner,
+            queue: OnceLock::new(),
+        }
+    }
+
+    fn queue(&self) -> &mpsc::Sender<Ask> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(4 * MAX_CALLERS);
+            tokio::spawn(serve(self.system.clone(), self.inner.clone(), rx));
+            tx
+        })
+    }
+}
+
+/// Takes whatever callers are waiting whenever a call may start, and answers
+/// each from one merged call.
+async fn serve(system: String, inner: Arc<dyn Verifier>, mut rx: mpsc::Receiver<Ask>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut asks = Vec::with_capacity(MAX_CALLERS);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut asks, MAX_CALLERS).await == 0 {
+            return;
+        }
+        let merged = std::mem::replace(&mut asks, Vec::with_capacity(MAX_CALLERS));
+        let (system, inner) = (system.clone(), inner.clone());
+        tokio::spawn(async move {
+            answer(&system, inner.as_ref(), merged).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer(system: &str, inner: &dyn Verifier, asks: Vec<Ask>) {
+    let checks: Vec<CheckSpec> = asks.iter().flat_map(|a| a.checks.iter().cloned()).collect();
+    let mut answers = bounded(system, inner, &checks).await.into_iter();
+    for ask in asks {
+        let own: Answers = answers.by_ref().take(ask.checks.len()).collect();
+        // A caller that gave up (its own timeout) no longer listens.
+        let _ = ask.reply.send(own);
+    }
+}
+
+/// One call under the system's timeout; any answer that is not one per check
+/// fails every check.
+async fn bounded(system: &str, inner: &dyn Verifier, checks: &[CheckSpec]) -> Answers {
+    let timeout: Duration = inner.timeout();
+    let failed = |error: VerifyError| checks.iter().map(|_| Err(error.clone())).collect();
+    match tokio::time::timeout(timeout, inner.observe_many(checks)).await {
+        Ok(answers) if answers.len() == checks.len() => answers,
+        Ok(_) => failed(VerifyError::Query {
+            system: system.to_string(),
+            message: "answered a different number of checks".into(),
+        }),
+        Err(_) => failed(VerifyError::Timeout(timeout)),
+    }
+}
+
+#[async_trait]
+impl Verifier for Coalescing {
+    fn kinds(&self) -> &'static [&'static str] {
+        self.inner.kinds()
+    }
+
+    fn timeout(&self) -> Duration {
+        self.inner.timeout()
+    }
+
+    fn normalize(&self, kind: &str, item: &str) -> String {
+        self.inner.normalize(kind, item)
+    }
+
+    async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError> {
+        self.observe_many(std::slice::from_ref(check))
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(VerifyError::Query {
+                    system: self.system.clone(),
+                    message: "no answer".into(),
+                })
+            })
+    }
+
+    async fn observe_many(&self, checks: &[CheckSpec]) -> Answers {
+        if checks.is_empty() {
+            return Vec::new();
+        }
+        let (reply, answer) = oneshot::channel();
+        let ask = Ask {
+            checks: checks.to_vec(),
+            reply,
+        };
+        if self.queue().send(ask).await.is_err() {
+            // The runtime that served the queue has gone: ask directly.
+            return bounded(&self.system, self.inner.as_ref(), checks).await;
+        }
+        answer.await.unwrap_or_else(|_| {
+            checks
+                .iter()
+                .map(|_| {
+                    Err(VerifyError::Query {
+                        system: self.system.clone(),
+                        message: "the merged call was dropped".into(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn healthcheck(&self) -> Result<String, VerifyError> {
+        self.inner.healthcheck().await
+    }
+
+    async fn group_exists(&self, group: &str) -> Result<bool, VerifyError> {
+        self.inner.group_exists(group).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::Expect;
+
+    /// Answers each check with its subject; counts calls; fails a check whose
+    /// role is `broken`; hangs on `hang`.
+    struct Counting {
+        calls: AtomicUsize,
+        largest: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Verifier for Counting {
+        fn kinds(&self) -> &'static [&'static str] {
+            &["role"]
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_millis(200)
+        }
+        async fn observe(&self, _: &CheckSpec) -> Result<Observation, VerifyError> {
+            unreachable!("the coalescer asks for batches")
+        }
+        async fn observe_many(&self, checks: &[CheckSpec]) -> Answers {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.largest.fetch_max(checks.len(), Ordering::SeqCst);
+            if checks.iter().any(|c| c.params["role"] == "hang") {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            checks
+                .iter()
+                .map(|c| match c.params["role"].as_str() {
+                    "broken" => Err(VerifyError::Query {
+                        system: "db".into(),
+                        message: "permission denied".into(),
+                    }),
+                    role => Ok(super::super::observed("db", role, "role", true, [])),
+                })
+                .collect()
+        }
+        async fn healthcheck(&self) -> Result<String, VerifyError> {
+            Ok("counting".into())
+        }
+    }
+
+    fn check(role: &str) -> CheckSpec {
+        CheckSpec {
+            name: format!("role {role}"),
+            system: "db".into(),
+            kind: "role".into(),
+            params: [("role".to_string(), role.to_string())].into(),
+            requested: Default::default(),
+            expect: Expect::Present,
+        }
+    }
+
+    fn coalescing() -> (Arc<Counting>, Arc<Coalescing>) {
+        let inner = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            largest: AtomicUsize::new(0),
+        });
+        (inner.clone(), Arc::new(Coalescing::new("db", inner)))
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_round_trips_and_each_gets_its_own_answers() {
+        let (inner, verifier) = coalescing();
+        let callers = (0..40).map(|i| {
+            let verifier = verifier.clone();
+            async move {
+                let checks = vec![check(&format!("r{i}-a")), check(&format!("r{i}-b"))];
+                (i, verifier.observe_many(&checks).await)
+            }
+        });
+        for (i, answers) in futures_util::future::join_all(callers).await {
+            let subjects: Vec<String> = answers.into_iter().map(|a| a.unwrap().subject).collect();
+            assert_eq!(subjects, [format!("r{i}-a"), format!("r{i}-b")]);
+        }
+        let calls = inner.calls.load(Ordering::SeqCst);
+        assert!(calls < 40, "40 callers took {calls} round trips");
+        assert!(inner.largest.load(Ordering::SeqCst) > 2, "no call carried more than one caller's checks");
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_fails_only_itself_and_is_never_absent() {
+        let (_, verifier) = coalescing();
+        let (a, b) = (check("broken"), check("fine"));
+        let (broken, fine) = tokio::join!(verifier.observe(&a), verifier.observe(&b));
+        assert!(matches!(broken, Err(VerifyError::Query { .. })), "{broken:?}");
+        assert_eq!(fine.unwrap().subject, "fine");
+    }
+
+    #[tokio::test]
+    async fn a_hung_call_times_out_every_merged_check_and_the_system_recovers() {
+        let (_, verifier) = coalescing();
+        let (a, b) = (check("hang"), check("x"));
+        let (hung, merged) = tokio::join!(verifier.observe(&a), verifier.observe(&b));
+        assert!(matches!(hung, Err(VerifyError::Timeout(_))), "{hung:?}");
+        // Merged into the hung call or the other slot; never read as absent.
+        assert!(merged.as_ref().map_or(true, |o| o.exists), "{merged:?}");
+        let again = verifier.observe(&check("later")).await;
+        assert_eq!(again.unwrap().subject, "later");
+    }
+}
