@@ -69,39 +69,44 @@ pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJo
     tx
 }
 
-/// Stores a batch with one multi-row statement; rows the statement did not
-/// insert (a known delivery id or body) are looked up one by one.
+/// Stores a batch with multi-row statements of a few fixed sizes (so that each
+/// is prepared once and reused); rows they did not insert (a known delivery id
+/// or body) are looked up one by one.
 async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
     let ids: Vec<String> = deliveries.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    let insert = format!(
-        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id) \
-         VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-        placeholders(deliveries.len(), 7)
-    );
+    let rows: Vec<(&String, &&NewDelivery)> = ids.iter().zip(deliveries).collect();
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
-        let mut query = sqlx::query_scalar::<_, String>(&insert);
-        for (id, d) in ids.iter().zip(deliveries) {
-            query = query
-                .bind(id)
-                .bind(&d.source)
-                .bind(&d.delivery_id)
-                .bind(&d.body_sha256)
-                .bind(d.received_at)
-                .bind(d.lease_until)
-                .bind(&d.trace_id);
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        for chunk in fixed_chunks(&rows) {
+            let sql = format!(
+                "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id) \
+                 VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                placeholders(chunk.len(), 7)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for (id, d) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(&d.source)
+                    .bind(&d.delivery_id)
+                    .bind(&d.body_sha256)
+                    .bind(d.received_at)
+                    .bind(d.lease_until)
+                    .bind(&d.trace_id);
+            }
+            inserted.extend(query.fetch_all(&mut *tx).await?);
         }
-        let inserted: std::collections::HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
-        let new: Vec<(&String, &&NewDelivery)> = ids.iter().zip(deliveries).filter(|(id, _)| inserted.contains(*id)).collect();
-        if !new.is_empty() {
+        let new: Vec<(&String, &&NewDelivery)> = rows.iter().copied().filter(|(id, _)| inserted.contains(*id)).collect();
+        for chunk in fixed_chunks(&new) {
             let sql = format!(
                 "INSERT INTO delivery_payloads (id, event, body) VALUES {}",
-                placeholders(new.len(), 3)
+                placeholders(chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
-            for (id, d) in &new {
+            for (id, d) in chunk {
                 query = query.bind(*id).bind(&d.event).bind(&d.body);
             }
             query.execute(&mut *tx).await?;
@@ -126,6 +131,21 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
     })
 }
 
+/// The rows in chunks of 64, 16, 4 and 1: every batch is written with at most
+/// four distinct statements, each prepared once per connection.
+fn fixed_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut rest = rows;
+    for size in [64, 16, 4, 1] {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            chunks.push(chunk);
+            rest = tail;
+        }
+    }
+    chunks
+}
+
 /// `($1, $2, ...), ($n+1, ...)`: `rows` tuples of `width` numbered parameters.
 fn placeholders(rows: usize, width: usize) -> String {
     (0..rows)
@@ -141,6 +161,15 @@ impl super::Store {
     /// Stores a delivery durably (committed to disk) and says whether it was new.
     /// Concurrent callers share one commit.
     pub async fn ingest(&self, delivery: NewDelivery) -> StoreResult<IngestOutcome> {
+        /// Counts this ack as waiting until it is answered (or dropped).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.acks_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&self.acks_waiting);
         let (reply, answer) = oneshot::channel();
         self.ingest
             .send(IngestJob { delivery, reply })
@@ -149,5 +178,20 @@ impl super::Store {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the delivery writer has stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed_chunks;
+
+    #[test]
+    fn chunks_cover_every_row_in_order_with_four_sizes_at_most() {
+        for n in 0..300 {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks = fixed_chunks(&rows);
+            assert_eq!(chunks.concat(), rows);
+            assert!(chunks.iter().all(|c| [64, 16, 4, 1].contains(&c.len())));
+        }
     }
 }

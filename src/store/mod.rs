@@ -91,6 +91,8 @@ pub struct Store {
     ingest: mpsc::Sender<ingest::IngestJob>,
     recorder: mpsc::Sender<decisions::RecordJob>,
     new_deliveries: Arc<Notify>,
+    /// Deliveries waiting for their ack's commit right now.
+    acks_waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Counts by state, for tests, `/readyz` and operators.
@@ -156,6 +158,7 @@ impl Store {
             ingest,
             recorder,
             new_deliveries,
+            acks_waiting: Arc::default(),
         })
     }
 
@@ -175,6 +178,12 @@ impl Store {
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
         sql.replace("{lock}", lock)
+    }
+
+    /// How many deliveries are waiting for their ack's commit now: background
+    /// work gives way while the helpdesk is waiting.
+    pub fn acks_waiting(&self) -> usize {
+        self.acks_waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves when a new delivery has been stored (a wake-up for workers).

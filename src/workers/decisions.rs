@@ -23,6 +23,7 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
 /// on one system travel together (see `verifiers::coalesce`) and their
 /// records share a commit.
 pub async fn try_decide_batch(ctx: &Context, limit: usize) -> anyhow::Result<ExecutionOutcome> {
+    super::give_way_to_acks(ctx).await;
     let lease_ms = ctx.settings.lease_seconds * 1000;
     let claimed = ctx
         .store

@@ -94,6 +94,22 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// Acks come first: while deliveries wait for their ack, a decision or outbox
+/// worker waits a little (at most 100 ms in all) before taking more work, so
+/// that background work does not slow the helpdesk's webhooks down, and is
+/// never starved.
+pub(crate) async fn give_way_to_acks(ctx: &Context) {
+    const BUSY: usize = 4;
+    const STEP: Duration = Duration::from_millis(5);
+    const GIVE_WAY: u32 = 20;
+    for _ in 0..GIVE_WAY {
+        if ctx.store.acks_waiting() < BUSY {
+            return;
+        }
+        tokio::time::sleep(STEP).await;
+    }
+}
+
 /// Lists one source's closes every `reconcile.interval_seconds` and decides
 /// those whose webhook never arrived.
 async fn reconcile_loop(ctx: Arc<Context>, source: String) {
@@ -117,6 +133,7 @@ async fn reconcile_loop(ctx: Arc<Context>, source: String) {
 async fn outbox_lane(ctx: Arc<Context>, source: String) {
     let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
     loop {
+        give_way_to_acks(&ctx).await;
         match outbox::deliver_next(&ctx, Some(&source), ctx.settings.outbox_batch).await {
             Ok(Some(None)) => {}
             Ok(Some(Some(pause))) => {

@@ -282,7 +282,7 @@ async fn run(pg: Option<&str>) {
     // Decisions alone: stored first with the workers off, then decided by the
     // configured decision workers (each claiming a batch) with nothing delivered.
     let (base, ctx, handle) = launch(settings(dir.path(), &fresh_store(dir.path(), pg).await, &github, &stuck, false)).await;
-    send(&base, "github", 0, n).await;
+    let ack_workers_off = send(&base, "github", 0, n).await;
     let start = Instant::now();
     let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
     let deciders: Vec<_> = (0..workers_n)
@@ -331,7 +331,11 @@ async fn run(pg: Option<&str>) {
         seen.comments.load(Ordering::Relaxed),
         seen.reopens.load(Ordering::Relaxed)
     );
-    println!("  ack rate while the workers decide           {ack_rate:>8.0} req/s");
+    println!(
+        "  ack rate while the workers decide           {ack_rate:>8.0} req/s ({:.2} of {ack_workers_off:.0} req/s with \
+         the workers off, same closes)",
+        ack_rate / ack_workers_off
+    );
     println!("  fake helpdesk capacity alone (reference)    {capacity:>8.0} comment posts/s");
     assert_eq!(stats.outbox_dead, 0);
 
