@@ -116,42 +116,57 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
         .collect::<StoreResult<_>>()?;
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
-        let mut finishes = Vec::with_capacity(recordings.len());
-        for ((recording, now), encoded_claims) in recordings.iter().zip(&encoded) {
-            let now = *now;
+        // First the ends each recording depends on (a delivery or an outbox
+        // message still held): `None` for a recording that goes ahead.
+        let mut finishes: Vec<Option<Finish>> = Vec::with_capacity(recordings.len());
+        for (recording, now) in recordings {
             let evidence_id = recording.evidence.as_ref().map(|e| e.id.clone());
+            let mut held = true;
             if let Some(delivered) = &recording.delivered {
-                let updated = sqlx::query(outbox::COMPLETE)
-                    .bind(now)
+                held = sqlx::query(outbox::COMPLETE)
+                    .bind(*now)
                     .bind(&delivered.id)
                     .bind(&delivered.lease_token)
                     .execute(&mut *tx)
                     .await?
-                    .rows_affected();
-                if updated == 0 {
-                    finishes.push(Finish::AlreadyFinished);
-                    continue;
-                }
+                    .rows_affected()
+                    > 0;
             }
-            if let Some((delivery, outcome)) = &recording.delivery {
-                let updated = sqlx::query(DONE)
+            if let (true, Some((delivery, outcome))) = (held, &recording.delivery) {
+                held = sqlx::query(DONE)
                     .bind(outcome.as_str())
                     .bind(&evidence_id)
-                    .bind(now)
+                    .bind(*now)
                     .bind(delivery)
                     .execute(&mut *tx)
                     .await?
-                    .rows_affected();
-                if updated == 0 {
-                    finishes.push(Finish::AlreadyFinished);
-                    continue;
-                }
+                    .rows_affected()
+                    > 0;
             }
+            finishes.push((!held).then_some(Finish::AlreadyFinished));
+        }
+        // Then one bump of the chain head for every record the batch appends:
+        // its lock is taken once per commit, late in the transaction.
+        let sql = append_evidence_sql();
+        let appending = recordings
+            .iter()
+            .zip(&finishes)
+            .filter(|((r, _), f)| f.is_none() && r.evidence.is_some())
+            .count() as i64;
+        let mut head: (i64, String) = (0, String::new());
+        if appending > 0 {
+            let (last, hash): (i64, String) = sqlx::query_as(sql.bump_head).bind(appending).fetch_one(&mut *tx).await?;
+            head = (last - appending, hash);
+        }
+        for (((recording, now), encoded_claims), finish) in recordings.iter().zip(&encoded).zip(finishes.iter_mut()) {
+            if finish.is_some() {
+                continue;
+            }
+            let now = *now;
             let mut record = None;
             if let Some(new) = recording.evidence.clone() {
-                let sql = append_evidence_sql();
-                let head: (i64, String) = sqlx::query_as(sql.bump_head).fetch_one(&mut *tx).await?;
-                let rec = EvidenceRecord::seal(new, head.0, head.1, now)?;
+                let rec = EvidenceRecord::seal(new, head.0 + 1, std::mem::take(&mut head.1), now)?;
+                head = (rec.seq, rec.hash.clone());
                 sqlx::query(sql.insert)
                     .bind(&rec.id)
                     .bind(rec.seq)
@@ -168,7 +183,6 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                     .bind(&rec.hash)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(sql.set_head_hash).bind(&rec.hash).execute(&mut *tx).await?;
                 for effect in &recording.effects {
                     sqlx::query(ENQUEUE)
                         .bind(uuid::Uuid::now_v7().to_string())
@@ -241,10 +255,13 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                     query.execute(&mut *tx).await?;
                 }
             }
-            finishes.push(Finish::Finished(record));
+            *finish = Some(Finish::Finished(record));
+        }
+        if appending > 0 {
+            sqlx::query(sql.set_head_hash).bind(&head.1).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(finishes)
+        Ok(finishes.into_iter().map(|f| f.unwrap_or(Finish::AlreadyFinished)).collect())
     })
 }
 

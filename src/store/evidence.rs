@@ -173,11 +173,13 @@ pub(super) struct AppendSql {
     pub set_head_hash: &'static str,
 }
 
-/// Appending takes the chain head's row lock first (`UPDATE ... RETURNING`),
-/// which serialises appends across PostgreSQL replicas until commit.
+/// Appending moves the chain head by the number of records a commit appends
+/// (`UPDATE ... RETURNING`, the new last sequence number and the hash before),
+/// taking its row lock once per commit; appends of PostgreSQL replicas are
+/// serialised commit by commit, not record by record.
 pub(super) fn append_evidence_sql() -> AppendSql {
     AppendSql {
-        bump_head: "UPDATE chain_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash",
+        bump_head: "UPDATE chain_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
         insert: "INSERT INTO evidence (id, seq, trigger_kind, trigger_id, source, ticket, verdict, policy, \
             mode, record, created_at, prev_hash, hash) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",

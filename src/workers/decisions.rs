@@ -52,21 +52,11 @@ fn by_ticket(claimed: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
     struct Ticket {
         ticket: crate::domain::TicketRef,
     }
-    let mut groups: Vec<Vec<ClaimedDelivery>> = Vec::new();
-    let mut index: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
-    for delivery in claimed {
-        let key = serde_json::from_str::<Ticket>(&delivery.event)
+    super::grouped(claimed, |delivery| {
+        serde_json::from_str::<Ticket>(&delivery.event)
             .map(|t| (t.ticket.source, t.ticket.key))
-            .unwrap_or_else(|_| (String::new(), delivery.id.clone()));
-        match index.get(&key) {
-            Some(&i) => groups[i].push(delivery),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![delivery]);
-            }
-        }
-    }
-    groups
+            .unwrap_or_else(|_| (String::new(), delivery.id.clone()))
+    })
 }
 
 /// Decides one claimed delivery in its sender's trace; on an unexpected error

@@ -94,6 +94,23 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// `items` grouped by `key`, groups in order of first appearance, each group in
+/// the items' order: one ticket's work is done in order, tickets side by side.
+pub(crate) fn grouped<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    for item in items {
+        match index.entry(key(&item)) {
+            std::collections::hash_map::Entry::Occupied(at) => groups[*at.get()].push(item),
+            std::collections::hash_map::Entry::Vacant(at) => {
+                at.insert(groups.len());
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
 /// Acks come first: while deliveries wait for their ack, a decision or outbox
 /// worker waits a little (at most 100 ms in all) before taking more work, so
 /// that background work does not slow the helpdesk's webhooks down, and is

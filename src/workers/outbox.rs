@@ -38,8 +38,8 @@ pub async fn try_deliver_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome>
 }
 
 /// Claims up to `limit` of the messages of `lane` (a source; any when `None`)
-/// due soonest, in one statement, and carries them out side by side, each
-/// under its own lease renewal. `None` when nothing was due; otherwise the
+/// due soonest, in one statement, and carries them out side by side (one
+/// ticket's messages in order), each under its own lease renewal. `None` when nothing was due; otherwise the
 /// longest the helpdesk asked the lane to wait, if it did (`Retry-After`).
 pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> anyhow::Result<Option<Option<Duration>>> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
@@ -51,15 +51,28 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
     if claimed.is_empty() {
         return Ok(None);
     }
-    let delivered = futures_util::future::join_all(claimed.iter().map(|msg| {
-        let trace_id = msg
-            .trace_id
-            .clone()
-            .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
-        let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
-            attempt = msg.attempts, trace_id = %trace_id);
-        crate::telemetry::adopt_trace(&span, &trace_id);
-        crate::telemetry::in_trace(trace_id, deliver(ctx, msg).instrument(span))
+    // One ticket's messages in order; tickets side by side.
+    let tickets = super::grouped(claimed, |msg| msg.ticket.clone());
+    let delivered = futures_util::future::join_all(tickets.iter().map(|messages| async move {
+        let mut pause = None;
+        for (i, msg) in messages.iter().enumerate() {
+            // A message that waited for the one before it renews its claim
+            // first: if the lease passed to another replica meanwhile, that
+            // replica delivers it, not this one.
+            if i > 0 && !ctx.store.renew_effect(msg, ctx.now_ms() + lease_ms).await? {
+                tracing::warn!(message = %msg.id, "lost the lease while waiting; left to its new holder");
+                continue;
+            }
+            let trace_id = msg
+                .trace_id
+                .clone()
+                .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
+            let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
+                attempt = msg.attempts, trace_id = %trace_id);
+            crate::telemetry::adopt_trace(&span, &trace_id);
+            pause = pause.max(crate::telemetry::in_trace(trace_id, deliver(ctx, msg).instrument(span)).await?);
+        }
+        anyhow::Ok(pause)
     }))
     .await;
     let mut pause = None;

@@ -3,11 +3,6 @@
 //! even with two replicas taking batches from the same store at once.
 
 use closegate::{context::Context, workers};
-use serde_json::json;
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path_regex},
-};
 
 use crate::helpers::*;
 
@@ -28,28 +23,7 @@ async fn two_replicas_deciding_and_delivering_in_batches_give_one_decision_and_o
     let app = spawn_app().await;
     // Every close asks for a grant nobody made: blocked, one comment and one
     // reopen each, exactly.
-    Mock::given(method("GET"))
-        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .mount(&app.helpdesk)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 1 })))
-        .expect(CLOSES as u64)
-        .mount(&app.helpdesk)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": CLOSED_AT })))
-        .mount(&app.helpdesk)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex(r"^/repos/acme/access-requests/issues/\d+$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "open" })))
-        .expect(CLOSES as u64)
-        .mount(&app.helpdesk)
-        .await;
+    mock_github_issues(&app, r"\d+", CLOSES as u64, CLOSES as u64, CLOSED_AT).await;
     for n in 0..CLOSES {
         let mut event: serde_json::Value =
             serde_json::from_slice(&grant_event(&format!("nobody_{n}"), "public.none", "SELECT")).unwrap();

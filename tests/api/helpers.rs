@@ -29,7 +29,7 @@ mod pg;
 pub use pg::{fresh_database, pg_url, unique};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
-    matchers::{method, path, path_regex},
+    matchers::{method, path_regex},
 };
 
 pub const GITHUB_SECRET: &str = "gh-webhook-secret";
@@ -479,24 +479,32 @@ pub async fn mock_github(app: &TestApp, posts: u64, reopens: u64) {
 
 /// [`mock_github`] for an issue closed at `closed_at`.
 pub async fn mock_github_closed_at(app: &TestApp, posts: u64, reopens: u64, closed_at: &str) {
+    mock_github_issues(app, "42", posts, reopens, closed_at).await
+}
+
+/// [`mock_github`] for the issues whose number matches the regex `issue`;
+/// `posts` and `reopens` are the exact totals over all of them.
+pub async fn mock_github_issues(app: &TestApp, issue: &str, posts: u64, reopens: u64, closed_at: &str) {
+    let issue_path = format!(r"^/repos/acme/access-requests/issues/{issue}$");
+    let comments_path = format!(r"^/repos/acme/access-requests/issues/{issue}/comments$");
     Mock::given(method("GET"))
         .and(path_regex(r"^/repos/acme/access-requests/issues/\d+/comments$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&app.helpdesk)
         .await;
     Mock::given(method("POST"))
-        .and(path("/repos/acme/access-requests/issues/42/comments"))
+        .and(path_regex(comments_path))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 1 })))
         .expect(posts)
         .mount(&app.helpdesk)
         .await;
     Mock::given(method("GET"))
-        .and(path("/repos/acme/access-requests/issues/42"))
+        .and(path_regex(issue_path.clone()))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "closed", "closed_at": closed_at })))
         .mount(&app.helpdesk)
         .await;
     Mock::given(method("PATCH"))
-        .and(path("/repos/acme/access-requests/issues/42"))
+        .and(path_regex(issue_path))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": "open" })))
         .expect(reopens)
         .mount(&app.helpdesk)
