@@ -309,7 +309,11 @@ async fn upgrade_story(url: &str) {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
         sqlx::query_as(PAYLOAD).fetch_one(&pool).await.unwrap()
     };
-    assert_eq!(payload, (r#"{"kind":"closed"}"#.to_string(), "raw".to_string()), "the payload moves with its delivery");
+    assert_eq!(
+        payload,
+        (r#"{"kind":"closed"}"#.to_string(), "raw".to_string()),
+        "the payload moves with its delivery"
+    );
 
     let records = store.evidence_for_ticket("github", "acme/x#9").await.unwrap();
     assert_eq!(records.len(), 1);

@@ -4,8 +4,10 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store, StoreError,
-    StoreResult, claims, evidence::append_evidence_sql, governed,
+    ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store,
+    StoreError, StoreResult, claims,
+    evidence::append_evidence_sql,
+    governed,
     outbox::{self, ENQUEUE},
     with_pool,
 };
@@ -155,7 +157,10 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
             .count() as i64;
         let mut head: (i64, String) = (0, String::new());
         if appending > 0 {
-            let (last, hash): (i64, String) = sqlx::query_as(sql.bump_head).bind(appending).fetch_one(&mut *tx).await?;
+            let (last, hash): (i64, String) = sqlx::query_as(sql.bump_head)
+                .bind(appending)
+                .fetch_one(&mut *tx)
+                .await?;
             head = (last - appending, hash);
         }
         for (((recording, now), encoded_claims), finish) in recordings.iter().zip(&encoded).zip(finishes.iter_mut()) {
@@ -261,7 +266,10 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
             sqlx::query(sql.set_head_hash).bind(&head.1).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(finishes.into_iter().map(|f| f.unwrap_or(Finish::AlreadyFinished)).collect())
+        Ok(finishes
+            .into_iter()
+            .map(|f| f.unwrap_or(Finish::AlreadyFinished))
+            .collect())
     })
 }
 

@@ -86,7 +86,10 @@ impl Store {
             let mut events = Vec::with_capacity(claimed.len());
             if !claimed.is_empty() {
                 let params: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
-                let select = format!("SELECT id, event FROM delivery_payloads WHERE id IN ({})", params.join(", "));
+                let select = format!(
+                    "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
+                    params.join(", ")
+                );
                 let mut query = sqlx::query_as(&select);
                 for c in &claimed {
                     query = query.bind(&c.id);

@@ -99,7 +99,8 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
             }
             inserted.extend(query.fetch_all(&mut *tx).await?);
         }
-        let new: Vec<(&String, &&NewDelivery)> = rows.iter().copied().filter(|(id, _)| inserted.contains(*id)).collect();
+        let new: Vec<(&String, &&NewDelivery)> =
+            rows.iter().copied().filter(|(id, _)| inserted.contains(*id)).collect();
         for chunk in fixed_chunks(&new) {
             let sql = format!(
                 "INSERT INTO delivery_payloads (id, event, body) VALUES {}",

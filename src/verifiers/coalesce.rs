@@ -247,7 +247,10 @@ mod tests {
         }
         let calls = inner.calls.load(Ordering::SeqCst);
         assert!(calls < 40, "40 callers took {calls} round trips");
-        assert!(inner.largest.load(Ordering::SeqCst) > 2, "no call carried more than one caller's checks");
+        assert!(
+            inner.largest.load(Ordering::SeqCst) > 2,
+            "no call carried more than one caller's checks"
+        );
     }
 
     #[tokio::test]

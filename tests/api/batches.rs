@@ -15,7 +15,11 @@ async fn decide_in_batches(ctx: &Context, limit: usize) {
 
 /// Delivers in batches of `limit` until no message is due.
 async fn deliver_in_batches(ctx: &Context, limit: usize) {
-    while workers::deliver_next(ctx, Some("github"), limit).await.unwrap().is_some() {}
+    while workers::deliver_next(ctx, Some("github"), limit)
+        .await
+        .unwrap()
+        .is_some()
+    {}
 }
 
 #[tokio::test]

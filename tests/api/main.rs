@@ -1,7 +1,7 @@
 mod approvals;
 mod audit_pack;
-mod batches;
 mod bad_input;
+mod batches;
 mod bypass;
 mod claims;
 mod config_cli;

@@ -281,7 +281,14 @@ async fn run(pg: Option<&str>) {
 
     // Decisions alone: stored first with the workers off, then decided by the
     // configured decision workers (each claiming a batch) with nothing delivered.
-    let (base, ctx, handle) = launch(settings(dir.path(), &fresh_store(dir.path(), pg).await, &github, &stuck, false)).await;
+    let (base, ctx, handle) = launch(settings(
+        dir.path(),
+        &fresh_store(dir.path(), pg).await,
+        &github,
+        &stuck,
+        false,
+    ))
+    .await;
     let ack_workers_off = send(&base, "github", 0, n).await;
     let start = Instant::now();
     let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
@@ -290,7 +297,8 @@ async fn run(pg: Option<&str>) {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 while workers::try_decide_batch(&ctx, batch).await.unwrap() == workers::ExecutionOutcome::TaskCompleted
-                {}
+                {
+                }
             })
         })
         .collect();
@@ -308,7 +316,14 @@ async fn run(pg: Option<&str>) {
 
     // End to end with everything running.
     let idle_rss = rss_mib("VmRSS:");
-    let (base, ctx, handle) = launch(settings(dir.path(), &fresh_store(dir.path(), pg).await, &github, &stuck, true)).await;
+    let (base, ctx, handle) = launch(settings(
+        dir.path(),
+        &fresh_store(dir.path(), pg).await,
+        &github,
+        &stuck,
+        true,
+    ))
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();

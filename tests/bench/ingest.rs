@@ -212,7 +212,10 @@ async fn http_ingest(label: &str, settings: Settings, bare_store: BareStore) -> 
 /// The Node reference receiver (`tests/bench/node`), started on a free port;
 /// `None` with the reason printed when Node.js or its packages are not here.
 async fn node_reference(dir: &std::path::Path) -> Option<(String, std::process::Child)> {
-    use std::{io::BufRead as _, process::{Command, Stdio}};
+    use std::{
+        io::BufRead as _,
+        process::{Command, Stdio},
+    };
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/node");
     if !std::path::Path::new(root).join("node_modules").exists() {
         let installed = Command::new("npm")
@@ -234,7 +237,9 @@ async fn node_reference(dir: &std::path::Path) -> Option<(String, std::process::
         .inspect_err(|e| println!("  node reference skipped: {e}"))
         .ok()?;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
+    std::io::BufReader::new(child.stdout.take()?)
+        .read_line(&mut line)
+        .ok()?;
     let port = line.trim().strip_prefix("listening on ")?.to_string();
     Some((format!("http://127.0.0.1:{port}/hook"), child))
 }
