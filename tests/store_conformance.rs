@@ -252,6 +252,91 @@ async fn the_store_story_holds_on_postgres() {
     story(&pg::fresh_database().await).await;
 }
 
+/// Acks in a steady stream from 64 callers, each sending its next delivery as
+/// soon as the last one is answered, with every tenth a replay of a delivery
+/// that may still be in flight: every call is answered, each pair of original
+/// and replay is stored once under one id, and nothing else is lost. Then a
+/// burst of large deliveries all at once.
+async fn flood_story(url: &str) {
+    const N: usize = 3_000;
+    let store = Store::connect(url).await.expect("store opens");
+    let callers: Vec<_> = (0..64)
+        .map(|caller| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for n in (caller..N).step_by(64) {
+                    // A replay carries its original's delivery id and body.
+                    let of = if n % 10 == 9 { n - 5 } else { n };
+                    let outcome = store.ingest(delivery(of, &format!("body-{of}"))).await.unwrap();
+                    answers.push((n, of, outcome));
+                }
+                answers
+            })
+        })
+        .collect();
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        futures_util::future::join_all(callers),
+    )
+    .await
+    .expect("every ack is answered");
+    let mut by_delivery: std::collections::BTreeMap<usize, Vec<closegate::store::IngestOutcome>> = Default::default();
+    for (_, of, outcome) in answers.into_iter().flat_map(Result::unwrap) {
+        by_delivery.entry(of).or_default().push(outcome);
+    }
+    let replays = (0..N).filter(|n| n % 10 == 9).count();
+    assert_eq!(by_delivery.len(), N - replays);
+    for (of, outcomes) in &by_delivery {
+        let originals = outcomes.iter().filter(|o| !o.duplicate).count();
+        assert_eq!(originals, 1, "delivery {of}: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| o.id == outcomes[0].id),
+            "delivery {of}: {outcomes:?}"
+        );
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.deliveries, stats.deliveries_pending),
+        ((N - replays) as i64, (N - replays) as i64)
+    );
+
+    // A burst of large deliveries that takes a while to commit, a few more
+    // arriving meanwhile, then silence: those few are answered without
+    // waiting for yet another delivery.
+    let send = |n: usize, size: usize| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .ingest(delivery(n, &format!("{n}-{}", "x".repeat(size))))
+                .await
+                .unwrap()
+        })
+    };
+    let mut burst: Vec<_> = (N..N + 512).map(|n| send(n, 65_536)).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    burst.extend((N + 512..N + 520).map(|n| send(n, 16)));
+    let burst = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        futures_util::future::join_all(burst),
+    )
+    .await
+    .expect("every ack of the burst is answered");
+    assert!(burst.into_iter().all(|o| !o.unwrap().duplicate));
+    assert_eq!(store.stats().await.unwrap().deliveries, (N - replays + 520) as i64);
+}
+
+#[tokio::test]
+async fn a_flood_of_acks_is_answered_in_full_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    flood_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_acks_is_answered_in_full_on_postgres() {
+    flood_story(&pg::fresh_database().await).await;
+}
+
 /// A store at the schema before triggers, holding one decided delivery, its
 /// evidence record and its outbox message; then opened by this version.
 async fn upgrade_story(url: &str) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Db, StoreError, StoreResult, with_pool};
+use super::{Db, StoreError, StoreResult};
 
 /// Most deliveries committed together.
 const MAX_BATCH: usize = 512;
@@ -42,26 +42,52 @@ pub(super) struct IngestJob {
     reply: oneshot::Sender<StoreResult<IngestOutcome>>,
 }
 
+/// How long the writer keeps the write connection while acks keep arriving.
+/// Taking it back from the pool costs a round trip (sqlx checks a released
+/// connection), which under a flood of webhooks is worth saving; other writers
+/// wait at most this long.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJob> {
     let (tx, mut rx) = mpsc::channel::<IngestJob>(4 * MAX_BATCH);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let deliveries: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
-            match write_batch(&db, &deliveries).await {
-                Ok(outcomes) => {
-                    for (job, outcome) in batch.drain(..).zip(outcomes) {
-                        let _ = job.reply.send(Ok(outcome));
-                    }
-                    stored.notify_waiters();
-                    stored.notify_one();
-                }
+        loop {
+            // A batch left over from the last hold is written before waiting.
+            if batch.is_empty() && rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+            let mut conn = match Held::acquire(&db).await {
+                Ok(conn) => conn,
                 Err(e) => {
-                    tracing::error!(error.message = %e, batch = batch.len(), "failed to commit deliveries");
-                    let message = e.to_string();
-                    for job in batch.drain(..) {
-                        let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
+                    refuse(&mut batch, &e);
+                    continue;
+                }
+            };
+            let held = std::time::Instant::now();
+            loop {
+                let deliveries: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
+                match write_batch(&mut conn, &deliveries).await {
+                    Ok(outcomes) => {
+                        for (job, outcome) in batch.drain(..).zip(outcomes) {
+                            let _ = job.reply.send(Ok(outcome));
+                        }
+                        stored.notify_waiters();
+                        stored.notify_one();
                     }
+                    Err(e) => {
+                        refuse(&mut batch, &e);
+                        break;
+                    }
+                }
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                if batch.is_empty() || held.elapsed() >= HOLD {
+                    break;
                 }
             }
         }
@@ -69,26 +95,58 @@ pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJo
     tx
 }
 
-/// Stores a batch with multi-row statements of a few fixed sizes (so that each
-/// is prepared once and reused); rows they did not insert (a known delivery id
-/// or body) are looked up one by one.
-async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
+/// Answers every delivery of a batch that could not be committed.
+fn refuse(batch: &mut Vec<IngestJob>, error: &StoreError) {
+    tracing::error!(error.message = %error, batch = batch.len(), "failed to commit deliveries");
+    let message = error.to_string();
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
+    }
+}
+
+/// The write connection, held by the writer across consecutive batches.
+enum Held {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Held {
+    async fn acquire(db: &Db) -> StoreResult<Held> {
+        Ok(match db {
+            Db::Sqlite { write, .. } => Held::Sqlite(write.acquire().await?),
+            Db::Postgres(pool) => Held::Postgres(pool.acquire().await?),
+        })
+    }
+}
+
+/// Rows per multi-row statement: a batch is written `CHUNK` rows at a time.
+const CHUNK: usize = 64;
+
+/// Stores a batch: per chunk, one multi-row insert of the deliveries and, when
+/// all of them were new, one of their payloads. Each chunk size has its own
+/// statement, built once and prepared once per connection. Rows that were not
+/// inserted (a known delivery id or body) are rare: only then is the store asked
+/// which ones were, and the first delivery of each duplicate looked up.
+async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
     let ids: Vec<String> = deliveries.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect();
     let rows: Vec<(&String, &&NewDelivery)> = ids.iter().zip(deliveries).collect();
-    with_pool!(db, write, |pool| {
-        let mut tx = pool.begin().await?;
-        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-        for chunk in fixed_chunks(&rows) {
-            let sql = format!(
-                "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id) \
-                 VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                placeholders(chunk.len(), 7)
-            );
-            let mut query = sqlx::query_scalar::<_, String>(&sql);
+    macro_rules! on_held {
+        (|$c:ident| $body:expr) => {
+            match conn {
+                Held::Sqlite($c) => $body,
+                Held::Postgres($c) => $body,
+            }
+        };
+    }
+    on_held!(|conn| {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let mut duplicates = std::collections::HashSet::new();
+        for chunk in rows.chunks(CHUNK) {
+            let mut insert = sqlx::query(&statements().deliveries[chunk.len() - 1]);
             for (id, d) in chunk {
-                query = query
+                insert = insert
                     .bind(*id)
                     .bind(&d.source)
                     .bind(&d.delivery_id)
@@ -97,26 +155,31 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                     .bind(d.lease_until)
                     .bind(&d.trace_id);
             }
-            inserted.extend(query.fetch_all(&mut *tx).await?);
-        }
-        let new: Vec<(&String, &&NewDelivery)> =
-            rows.iter().copied().filter(|(id, _)| inserted.contains(*id)).collect();
-        for chunk in fixed_chunks(&new) {
-            let sql = format!(
-                "INSERT INTO delivery_payloads (id, event, body) VALUES {}",
-                placeholders(chunk.len(), 3)
-            );
-            let mut query = sqlx::query(&sql);
-            for (id, d) in chunk {
-                query = query.bind(*id).bind(&d.event).bind(&d.body);
+            let inserted = insert.execute(&mut *tx).await?.rows_affected() as usize;
+            let new: Vec<(&String, &&NewDelivery)> = if inserted == chunk.len() {
+                chunk.to_vec()
+            } else {
+                let mut known = sqlx::query_scalar::<_, String>(&statements().inserted[chunk.len() - 1]);
+                for (id, _) in chunk {
+                    known = known.bind(*id);
+                }
+                let stored: std::collections::HashSet<String> = known.fetch_all(&mut *tx).await?.into_iter().collect();
+                let (new, old): (Vec<_>, Vec<_>) = chunk.iter().partition(|(id, _)| stored.contains(*id));
+                duplicates.extend(old.into_iter().map(|(id, _)| id.as_str()));
+                new
+            };
+            if new.is_empty() {
+                continue;
             }
-            query.execute(&mut *tx).await?;
+            let mut payloads = sqlx::query(&statements().payloads[new.len() - 1]);
+            for (id, d) in &new {
+                payloads = payloads.bind(*id).bind(&d.event).bind(&d.body);
+            }
+            payloads.execute(&mut *tx).await?;
         }
         let mut outcomes = Vec::with_capacity(deliveries.len());
-        for (id, d) in ids.into_iter().zip(deliveries) {
-            let outcome = if inserted.contains(&id) {
-                IngestOutcome { id, duplicate: false }
-            } else {
+        for (id, d) in &rows {
+            let outcome = if duplicates.contains(id.as_str()) {
                 let id: String = sqlx::query_scalar(EXISTING)
                     .bind(&d.source)
                     .bind(&d.delivery_id)
@@ -124,6 +187,11 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
                     .fetch_one(&mut *tx)
                     .await?;
                 IngestOutcome { id, duplicate: true }
+            } else {
+                IngestOutcome {
+                    id: id.to_string(),
+                    duplicate: false,
+                }
             };
             outcomes.push(outcome);
         }
@@ -132,19 +200,45 @@ async fn write_batch(db: &Db, deliveries: &[&NewDelivery]) -> StoreResult<Vec<In
     })
 }
 
-/// The rows in chunks of 64, 16, 4 and 1: every batch is written with at most
-/// four distinct statements, each prepared once per connection.
-fn fixed_chunks<T>(rows: &[T]) -> Vec<&[T]> {
-    let mut chunks = Vec::new();
-    let mut rest = rows;
-    for size in [64, 16, 4, 1] {
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            chunks.push(chunk);
-            rest = tail;
+/// The ingest statements for every chunk size, `[n - 1]` for `n` rows.
+struct Statements {
+    deliveries: Vec<String>,
+    payloads: Vec<String>,
+    inserted: Vec<String>,
+}
+
+fn statements() -> &'static Statements {
+    static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        let sizes = 1..=CHUNK;
+        Statements {
+            deliveries: sizes
+                .clone()
+                .map(|n| {
+                    format!(
+                        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, \
+                         trace_id) VALUES {} ON CONFLICT DO NOTHING",
+                        placeholders(n, 7)
+                    )
+                })
+                .collect(),
+            payloads: sizes
+                .clone()
+                .map(|n| {
+                    format!(
+                        "INSERT INTO delivery_payloads (id, event, body) VALUES {}",
+                        placeholders(n, 3)
+                    )
+                })
+                .collect(),
+            inserted: sizes
+                .map(|n| {
+                    let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+                    format!("SELECT id FROM deliveries WHERE id IN ({})", ids.join(", "))
+                })
+                .collect(),
         }
-    }
-    chunks
+    })
 }
 
 /// `($1, $2, ...), ($n+1, ...)`: `rows` tuples of `width` numbered parameters.
@@ -184,15 +278,17 @@ impl super::Store {
 
 #[cfg(test)]
 mod tests {
-    use super::fixed_chunks;
+    use super::{CHUNK, statements};
 
     #[test]
-    fn chunks_cover_every_row_in_order_with_four_sizes_at_most() {
-        for n in 0..300 {
-            let rows: Vec<usize> = (0..n).collect();
-            let chunks = fixed_chunks(&rows);
-            assert_eq!(chunks.concat(), rows);
-            assert!(chunks.iter().all(|c| [64, 16, 4, 1].contains(&c.len())));
+    fn every_chunk_size_has_statements_with_as_many_parameters_as_rows_need() {
+        let s = statements();
+        for n in 1..=CHUNK {
+            assert!(s.deliveries[n - 1].contains(&format!("${},", 7 * n - 1)));
+            assert!(s.deliveries[n - 1].ends_with(&format!("${}) ON CONFLICT DO NOTHING", 7 * n)));
+            assert!(s.payloads[n - 1].ends_with(&format!("${})", 3 * n)));
+            assert!(s.inserted[n - 1].ends_with(&format!("${n})")));
+            assert!(!s.inserted[n - 1].contains(&format!("${}", n + 1)));
         }
     }
 }

@@ -106,6 +106,10 @@ pub struct StoreStats {
     pub outbox_dead: i64,
 }
 
+/// Prepared statements kept per connection: the ingest writer alone has one
+/// per chunk size and table.
+const STATEMENT_CACHE: usize = 400;
+
 impl Store {
     /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`) and runs
     /// the migrations for that backend.
@@ -117,9 +121,12 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .statement_cache_capacity(STATEMENT_CACHE);
+            // A local file does not go stale: no ping before every use.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.clone())
                 .await?;
@@ -129,12 +136,14 @@ impl Store {
                 .map_err(|e| StoreError::Other(format!("SQLite migrations failed: {e}")))?;
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options.read_only(true))
                 .await?;
             Db::Sqlite { write, read }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
+                .map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?
+                .statement_cache_capacity(STATEMENT_CACHE);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
