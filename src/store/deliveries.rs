@@ -85,10 +85,9 @@ impl Store {
                 .await?;
             let mut events = Vec::with_capacity(claimed.len());
             if !claimed.is_empty() {
-                let params: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
                 let select = format!(
                     "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
-                    params.join(", ")
+                    super::ingest::numbered(1, claimed.len())
                 );
                 let mut query = sqlx::query_as(&select);
                 for c in &claimed {

@@ -232,10 +232,7 @@ fn statements() -> &'static Statements {
                 })
                 .collect(),
             inserted: sizes
-                .map(|n| {
-                    let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-                    format!("SELECT id FROM deliveries WHERE id IN ({})", ids.join(", "))
-                })
+                .map(|n| format!("SELECT id FROM deliveries WHERE id IN ({})", numbered(1, n)))
                 .collect(),
         }
     })
@@ -244,10 +241,15 @@ fn statements() -> &'static Statements {
 /// `($1, $2, ...), ($n+1, ...)`: `rows` tuples of `width` numbered parameters.
 fn placeholders(rows: usize, width: usize) -> String {
     (0..rows)
-        .map(|row| {
-            let params: Vec<String> = (1..=width).map(|col| format!("${}", row * width + col)).collect();
-            format!("({})", params.join(", "))
-        })
+        .map(|row| format!("({})", numbered(row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$first, $first+1, ...`: `count` numbered parameters.
+pub(super) fn numbered(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }

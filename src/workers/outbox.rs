@@ -39,8 +39,9 @@ pub async fn try_deliver_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome>
 
 /// Claims up to `limit` of the messages of `lane` (a source; any when `None`)
 /// due soonest, in one statement, and carries them out side by side (one
-/// ticket's messages in order), each under its own lease renewal. `None` when nothing was due; otherwise the
-/// longest the helpdesk asked the lane to wait, if it did (`Retry-After`).
+/// ticket's messages in order), each under its own lease renewal. `None` when
+/// nothing was due; otherwise the longest the helpdesk asked the lane to wait,
+/// if it did (`Retry-After`).
 pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> anyhow::Result<Option<Option<Duration>>> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
     let claimed = ctx

@@ -243,9 +243,19 @@ async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
     .await
 }
 
-/// Starts closegate: its base URL, its context and its server handle.
-async fn launch(settings: Settings) -> (String, Arc<closegate::context::Context>, actix_web::dev::ServerHandle) {
-    let app = Application::build(settings).await.unwrap();
+/// Starts closegate on a fresh store (SQLite, or a new database on the
+/// PostgreSQL server `pg`): its base URL, its context and its server handle.
+async fn launch(
+    dir: &std::path::Path,
+    pg: Option<&str>,
+    github: &str,
+    hung: &str,
+    workers_on: bool,
+) -> (String, Arc<closegate::context::Context>, actix_web::dev::ServerHandle) {
+    let database_url = fresh_store(dir, pg).await;
+    let app = Application::build(settings(dir, &database_url, github, hung, workers_on))
+        .await
+        .unwrap();
     let started = (
         format!("http://127.0.0.1:{}", app.port()),
         app.context(),
@@ -281,14 +291,7 @@ async fn run(pg: Option<&str>) {
 
     // Decisions alone: stored first with the workers off, then decided by the
     // configured decision workers (each claiming a batch) with nothing delivered.
-    let (base, ctx, handle) = launch(settings(
-        dir.path(),
-        &fresh_store(dir.path(), pg).await,
-        &github,
-        &stuck,
-        false,
-    ))
-    .await;
+    let (base, ctx, handle) = launch(dir.path(), pg, &github, &stuck, false).await;
     let ack_workers_off = send(&base, "github", 0, n).await;
     let start = Instant::now();
     let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
@@ -316,14 +319,7 @@ async fn run(pg: Option<&str>) {
 
     // End to end with everything running.
     let idle_rss = rss_mib("VmRSS:");
-    let (base, ctx, handle) = launch(settings(
-        dir.path(),
-        &fresh_store(dir.path(), pg).await,
-        &github,
-        &stuck,
-        true,
-    ))
-    .await;
+    let (base, ctx, handle) = launch(dir.path(), pg, &github, &stuck, true).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();
