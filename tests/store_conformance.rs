@@ -3,7 +3,9 @@
 use closegate::{
     domain::{Mode, TicketRef, Trigger, TriggerKind, Verdict},
     evidence::EvidenceContent,
-    store::{DeliveryOutcome, Finish, GateCheckClaim, NewDelivery, NewEffect, NewEvidence, Recording, Store},
+    store::{
+        Delivered, DeliveryOutcome, Finish, GateCheckClaim, NewDelivery, NewEffect, NewEvidence, Recording, Store,
+    },
 };
 #[path = "support/pg.rs"]
 mod pg;
@@ -250,6 +252,96 @@ async fn the_store_story_holds_on_sqlite() {
 #[tokio::test]
 async fn the_store_story_holds_on_postgres() {
     story(&pg::fresh_database().await).await;
+}
+
+/// Recordings sent together share one commit, with the effect of writing them
+/// one after another: of two recordings that finish the same delivery, or
+/// complete the same message, only the first is written; a completion whose
+/// claim lost its lease writes nothing.
+async fn batch_story(url: &str) {
+    const N: usize = 40;
+    let store = Store::connect(url).await.expect("store opens");
+    store.ready().await.expect("migrations applied");
+    for n in 0..N {
+        store.ingest(delivery(n, &format!("batch-{n}"))).await.unwrap();
+    }
+    let now = 10_000;
+    let claimed = store.claim_deliveries(now, 60_000, N).await.unwrap();
+    assert_eq!(claimed.len(), N);
+    let effect = |key: String| NewEffect {
+        idempotency_key: key,
+        payload: "{}".into(),
+        lane: None,
+    };
+    // Each delivery finished twice, the second time with another message.
+    let recordings = claimed.iter().enumerate().flat_map(|(n, c)| {
+        [
+            decided(&c.id, &format!("acme/b#{n}"), vec![effect(format!("first-{n}"))]),
+            decided(&c.id, &format!("acme/b#{n}"), vec![effect(format!("second-{n}"))]),
+        ]
+    });
+    let finishes = futures_util::future::join_all(recordings.map(|r| store.record(r, now))).await;
+    for (n, pair) in finishes.chunks(2).enumerate() {
+        assert!(matches!(pair[0], Ok(Finish::Finished(Some(_)))), "{n}: {:?}", pair[0]);
+        assert!(matches!(pair[1], Ok(Finish::AlreadyFinished)), "{n}: {:?}", pair[1]);
+        assert_eq!(
+            store
+                .evidence_for_ticket("github", &format!("acme/b#{n}"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.evidence, stats.deliveries_pending, stats.outbox_pending),
+        (N as i64, 0, N as i64)
+    );
+    let report = store.verify_chain().await.unwrap();
+    assert_eq!((report.records, report.broken), (N as i64, None));
+
+    // Every message claimed, then claimed again by another replica after the
+    // lease ran out: completions under the old claim, the new one, and the new
+    // one twice, all in one batch.
+    let old = store.claim_effects(now, 1_000, None, N).await.unwrap();
+    let mut keys: Vec<String> = old.iter().map(|m| m.idempotency_key.clone()).collect();
+    keys.sort();
+    let mut expected: Vec<String> = (0..N).map(|n| format!("first-{n}")).collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    let new = store.claim_effects(now + 2_000, 60_000, None, N).await.unwrap();
+    assert_eq!(new.len(), N);
+    let completion = |m: &closegate::store::ClaimedEffect| Recording {
+        delivered: Some(Delivered {
+            id: m.id.clone(),
+            lease_token: m.lease_token.clone(),
+        }),
+        ..Recording::default()
+    };
+    let by_id = |id: &str| new.iter().find(|m| m.id == id).unwrap();
+    let completions = old
+        .iter()
+        .flat_map(|m| [completion(m), completion(by_id(&m.id)), completion(by_id(&m.id))]);
+    let finishes = futures_util::future::join_all(completions.map(|r| store.record(r, now + 2_500))).await;
+    for triple in finishes.chunks(3) {
+        assert!(matches!(triple[0], Ok(Finish::AlreadyFinished)), "{:?}", triple[0]);
+        assert!(matches!(triple[1], Ok(Finish::Finished(None))), "{:?}", triple[1]);
+        assert!(matches!(triple[2], Ok(Finish::AlreadyFinished)), "{:?}", triple[2]);
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.outbox_pending, stats.outbox_done), (0, N as i64));
+}
+
+#[tokio::test]
+async fn recordings_in_one_batch_are_written_as_if_one_by_one_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    batch_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
+}
+
+#[tokio::test]
+async fn recordings_in_one_batch_are_written_as_if_one_by_one_on_postgres() {
+    batch_story(&pg::fresh_database().await).await;
 }
 
 /// Acks in a steady stream from 64 callers, each sending its next delivery as

@@ -3,12 +3,12 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::collections::HashSet;
+
 use super::{
     ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store,
-    StoreError, StoreResult, claims,
-    evidence::append_evidence_sql,
-    governed,
-    outbox::{self, ENQUEUE},
+    StoreError, StoreResult, claims, evidence, governed, outbox,
+    rows::{CHUNK, MultiRow, execute_in_chunks},
     with_pool,
 };
 
@@ -108,48 +108,127 @@ impl Store {
     }
 }
 
-/// Writes recordings in one transaction, in order.
+/// The batch's statements, for every chunk size.
+struct Statements {
+    complete: MultiRow,
+    done: MultiRow,
+    append: MultiRow,
+    enqueue: MultiRow,
+    remember: MultiRow,
+}
+
+fn statements() -> &'static Statements {
+    static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| Statements {
+        complete: MultiRow::around_tuples(3, |tuples| outbox::COMPLETE.replace("{}", tuples)),
+        done: MultiRow::around_tuples(4, |tuples| {
+            format!(
+                "UPDATE deliveries SET state = 'done', outcome = v.column2, evidence_id = v.column3, \
+                 decided_at = v.column4, lease_until = NULL FROM (VALUES {tuples}) AS v \
+                 WHERE deliveries.id = v.column1 AND deliveries.state = 'pending' RETURNING id"
+            )
+        }),
+        append: MultiRow::values(evidence::APPEND, 13, ""),
+        enqueue: MultiRow::values(outbox::ENQUEUE.0, 9, outbox::ENQUEUE.1),
+        remember: MultiRow::values(governed::REMEMBER.0, 4, governed::REMEMBER.1),
+    })
+}
+
+/// Runs a [`MultiRow`] statement that answers rows over `$rows` in chunks and
+/// collects every row it answers.
+macro_rules! fetch_in_chunks {
+    ($conn:expr, $statement:expr, $rows:expr, $out:ty, |$query:ident, $row:pat_param| $bind:expr) => {{
+        let mut answered: Vec<$out> = Vec::new();
+        for chunk in $rows.chunks(CHUNK) {
+            let mut $query = sqlx::query_as::<_, $out>($statement.sql(chunk.len()));
+            for $row in chunk {
+                $query = $bind;
+            }
+            answered.extend($query.fetch_all(&mut *$conn).await?);
+        }
+        answered
+    }};
+}
+
+/// Writes recordings in one transaction, with the effect of writing them one
+/// after another in order: a handful of multi-row statements per batch, not a
+/// round trip per row.
 async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<Vec<Finish>> {
-    const DONE: &str = "UPDATE deliveries SET state = 'done', outcome = $1, evidence_id = $2, \
-        decided_at = $3, lease_until = NULL WHERE id = $4 AND state = 'pending'";
+    let s = statements();
     let encoded: Vec<Vec<_>> = recordings
         .iter()
         .map(|(r, _)| r.claims.iter().map(NewClaim::encoded).collect::<StoreResult<Vec<_>>>())
         .collect::<StoreResult<_>>()?;
+    // A second recording that ends the same delivery or message as an earlier
+    // one in the batch finds it ended.
+    let mut finishes: Vec<Option<Finish>> = recordings.iter().map(|_| None).collect();
+    let (mut seen_messages, mut seen_deliveries) = (HashSet::new(), HashSet::new());
+    for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
+        let repeated = recording
+            .delivered
+            .as_ref()
+            .is_some_and(|d| !seen_messages.insert((&d.id, &d.lease_token)))
+            || recording
+                .delivery
+                .as_ref()
+                .is_some_and(|(id, _)| !seen_deliveries.insert(id));
+        if repeated {
+            *finish = Some(Finish::AlreadyFinished);
+        }
+    }
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
-        // First the ends each recording depends on (a delivery or an outbox
-        // message still held): `None` for a recording that goes ahead.
-        let mut finishes: Vec<Option<Finish>> = Vec::with_capacity(recordings.len());
-        for (recording, now) in recordings {
-            let evidence_id = recording.evidence.as_ref().map(|e| e.id.clone());
-            let mut held = true;
-            if let Some(delivered) = &recording.delivered {
-                held = sqlx::query(outbox::COMPLETE)
-                    .bind(*now)
-                    .bind(&delivered.id)
-                    .bind(&delivered.lease_token)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    > 0;
+        // First the ends each recording depends on (an outbox message still
+        // held, then a delivery still pending): a recording whose end another
+        // writer got to first writes nothing.
+        let completing: Vec<(&Delivered, i64)> = recordings
+            .iter()
+            .zip(&finishes)
+            .filter(|(_, f)| f.is_none())
+            .filter_map(|((r, now), _)| r.delivered.as_ref().map(|d| (d, *now)))
+            .collect();
+        let completed: HashSet<(String, String)> =
+            fetch_in_chunks!(tx, s.complete, completing, (String, String), |query, (d, now)| query
+                .bind(&d.id)
+                .bind(&d.lease_token)
+                .bind(*now))
+            .into_iter()
+            .collect();
+        for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
+            if let Some(d) = &recording.delivered
+                && !completed.contains(&(d.id.clone(), d.lease_token.clone()))
+            {
+                *finish = Some(Finish::AlreadyFinished);
             }
-            if let (true, Some((delivery, outcome))) = (held, &recording.delivery) {
-                held = sqlx::query(DONE)
-                    .bind(outcome.as_str())
-                    .bind(&evidence_id)
-                    .bind(*now)
-                    .bind(delivery)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    > 0;
+        }
+        let ending: Vec<(&str, DeliveryOutcome, Option<&str>, i64)> = recordings
+            .iter()
+            .zip(&finishes)
+            .filter(|(_, f)| f.is_none())
+            .filter_map(|((r, now), _)| {
+                let evidence_id = r.evidence.as_ref().map(|e| e.id.as_str());
+                r.delivery
+                    .as_ref()
+                    .map(|(id, outcome)| (id.as_str(), *outcome, evidence_id, *now))
+            })
+            .collect();
+        let ended: HashSet<String> =
+            fetch_in_chunks!(tx, s.done, ending, (String,), |query, (id, outcome, evidence, now)| {
+                query.bind(*id).bind(outcome.as_str()).bind(*evidence).bind(*now)
+            })
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
+        for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
+            if let Some((id, _)) = &recording.delivery
+                && finish.is_none()
+                && !ended.contains(id)
+            {
+                *finish = Some(Finish::AlreadyFinished);
             }
-            finishes.push((!held).then_some(Finish::AlreadyFinished));
         }
         // Then one bump of the chain head for every record the batch appends:
         // its lock is taken once per commit, late in the transaction.
-        let sql = append_evidence_sql();
         let appending = recordings
             .iter()
             .zip(&finishes)
@@ -157,66 +236,88 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
             .count() as i64;
         let mut head: (i64, String) = (0, String::new());
         if appending > 0 {
-            let (last, hash): (i64, String) = sqlx::query_as(sql.bump_head)
+            let (last, hash): (i64, String) = sqlx::query_as(evidence::BUMP_HEAD)
                 .bind(appending)
                 .fetch_one(&mut *tx)
                 .await?;
             head = (last - appending, hash);
         }
-        for (((recording, now), encoded_claims), finish) in recordings.iter().zip(&encoded).zip(finishes.iter_mut()) {
+        for ((recording, now), finish) in recordings.iter().zip(finishes.iter_mut()) {
             if finish.is_some() {
                 continue;
             }
-            let now = *now;
-            let mut record = None;
-            if let Some(new) = recording.evidence.clone() {
-                let rec = EvidenceRecord::seal(new, head.0 + 1, std::mem::take(&mut head.1), now)?;
-                head = (rec.seq, rec.hash.clone());
-                sqlx::query(sql.insert)
-                    .bind(&rec.id)
-                    .bind(rec.seq)
-                    .bind(rec.trigger.kind.as_str())
-                    .bind(&rec.trigger.id)
-                    .bind(&rec.source)
-                    .bind(&rec.ticket)
-                    .bind(rec.verdict.as_str())
-                    .bind(&rec.policy)
-                    .bind(rec.mode.as_str())
-                    .bind(&rec.record)
-                    .bind(rec.created_at)
-                    .bind(&rec.prev_hash)
-                    .bind(&rec.hash)
+            let record = match recording.evidence.clone() {
+                Some(new) => {
+                    let rec = EvidenceRecord::seal(new, head.0 + 1, std::mem::take(&mut head.1), *now)?;
+                    head = (rec.seq, rec.hash.clone());
+                    Some(rec)
+                }
+                None => None,
+            };
+            *finish = Some(Finish::Finished(record));
+        }
+        // The records, their messages and the tickets they govern, in bulk.
+        let written: Vec<(&Recording, i64, &EvidenceRecord)> = recordings
+            .iter()
+            .zip(&finishes)
+            .filter_map(|((r, now), f)| match f {
+                Some(Finish::Finished(Some(rec))) => Some((*r, *now, rec)),
+                _ => None,
+            })
+            .collect();
+        execute_in_chunks!(tx, s.append, written, |query, (_, _, rec)| query
+            .bind(&rec.id)
+            .bind(rec.seq)
+            .bind(rec.trigger.kind.as_str())
+            .bind(&rec.trigger.id)
+            .bind(&rec.source)
+            .bind(&rec.ticket)
+            .bind(rec.verdict.as_str())
+            .bind(&rec.policy)
+            .bind(rec.mode.as_str())
+            .bind(&rec.record)
+            .bind(rec.created_at)
+            .bind(&rec.prev_hash)
+            .bind(&rec.hash));
+        let messages: Vec<(String, &NewEffect, &Recording, i64, &EvidenceRecord)> = written
+            .iter()
+            .flat_map(|(r, now, rec)| {
+                r.effects
+                    .iter()
+                    .map(move |e| (uuid::Uuid::now_v7().to_string(), e, *r, *now, *rec))
+            })
+            .collect();
+        execute_in_chunks!(tx, s.enqueue, messages, |query, (id, effect, r, now, rec)| query
+            .bind(id)
+            .bind(&effect.idempotency_key)
+            .bind(effect.lane.as_deref().unwrap_or(&rec.source))
+            .bind(&rec.ticket)
+            .bind(&rec.id)
+            .bind(&effect.payload)
+            .bind(*now)
+            .bind(*now)
+            .bind(&r.trace_id));
+        let governs: Vec<(&String, i64, &EvidenceRecord)> = written
+            .iter()
+            .flat_map(|(r, now, rec)| r.governed.iter().map(move |p| (p, *now, *rec)))
+            .collect();
+        execute_in_chunks!(tx, s.remember, governs, |query, (policy, now, rec)| query
+            .bind(&rec.source)
+            .bind(&rec.ticket)
+            .bind(*policy)
+            .bind(*now));
+        // Claims, in recording order: each allowed decision supersedes the
+        // ticket's earlier claims.
+        for (((recording, _), encoded_claims), finish) in recordings.iter().zip(&encoded).zip(&finishes) {
+            let Some(Finish::Finished(record)) = finish else {
+                continue;
+            };
+            if let (Some(rec), Some(first)) = (record, recording.claims.first()) {
+                sqlx::query(claims::SUPERSEDE)
+                    .bind(&first.ticket.source)
+                    .bind(&first.ticket.key)
                     .execute(&mut *tx)
                     .await?;
-                for effect in &recording.effects {
-                    sqlx::query(ENQUEUE)
-                        .bind(uuid::Uuid::now_v7().to_string())
-                        .bind(&effect.idempotency_key)
-                        .bind(effect.lane.as_deref().unwrap_or(&rec.source))
-                        .bind(&rec.ticket)
-                        .bind(&rec.id)
-                        .bind(&effect.payload)
-                        .bind(now)
-                        .bind(&recording.trace_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for policy in &recording.governed {
-                    sqlx::query(governed::REMEMBER)
-                        .bind(&rec.source)
-                        .bind(&rec.ticket)
-                        .bind(policy)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(first) = recording.claims.first() {
-                    sqlx::query(claims::SUPERSEDE)
-                        .bind(&first.ticket.source)
-                        .bind(&first.ticket.key)
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 for (claim, (requested, spec, observation)) in recording.claims.iter().zip(encoded_claims) {
                     sqlx::query(claims::INSERT)
                         .bind(&claim.id)
@@ -240,7 +341,6 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                         .execute(&mut *tx)
                         .await?;
                 }
-                record = Some(rec);
             }
             // Claims re-verified alike (most of a sweep: still as verified) are
             // updated together, one statement per group of ids.
@@ -260,10 +360,12 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                     query.execute(&mut *tx).await?;
                 }
             }
-            *finish = Some(Finish::Finished(record));
         }
         if appending > 0 {
-            sqlx::query(sql.set_head_hash).bind(&head.1).execute(&mut *tx).await?;
+            sqlx::query(evidence::SET_HEAD_HASH)
+                .bind(&head.1)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(finishes

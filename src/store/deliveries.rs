@@ -87,7 +87,7 @@ impl Store {
             if !claimed.is_empty() {
                 let select = format!(
                     "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
-                    super::ingest::numbered(1, claimed.len())
+                    super::rows::numbered(1, claimed.len())
                 );
                 let mut query = sqlx::query_as(&select);
                 for c in &claimed {

@@ -167,25 +167,19 @@ impl EvidenceRow {
     }
 }
 
-pub(super) struct AppendSql {
-    pub bump_head: &'static str,
-    pub insert: &'static str,
-    pub set_head_hash: &'static str,
-}
-
 /// Appending moves the chain head by the number of records a commit appends
 /// (`UPDATE ... RETURNING`, the new last sequence number and the hash before),
 /// taking its row lock once per commit; appends of PostgreSQL replicas are
 /// serialised commit by commit, not record by record.
-pub(super) fn append_evidence_sql() -> AppendSql {
-    AppendSql {
-        bump_head: "UPDATE chain_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
-        insert: "INSERT INTO evidence (id, seq, trigger_kind, trigger_id, source, ticket, verdict, policy, \
-            mode, record, created_at, prev_hash, hash) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        set_head_hash: "UPDATE chain_head SET hash = $1 WHERE id = 1",
-    }
-}
+pub(super) const BUMP_HEAD: &str = "UPDATE chain_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
+
+/// The columns of an appended record, in [`EvidenceRecord`] field order
+/// (followed by `VALUES`).
+pub(super) const APPEND: &str = "INSERT INTO evidence (id, seq, trigger_kind, trigger_id, source, ticket, verdict, \
+    policy, mode, record, created_at, prev_hash, hash)";
+
+/// The last record's hash, set once the commit's records are sealed.
+pub(super) const SET_HEAD_HASH: &str = "UPDATE chain_head SET hash = $1 WHERE id = 1";
 
 /// The result of walking the whole chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

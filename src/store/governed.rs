@@ -1,30 +1,34 @@
 //! Tickets a policy has governed: once gated, always gated.
 
-use super::{Store, StoreResult, with_pool};
+use super::{
+    Store, StoreResult,
+    rows::{MultiRow, execute_in_chunks},
+    with_pool,
+};
 use crate::domain::TicketRef;
 
-/// Remembers that a policy governs a ticket: `(source, ticket, policy, since)`.
-pub(super) const REMEMBER: &str = "INSERT INTO governed_tickets (source, ticket, policy, since) \
-    VALUES ($1, $2, $3, $4) ON CONFLICT (source, ticket, policy) DO NOTHING";
+/// Remembers that a policy governs a ticket: `(source, ticket, policy, since)`
+/// rows follow `VALUES`.
+pub(super) const REMEMBER: (&str, &str) = (
+    "INSERT INTO governed_tickets (source, ticket, policy, since)",
+    "ON CONFLICT (source, ticket, policy) DO NOTHING",
+);
 
 impl Store {
     /// Remembers that `policies` govern `ticket` (from now on, whatever its labels say).
     pub async fn remember_governed(&self, ticket: &TicketRef, policies: &[String], now: i64) -> StoreResult<()> {
-        const SQL: &str = REMEMBER;
+        static SQL: std::sync::OnceLock<MultiRow> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| MultiRow::values(REMEMBER.0, 4, REMEMBER.1));
         if policies.is_empty() {
             return Ok(());
         }
         with_pool!(&self.db, write, |pool| {
             let mut tx = pool.begin().await?;
-            for policy in policies {
-                sqlx::query(SQL)
-                    .bind(&ticket.source)
-                    .bind(&ticket.key)
-                    .bind(policy)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            execute_in_chunks!(tx, sql, policies, |query, policy| query
+                .bind(&ticket.source)
+                .bind(&ticket.key)
+                .bind(policy)
+                .bind(now));
             tx.commit().await?;
         });
         Ok(())

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Db, StoreError, StoreResult};
+use super::{
+    Db, StoreError, StoreResult,
+    rows::{CHUNK, MultiRow},
+};
 
 /// Most deliveries committed together.
 const MAX_BATCH: usize = 512;
@@ -119,9 +122,6 @@ impl Held {
     }
 }
 
-/// Rows per multi-row statement: a batch is written `CHUNK` rows at a time.
-const CHUNK: usize = 64;
-
 /// Stores a batch: per chunk, one multi-row insert of the deliveries and, when
 /// all of them were new, one of their payloads. Each chunk size has its own
 /// statement, built once and prepared once per connection. Rows that were not
@@ -144,7 +144,7 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let mut duplicates = std::collections::HashSet::new();
         for chunk in rows.chunks(CHUNK) {
-            let mut insert = sqlx::query(&statements().deliveries[chunk.len() - 1]);
+            let mut insert = sqlx::query(statements().deliveries.sql(chunk.len()));
             for (id, d) in chunk {
                 insert = insert
                     .bind(*id)
@@ -159,7 +159,7 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
             let new: Vec<(&String, &&NewDelivery)> = if inserted == chunk.len() {
                 chunk.to_vec()
             } else {
-                let mut known = sqlx::query_scalar::<_, String>(&statements().inserted[chunk.len() - 1]);
+                let mut known = sqlx::query_scalar::<_, String>(statements().inserted.sql(chunk.len()));
                 for (id, _) in chunk {
                     known = known.bind(*id);
                 }
@@ -171,7 +171,7 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
             if new.is_empty() {
                 continue;
             }
-            let mut payloads = sqlx::query(&statements().payloads[new.len() - 1]);
+            let mut payloads = sqlx::query(statements().payloads.sql(new.len()));
             for (id, d) in &new {
                 payloads = payloads.bind(*id).bind(&d.event).bind(&d.body);
             }
@@ -200,58 +200,24 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
     })
 }
 
-/// The ingest statements for every chunk size, `[n - 1]` for `n` rows.
+/// The ingest statements, for every chunk size.
 struct Statements {
-    deliveries: Vec<String>,
-    payloads: Vec<String>,
-    inserted: Vec<String>,
+    deliveries: MultiRow,
+    payloads: MultiRow,
+    inserted: MultiRow,
 }
 
 fn statements() -> &'static Statements {
     static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
-    STATEMENTS.get_or_init(|| {
-        let sizes = 1..=CHUNK;
-        Statements {
-            deliveries: sizes
-                .clone()
-                .map(|n| {
-                    format!(
-                        "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, \
-                         trace_id) VALUES {} ON CONFLICT DO NOTHING",
-                        placeholders(n, 7)
-                    )
-                })
-                .collect(),
-            payloads: sizes
-                .clone()
-                .map(|n| {
-                    format!(
-                        "INSERT INTO delivery_payloads (id, event, body) VALUES {}",
-                        placeholders(n, 3)
-                    )
-                })
-                .collect(),
-            inserted: sizes
-                .map(|n| format!("SELECT id FROM deliveries WHERE id IN ({})", numbered(1, n)))
-                .collect(),
-        }
+    STATEMENTS.get_or_init(|| Statements {
+        deliveries: MultiRow::values(
+            "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id)",
+            7,
+            "ON CONFLICT DO NOTHING",
+        ),
+        payloads: MultiRow::values("INSERT INTO delivery_payloads (id, event, body)", 3, ""),
+        inserted: MultiRow::around_list(|ids| format!("SELECT id FROM deliveries WHERE id IN ({ids})")),
     })
-}
-
-/// `($1, $2, ...), ($n+1, ...)`: `rows` tuples of `width` numbered parameters.
-fn placeholders(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|row| format!("({})", numbered(row * width + 1, width)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `$first, $first+1, ...`: `count` numbered parameters.
-pub(super) fn numbered(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl super::Store {
@@ -286,11 +252,15 @@ mod tests {
     fn every_chunk_size_has_statements_with_as_many_parameters_as_rows_need() {
         let s = statements();
         for n in 1..=CHUNK {
-            assert!(s.deliveries[n - 1].contains(&format!("${},", 7 * n - 1)));
-            assert!(s.deliveries[n - 1].ends_with(&format!("${}) ON CONFLICT DO NOTHING", 7 * n)));
-            assert!(s.payloads[n - 1].ends_with(&format!("${})", 3 * n)));
-            assert!(s.inserted[n - 1].ends_with(&format!("${n})")));
-            assert!(!s.inserted[n - 1].contains(&format!("${}", n + 1)));
+            assert!(s.deliveries.sql(n).contains(&format!("${},", 7 * n - 1)));
+            assert!(
+                s.deliveries
+                    .sql(n)
+                    .ends_with(&format!("${}) ON CONFLICT DO NOTHING", 7 * n))
+            );
+            assert!(s.payloads.sql(n).ends_with(&format!("${})", 3 * n)));
+            assert!(s.inserted.sql(n).ends_with(&format!("${n})")));
+            assert!(!s.inserted.sql(n).contains(&format!("${}", n + 1)));
         }
     }
 }

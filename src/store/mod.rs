@@ -16,6 +16,7 @@ mod housekeeping;
 mod ingest;
 mod outbox;
 mod reconcile;
+mod rows;
 mod tickets;
 
 use std::{str::FromStr, sync::Arc, time::Duration};

@@ -38,12 +38,18 @@ pub struct Delivered {
     pub lease_token: String,
 }
 
-pub(super) const COMPLETE: &str = "UPDATE outbox SET state = 'done', done_at = $1, lease_until = NULL, \
-    last_error = NULL WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
+/// Marks delivered the messages `(id, lease_token, done_at)` of the tuples
+/// `{}` whose claim still holds: the fencing check. Answers their ids and tokens.
+pub(super) const COMPLETE: &str = "UPDATE outbox SET state = 'done', done_at = v.column3, lease_until = NULL, \
+    last_error = NULL FROM (VALUES {}) AS v WHERE outbox.id = v.column1 AND outbox.lease_token = v.column2 \
+    AND outbox.state = 'pending' RETURNING id, lease_token";
 
-pub(super) const ENQUEUE: &str = "INSERT INTO outbox \
-    (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at, trace_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING";
+/// Enqueues messages (followed by `VALUES`); a key already enqueued is kept.
+pub(super) const ENQUEUE: (&str, &str) = (
+    "INSERT INTO outbox (id, idempotency_key, source, ticket, evidence_id, payload, next_attempt_at, created_at, \
+     trace_id)",
+    "ON CONFLICT (idempotency_key) DO NOTHING",
+);
 
 /// Picked once, in a materialised CTE (see the deliveries' claim).
 const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' \

@@ -45,6 +45,10 @@ pub struct PostgresVerifier {
     timeout: Duration,
 }
 
+/// A role's LOGIN (and still valid), SUPERUSER, CREATEDB, CREATEROLE,
+/// REPLICATION and BYPASSRLS attributes.
+type RoleFlags = (bool, bool, bool, bool, bool, bool);
+
 impl PostgresVerifier {
     pub fn build(system: &str, config: &SqlSystem) -> Result<Self, String> {
         let url = secret(system, "url", &config.url)?;
@@ -89,13 +93,18 @@ impl PostgresVerifier {
         const SQL: &str = "SELECT rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil > now()), \
             rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls \
             FROM pg_roles WHERE rolname = $1";
-        let row: Option<(bool, bool, bool, bool, bool, bool)> = sqlx::query_as(SQL)
+        let row: Option<RoleFlags> = sqlx::query_as(SQL)
             .bind(role)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        let Some(r) = row else {
-            return Ok(self.observation(role, String::new(), false, BTreeSet::new()));
+        Ok(self.role_observation(role, row))
+    }
+
+    /// What a role holds: its attributes, as `role` checks name them.
+    fn role_observation(&self, role: &str, flags: Option<RoleFlags>) -> Observation {
+        let Some(r) = flags else {
+            return self.observation(role, String::new(), false, BTreeSet::new());
         };
         let flags = [
             (r.0, "LOGIN"),
@@ -106,7 +115,7 @@ impl PostgresVerifier {
             (r.5, "BYPASSRLS"),
         ];
         let held = flags.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect();
-        Ok(self.observation(role, String::new(), true, held))
+        self.observation(role, String::new(), true, held)
     }
 
     async fn membership(&self, role: &str) -> Result<Observation, VerifyError> {
@@ -247,38 +256,18 @@ impl PostgresVerifier {
             tables.push(name.to_string());
         }
         let all: Vec<String> = TABLE_PRIVILEGES.iter().map(|s| s.to_string()).collect();
-        let rows: Vec<(i64, bool, bool, Option<Vec<String>>)> = match sqlx::query_as(SQL)
-            .bind(&roles)
-            .bind(&schemas)
-            .bind(&tables)
-            .bind(&all)
-            .fetch_all(&self.pool)
-            .await
-        {
-            Ok(rows) if rows.len() == checks.len() => rows,
-            Ok(_) => {
-                return checks
-                    .iter()
-                    .map(|_| {
-                        Err(VerifyError::Query {
-                            system: self.system.clone(),
-                            message: "the batch answered a different number of rows".into(),
-                        })
-                    })
-                    .collect();
-            }
-            Err(e) => {
-                let message = self.error(e).to_string();
-                return checks
-                    .iter()
-                    .map(|_| {
-                        Err(VerifyError::Query {
-                            system: self.system.clone(),
-                            message: message.clone(),
-                        })
-                    })
-                    .collect();
-            }
+        let rows: Vec<(i64, bool, bool, Option<Vec<String>>)> = match self.answered(
+            sqlx::query_as(SQL)
+                .bind(&roles)
+                .bind(&schemas)
+                .bind(&tables)
+                .bind(&all)
+                .fetch_all(&self.pool)
+                .await,
+            checks.len(),
+        ) {
+            Ok(rows) => rows,
+            Err(failed) => return failed,
         };
         rows.into_iter()
             .zip(bad)
@@ -298,6 +287,57 @@ impl PostgresVerifier {
                 Ok(self.observation(&roles[i], object, role_exists, held))
             })
             .collect()
+    }
+}
+
+impl PostgresVerifier {
+    /// The attributes of many roles in one round trip.
+    async fn roles_many(&self, checks: &[&CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
+        const SQL: &str = "SELECT q.i, r.rolname IS NOT NULL, \
+            COALESCE(r.rolcanlogin AND (r.rolvaliduntil IS NULL OR r.rolvaliduntil > now()), false), \
+            COALESCE(r.rolsuper, false), COALESCE(r.rolcreatedb, false), COALESCE(r.rolcreaterole, false), \
+            COALESCE(r.rolreplication, false), COALESCE(r.rolbypassrls, false) \
+            FROM unnest($1::text[]) WITH ORDINALITY AS q(role, i) \
+            LEFT JOIN pg_roles r ON r.rolname = q.role ORDER BY q.i";
+        let roles: Vec<Result<&str, VerifyError>> = checks.iter().map(|c| param(c, "role")).collect();
+        let names: Vec<&str> = roles.iter().map(|r| r.as_ref().map_or("", |r| *r)).collect();
+        type Row = (i64, bool, bool, bool, bool, bool, bool, bool);
+        let rows: Vec<Row> = match self.answered(
+            sqlx::query_as(SQL).bind(&names).fetch_all(&self.pool).await,
+            checks.len(),
+        ) {
+            Ok(rows) => rows,
+            Err(failed) => return failed,
+        };
+        rows.into_iter()
+            .zip(roles)
+            .map(|((_, exists, login, sup, db, cr, repl, bypass), role)| {
+                let flags = exists.then_some((login, sup, db, cr, repl, bypass));
+                Ok(self.role_observation(role?, flags))
+            })
+            .collect()
+    }
+
+    /// The rows of a batched query, one per check; otherwise every check's
+    /// error (the query's, or a row count that does not match).
+    fn answered<T>(
+        &self,
+        rows: Result<Vec<T>, sqlx::Error>,
+        checks: usize,
+    ) -> Result<Vec<T>, Vec<Result<Observation, VerifyError>>> {
+        let message = match rows {
+            Ok(rows) if rows.len() == checks => return Ok(rows),
+            Ok(_) => "the batch answered a different number of rows".to_string(),
+            Err(e) => self.error(e).to_string(),
+        };
+        Err((0..checks)
+            .map(|_| {
+                Err(VerifyError::Query {
+                    system: self.system.clone(),
+                    message: message.clone(),
+                })
+            })
+            .collect())
     }
 }
 
@@ -332,27 +372,40 @@ impl Verifier for PostgresVerifier {
     }
 
     async fn observe_many(&self, checks: &[CheckSpec]) -> Vec<Result<Observation, VerifyError>> {
-        let (tables, others): (Vec<_>, Vec<_>) = checks
+        let of_kind = |kind: &str| -> (Vec<usize>, Vec<&CheckSpec>) {
+            checks.iter().enumerate().filter(|(_, c)| c.kind == kind).unzip()
+        };
+        let (table_at, tables) = of_kind("table_privileges");
+        let (role_at, roles) = of_kind("role");
+        let others: Vec<(usize, &CheckSpec)> = checks
             .iter()
             .enumerate()
-            .partition(|(_, c)| c.kind == "table_privileges");
-        let table_checks: Vec<&CheckSpec> = tables.iter().map(|(_, c)| *c).collect();
-        let (table_results, other_results) = futures_util::join!(
+            .filter(|(_, c)| c.kind != "table_privileges" && c.kind != "role")
+            .collect();
+        let (table_results, role_results, other_results) = futures_util::join!(
             async {
-                if table_checks.is_empty() {
+                if tables.is_empty() {
                     Vec::new()
                 } else {
-                    self.table_privileges_many(&table_checks).await
+                    self.table_privileges_many(&tables).await
+                }
+            },
+            async {
+                if roles.is_empty() {
+                    Vec::new()
+                } else {
+                    self.roles_many(&roles).await
                 }
             },
             futures_util::future::join_all(others.iter().map(|(_, c)| self.observe(c)))
         );
         let mut placed: Vec<Option<Result<Observation, VerifyError>>> = (0..checks.len()).map(|_| None).collect();
-        for ((i, _), result) in tables.iter().zip(table_results) {
-            placed[*i] = Some(result);
-        }
-        for ((i, _), result) in others.iter().zip(other_results) {
-            placed[*i] = Some(result);
+        let at = table_at
+            .into_iter()
+            .chain(role_at)
+            .chain(others.iter().map(|(i, _)| *i));
+        for (i, result) in at.zip(table_results.into_iter().chain(role_results).chain(other_results)) {
+            placed[i] = Some(result);
         }
         placed.into_iter().flatten().collect()
     }

@@ -680,3 +680,70 @@ checks:
     let by_system: Vec<(&str, &str)> = checks.iter().map(|c| (c.0.as_str(), c.1.as_str())).collect();
     assert_eq!(by_system, [("seen", "holds"), ("blind", "could_not_verify")]);
 }
+
+/// Role checks of several closes decided in one batch travel in one query to
+/// PostgreSQL; each still sees its own role: usable, expired, unable to log
+/// in, missing, or holding more than was asked.
+#[tokio::test]
+async fn postgres_roles_checked_together_are_each_seen_as_they_are() {
+    let mut target = Target::new().await;
+    let role = |tag: &str| unique(&format!("cg_r{tag}"));
+    let (usable, expired, nologin, missing, superuser) = (role("u"), role("e"), role("n"), role("m"), role("s"));
+    target.exec(&format!("CREATE ROLE {usable} LOGIN")).await;
+    target
+        .exec(&format!("CREATE ROLE {expired} LOGIN VALID UNTIL '2001-01-01'"))
+        .await;
+    target.exec(&format!("CREATE ROLE {nologin} NOLOGIN")).await;
+    target.exec(&format!("CREATE ROLE {superuser} LOGIN SUPERUSER")).await;
+    let policy = r#"
+match: { labels: [access-request] }
+require_fields: [role]
+checks:
+  - name: role can log in and nothing more
+    system: app-db
+    kind: role
+    params: { role: "{{ fields.role }}" }
+    requested: LOGIN
+    expect: exact
+"#;
+    let (app, _dir) = app_with(json!({}), policy).await;
+    let cases = [
+        (&usable, "allowed", json!(["LOGIN"])),
+        (&expired, "blocked", json!([])),
+        (&nologin, "blocked", json!([])),
+        (&missing, "blocked", json!([])),
+        (&superuser, "blocked", json!(["LOGIN", "SUPERUSER"])),
+    ];
+    for (n, (role, _, _)) in cases.iter().enumerate() {
+        let response = app
+            .post_generic(
+                &format!("msg_roles_{n}"),
+                chrono::Utc::now().timestamp(),
+                &generic_close(&format!("R-{n}"), &[("role", role.as_str())]),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 202);
+    }
+    let decided = closegate::workers::try_decide_batch(&app.ctx, cases.len())
+        .await
+        .unwrap();
+    assert_eq!(decided, closegate::workers::ExecutionOutcome::TaskCompleted);
+    assert_eq!(app.stats().await.deliveries_pending, 0, "one batch decided them all");
+    let mut exists = Vec::new();
+    for (n, (role, verdict, held)) in cases.iter().enumerate() {
+        let records = app
+            .store
+            .evidence_for_ticket("generic", &format!("R-{n}"))
+            .await
+            .unwrap();
+        let record = records.last().expect("a record");
+        let (seen, checks_seen) = summary(record);
+        assert_eq!(
+            (seen.as_str(), &checks_seen[0].2),
+            (*verdict, held),
+            "{role}: {checks_seen:?}"
+        );
+        exists.push(checks(record)[0].observation.as_ref().map(|o| o.exists));
+    }
+    assert_eq!(exists, [true, true, true, false, true].map(Some));
+}
