@@ -7,7 +7,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
     Db, StoreError, StoreResult,
-    rows::{CHUNK, MultiRow},
+    rows::{CHUNK, MultiRow, tuples},
 };
 
 /// Most deliveries committed together.
@@ -140,6 +140,15 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
             }
         };
     }
+    if let Held::Sqlite(conn) = conn
+        && rows.len() <= CHUNK
+        && write_in_one_trip(conn, &rows).await
+    {
+        return Ok(ids
+            .into_iter()
+            .map(|id| IngestOutcome { id, duplicate: false })
+            .collect());
+    }
     on_held!(|conn| {
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let mut duplicates = std::collections::HashSet::new();
@@ -205,19 +214,63 @@ struct Statements {
     deliveries: MultiRow,
     payloads: MultiRow,
     inserted: MultiRow,
+    /// SQLite: a whole batch of new deliveries in one trip to the connection's
+    /// thread, transaction included (the deliveries' 7 columns per row, then
+    /// the payloads' 3).
+    one_trip: MultiRow,
 }
+
+const INSERT_DELIVERIES: &str =
+    "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id)";
+const INSERT_PAYLOADS: &str = "INSERT INTO delivery_payloads (id, event, body)";
 
 fn statements() -> &'static Statements {
     static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
     STATEMENTS.get_or_init(|| Statements {
-        deliveries: MultiRow::values(
-            "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id)",
-            7,
-            "ON CONFLICT DO NOTHING",
-        ),
-        payloads: MultiRow::values("INSERT INTO delivery_payloads (id, event, body)", 3, ""),
+        deliveries: MultiRow::values(INSERT_DELIVERIES, 7, "ON CONFLICT DO NOTHING"),
+        payloads: MultiRow::values(INSERT_PAYLOADS, 3, ""),
         inserted: MultiRow::around_list(|ids| format!("SELECT id FROM deliveries WHERE id IN ({ids})")),
+        one_trip: MultiRow::per_rows(|n| {
+            format!(
+                "BEGIN; {INSERT_DELIVERIES} VALUES {} ON CONFLICT DO NOTHING; {INSERT_PAYLOADS} VALUES {}; COMMIT",
+                tuples(1, n, 7),
+                tuples(7 * n + 1, n, 3)
+            )
+        }),
     })
+}
+
+/// SQLite: writes a batch of at most [`CHUNK`] deliveries, all expected new,
+/// in one trip to the connection's thread: each trip waits for that thread to
+/// be scheduled, and under a flood that wait, not SQLite, is most of the cost.
+/// A payload can only be stored beside its delivery (foreign key), so a known
+/// delivery id or body fails the statement; it is then rolled back, and the
+/// caller writes the batch the general way, which sorts such rows out.
+async fn write_in_one_trip(conn: &mut sqlx::SqliteConnection, rows: &[(&String, &&NewDelivery)]) -> bool {
+    let mut query = sqlx::query(statements().one_trip.sql(rows.len()));
+    for (id, d) in rows {
+        query = query
+            .bind(*id)
+            .bind(&d.source)
+            .bind(&d.delivery_id)
+            .bind(&d.body_sha256)
+            .bind(d.received_at)
+            .bind(d.lease_until)
+            .bind(&d.trace_id);
+    }
+    for (id, d) in rows {
+        query = query.bind(*id).bind(&d.event).bind(&d.body);
+    }
+    match query.execute(&mut *conn).await {
+        Ok(_) => true,
+        Err(e) => {
+            // Nothing to roll back when the transaction did not begin or was
+            // ended by SQLite itself: that error is expected and ignored.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            tracing::debug!(error.message = %e, rows = rows.len(), "a delivery in the batch is known; writing the batch the general way");
+            false
+        }
+    }
 }
 
 impl super::Store {
@@ -261,6 +314,15 @@ mod tests {
             assert!(s.payloads.sql(n).ends_with(&format!("${})", 3 * n)));
             assert!(s.inserted.sql(n).ends_with(&format!("${n})")));
             assert!(!s.inserted.sql(n).contains(&format!("${}", n + 1)));
+            let one = s.one_trip.sql(n);
+            assert!(
+                one.starts_with("BEGIN; INSERT INTO deliveries") && one.ends_with(&format!("${}); COMMIT", 10 * n))
+            );
+            assert!(one.contains(&format!(
+                "${}) ON CONFLICT DO NOTHING; INSERT INTO delivery_payloads",
+                7 * n
+            )));
+            assert!(!one.contains(&format!("${}", 10 * n + 1)));
         }
     }
 }

@@ -11,17 +11,22 @@ pub(super) struct MultiRow {
 }
 
 impl MultiRow {
+    /// For each row count `n`, `build(n)` writes the statement.
+    pub(super) fn per_rows(build: impl Fn(usize) -> String) -> Self {
+        MultiRow {
+            by_rows: (1..=CHUNK).map(build).collect(),
+        }
+    }
+
     /// For each row count `n`, `build` writes the statement around `list(n)`.
     fn new(list: impl Fn(usize) -> String, build: impl Fn(&str) -> String) -> Self {
-        MultiRow {
-            by_rows: (1..=CHUNK).map(|n| build(&list(n))).collect(),
-        }
+        Self::per_rows(|n| build(&list(n)))
     }
 
     /// `head VALUES (...), (...) tail`, each tuple of `width` parameters.
     pub(super) fn values(head: &str, width: usize, tail: &str) -> Self {
         Self::new(
-            |n| tuples(n, width),
+            |n| tuples(1, n, width),
             |list| format!("{head} VALUES {list} {tail}").trim_end().to_string(),
         )
     }
@@ -29,7 +34,7 @@ impl MultiRow {
     /// `build(tuples)` for statements that place the tuples themselves (an
     /// `UPDATE ... FROM (VALUES ...)`).
     pub(super) fn around_tuples(width: usize, build: impl Fn(&str) -> String) -> Self {
-        Self::new(|n| tuples(n, width), build)
+        Self::new(|n| tuples(1, n, width), build)
     }
 
     /// `build(list)` with a flat list of one parameter per row (an `IN (...)`).
@@ -58,10 +63,11 @@ macro_rules! execute_in_chunks {
 }
 pub(super) use execute_in_chunks;
 
-/// `($1, $2, ...), ($n+1, ...)`: `rows` tuples of `width` numbered parameters.
-fn tuples(rows: usize, width: usize) -> String {
+/// `($first, ...), ($first+width, ...)`: `rows` tuples of `width` numbered
+/// parameters.
+pub(super) fn tuples(first: usize, rows: usize, width: usize) -> String {
     (0..rows)
-        .map(|row| format!("({})", numbered(row * width + 1, width)))
+        .map(|row| format!("({})", numbered(first + row * width, width)))
         .collect::<Vec<_>>()
         .join(", ")
 }
