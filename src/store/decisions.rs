@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::{
     ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store,
     StoreError, StoreResult, claims, evidence, governed, outbox,
-    rows::{CHUNK, MultiRow, execute_in_chunks},
+    rows::{MultiRow, execute_in_chunks},
     with_pool,
 };
 
@@ -108,7 +108,7 @@ impl Store {
     }
 }
 
-/// The batch's statements, for every chunk size.
+/// The batch's statements, for a power of two rows each.
 struct Statements {
     complete: MultiRow,
     done: MultiRow,
@@ -120,17 +120,18 @@ struct Statements {
 fn statements() -> &'static Statements {
     static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
     STATEMENTS.get_or_init(|| Statements {
-        complete: MultiRow::around_tuples(3, |tuples| outbox::COMPLETE.replace("{}", tuples)),
+        complete: MultiRow::around_tuples(3, |tuples| outbox::COMPLETE.replace("{}", tuples)).in_powers_of_two(),
         done: MultiRow::around_tuples(4, |tuples| {
             format!(
                 "UPDATE deliveries SET state = 'done', outcome = v.column2, evidence_id = v.column3, \
                  decided_at = v.column4, lease_until = NULL FROM (VALUES {tuples}) AS v \
                  WHERE deliveries.id = v.column1 AND deliveries.state = 'pending' RETURNING id"
             )
-        }),
-        append: MultiRow::values(evidence::APPEND, 13, ""),
-        enqueue: MultiRow::values(outbox::ENQUEUE.0, 9, outbox::ENQUEUE.1),
-        remember: MultiRow::values(governed::REMEMBER.0, 4, governed::REMEMBER.1),
+        })
+        .in_powers_of_two(),
+        append: MultiRow::values(evidence::APPEND, 13, "").in_powers_of_two(),
+        enqueue: MultiRow::values(outbox::ENQUEUE.0, 9, outbox::ENQUEUE.1).in_powers_of_two(),
+        remember: MultiRow::values(governed::REMEMBER.0, 4, governed::REMEMBER.1).in_powers_of_two(),
     })
 }
 
@@ -139,7 +140,7 @@ fn statements() -> &'static Statements {
 macro_rules! fetch_in_chunks {
     ($conn:expr, $statement:expr, $rows:expr, $out:ty, |$query:ident, $row:pat_param| $bind:expr) => {{
         let mut answered: Vec<$out> = Vec::new();
-        for chunk in $rows.chunks(CHUNK) {
+        for chunk in $statement.pieces(&$rows) {
             let mut $query = sqlx::query_as::<_, $out>($statement.sql(chunk.len()));
             for $row in chunk {
                 $query = $bind;

@@ -18,7 +18,7 @@ impl Store {
     /// Remembers that `policies` govern `ticket` (from now on, whatever its labels say).
     pub async fn remember_governed(&self, ticket: &TicketRef, policies: &[String], now: i64) -> StoreResult<()> {
         static SQL: std::sync::OnceLock<MultiRow> = std::sync::OnceLock::new();
-        let sql = SQL.get_or_init(|| MultiRow::values(REMEMBER.0, 4, REMEMBER.1));
+        let sql = SQL.get_or_init(|| MultiRow::values(REMEMBER.0, 4, REMEMBER.1).in_powers_of_two());
         if policies.is_empty() {
             return Ok(());
         }

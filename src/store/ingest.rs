@@ -152,7 +152,7 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
     on_held!(|conn| {
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let mut duplicates = std::collections::HashSet::new();
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in statements().deliveries.pieces(&rows) {
             let mut insert = sqlx::query(statements().deliveries.sql(chunk.len()));
             for (id, d) in chunk {
                 insert = insert

@@ -2,20 +2,48 @@
 //! instead of one per row. Each row count has its own text, built once, so
 //! every connection prepares it once and reuses it.
 
-/// Most rows one statement carries; longer lists go in chunks of this size.
+/// Most rows one statement carries; longer lists go in pieces of this size.
 pub(super) const CHUNK: usize = 64;
 
-/// A statement for 1 to [`CHUNK`] rows of `width` parameters each.
+/// A statement for 1 to [`CHUNK`] rows of `width` parameters each (or only
+/// for the powers of two among them).
 pub(super) struct MultiRow {
-    by_rows: Vec<String>,
+    by_rows: Vec<Option<String>>,
 }
 
 impl MultiRow {
     /// For each row count `n`, `build(n)` writes the statement.
     pub(super) fn per_rows(build: impl Fn(usize) -> String) -> Self {
         MultiRow {
-            by_rows: (1..=CHUNK).map(build).collect(),
+            by_rows: (1..=CHUNK).map(|n| Some(build(n))).collect(),
         }
+    }
+
+    /// Keeps only the statements for a power of two rows: a connection
+    /// prepares and holds 7 statements instead of 64, and a list goes in a few
+    /// pieces (37 rows: 32, 4 and 1).
+    pub(super) fn in_powers_of_two(mut self) -> Self {
+        for (i, sql) in self.by_rows.iter_mut().enumerate() {
+            if !(i + 1).is_power_of_two() {
+                *sql = None;
+            }
+        }
+        self
+    }
+
+    /// `rows` cut into pieces, in order, each with a statement of its size.
+    pub(super) fn pieces<'a, T>(&self, mut rows: &'a [T]) -> Vec<&'a [T]> {
+        let mut pieces = Vec::new();
+        while !rows.is_empty() {
+            let mut n = rows.len().min(CHUNK);
+            if self.by_rows[n - 1].is_none() {
+                n = 1 << n.ilog2();
+            }
+            let (piece, rest) = rows.split_at(n);
+            pieces.push(piece);
+            rows = rest;
+        }
+        pieces
     }
 
     /// For each row count `n`, `build` writes the statement around `list(n)`.
@@ -42,17 +70,19 @@ impl MultiRow {
         Self::new(|n| numbered(1, n), build)
     }
 
-    /// The statement for `rows` rows (1 to [`CHUNK`]).
+    /// The statement for `rows` rows: a size that [`MultiRow::pieces`] cuts.
     pub(super) fn sql(&self, rows: usize) -> &str {
-        &self.by_rows[rows - 1]
+        self.by_rows[rows - 1]
+            .as_deref()
+            .expect("pieces are cut to the sizes that have statements")
     }
 }
 
 /// Executes the [`MultiRow`] statement `$statement` on `$conn` over `$rows`,
-/// [`CHUNK`] rows at a time, binding each row to `$query` with `$bind`.
+/// piece by piece, binding each row to `$query` with `$bind`.
 macro_rules! execute_in_chunks {
     ($conn:expr, $statement:expr, $rows:expr, |$query:ident, $row:pat_param| $bind:expr) => {
-        for chunk in $rows.chunks($crate::store::rows::CHUNK) {
+        for chunk in $statement.pieces(&$rows) {
             let mut $query = sqlx::query($statement.sql(chunk.len()));
             for $row in chunk {
                 $query = $bind;
@@ -98,5 +128,26 @@ mod tests {
             assert!(!select.sql(n).contains(&format!("${}", n + 1)));
         }
         assert_eq!(insert.sql(2).matches('(').count(), 3);
+    }
+
+    #[test]
+    fn pieces_keep_every_row_in_order_and_have_a_statement_each() {
+        let every = MultiRow::values("INSERT INTO t (a)", 1, "");
+        let few = MultiRow::values("INSERT INTO t (a)", 1, "").in_powers_of_two();
+        for len in 0..=3 * CHUNK + 5 {
+            let rows: Vec<usize> = (0..len).collect();
+            for (statement, most) in [(&every, len.div_ceil(CHUNK)), (&few, len / CHUNK + 7)] {
+                let pieces = statement.pieces(&rows);
+                assert_eq!(pieces.concat(), rows);
+                assert!(pieces.len() <= most, "{len} rows in {} pieces", pieces.len());
+                for piece in pieces {
+                    assert!(statement.sql(piece.len()).ends_with(&format!("(${})", piece.len())));
+                }
+            }
+        }
+        assert_eq!(
+            few.pieces(&[0; 37]).iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [32, 4, 1]
+        );
     }
 }
