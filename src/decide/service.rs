@@ -10,7 +10,9 @@ use crate::{
     domain::{Decision, EventKind, Mode, Observation, TicketEvent, TicketRef, Trigger, TriggerKind, Verdict},
     evidence::{EvidenceContent, Finding},
     gate::eval,
-    store::{DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Recording, StoreError},
+    store::{
+        DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Recording, StoreError, TicketPast,
+    },
 };
 
 /// What a call to [`decide`] came to.
@@ -94,8 +96,9 @@ async fn decide_inner(
         tracing::debug!("the helpdesk says the ticket is not closing; not gated");
         return Ok(Decided::NotClosing);
     }
+    let past = ctx.store.ticket_past(&event.ticket).await.map_err(DecideError::Store)?;
     if let Some(delivery) = &delivery
-        && reconciled_already(ctx, &event).await?
+        && reconciled_already(&past, &event)
     {
         // The reconciler judged this close when its webhook was late; a
         // second decision would post a second comment.
@@ -106,37 +109,23 @@ async fn decide_inner(
         tracing::info!("this close was already decided by the reconciler");
         return Ok(Decided::AlreadyFinished);
     }
-    let remembered = ctx.store.governed_by(&event.ticket).await.map_err(DecideError::Store)?;
     let decision = ctx
         .gate
-        .decide(&event, &remembered, &super::approvals::HelpdeskApprovals { ctx })
+        .decide(&event, &past.governed_by, &super::approvals::HelpdeskApprovals { ctx })
         .await;
     conclude(ctx, trigger, event, decision, delivery).await
 }
 
 /// Whether the reconciler already decided the close this event reports (the
 /// same close instant).
-async fn reconciled_already(ctx: &Context, event: &TicketEvent) -> Result<bool, DecideError> {
+fn reconciled_already(past: &TicketPast, event: &TicketEvent) -> bool {
     let Some(closed_at) = event.occurred_at.as_deref() else {
-        return Ok(false);
+        return false;
     };
-    let records = ctx
-        .store
-        .evidence_for_ticket(&event.ticket.source, &event.ticket.key)
-        .await
-        .map_err(DecideError::Store)?;
-    for record in records.iter().filter(|r| r.trigger.kind == TriggerKind::Reconcile) {
-        let content = record.content().map_err(DecideError::Encode)?;
-        if content
-            .event
-            .occurred_at
-            .as_deref()
-            .is_some_and(|judged| crate::adapters::same_instant(judged, closed_at))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    past.reconciled_closes
+        .iter()
+        .flatten()
+        .any(|judged| crate::adapters::same_instant(judged, closed_at))
 }
 
 /// Records, as evidence, an edit of the labels or fields of a ticket that a

@@ -15,6 +15,7 @@ mod governed;
 mod housekeeping;
 mod ingest;
 mod outbox;
+mod prior;
 mod reconcile;
 mod rows;
 mod tickets;
@@ -37,6 +38,7 @@ pub use gauges::{OutboxLane, StoreGauges};
 pub use housekeeping::Swept;
 pub use ingest::{IngestOutcome, NewDelivery};
 pub use outbox::{ClaimedEffect, Delivered, NewEffect};
+pub use prior::TicketPast;
 
 /// Errors from the store. `Unavailable` is worth retrying; `Other` is a bug or
 /// corrupt data.
