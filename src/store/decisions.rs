@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::{
     ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store,
     StoreError, StoreResult, claims, evidence, governed, outbox,
-    rows::{MultiRow, execute_in_chunks},
+    rows::{MultiRow, execute_in_chunks, fetch_in_chunks},
     with_pool,
 };
 
@@ -135,22 +135,6 @@ fn statements() -> &'static Statements {
     })
 }
 
-/// Runs a [`MultiRow`] statement that answers rows over `$rows` in chunks and
-/// collects every row it answers.
-macro_rules! fetch_in_chunks {
-    ($conn:expr, $statement:expr, $rows:expr, $out:ty, |$query:ident, $row:pat_param| $bind:expr) => {{
-        let mut answered: Vec<$out> = Vec::new();
-        for chunk in $statement.pieces(&$rows) {
-            let mut $query = sqlx::query_as::<_, $out>($statement.sql(chunk.len()));
-            for $row in chunk {
-                $query = $bind;
-            }
-            answered.extend($query.fetch_all(&mut *$conn).await?);
-        }
-        answered
-    }};
-}
-
 /// Writes recordings in one transaction, with the effect of writing them one
 /// after another in order: a handful of multi-row statements per batch, not a
 /// round trip per row.
@@ -160,20 +144,14 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
         .iter()
         .map(|(r, _)| r.claims.iter().map(NewClaim::encoded).collect::<StoreResult<Vec<_>>>())
         .collect::<StoreResult<_>>()?;
-    // A second recording that ends the same delivery or message as an earlier
-    // one in the batch finds it ended.
+    // A second recording that completes the same message under the same claim
+    // as an earlier one in the batch finds it completed.
     let mut finishes: Vec<Option<Finish>> = recordings.iter().map(|_| None).collect();
-    let (mut seen_messages, mut seen_deliveries) = (HashSet::new(), HashSet::new());
+    let mut seen = HashSet::new();
     for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
-        let repeated = recording
-            .delivered
-            .as_ref()
-            .is_some_and(|d| !seen_messages.insert((&d.id, &d.lease_token)))
-            || recording
-                .delivery
-                .as_ref()
-                .is_some_and(|(id, _)| !seen_deliveries.insert(id));
-        if repeated {
+        if let Some(d) = &recording.delivered
+            && !seen.insert((&d.id, &d.lease_token))
+        {
             *finish = Some(Finish::AlreadyFinished);
         }
     }
@@ -198,6 +176,17 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
         for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
             if let Some(d) = &recording.delivered
                 && !completed.contains(&(d.id.clone(), d.lease_token.clone()))
+            {
+                *finish = Some(Finish::AlreadyFinished);
+            }
+        }
+        // Likewise a second recording, still going ahead, that ends the same
+        // delivery.
+        let mut seen = HashSet::new();
+        for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
+            if let Some((id, _)) = &recording.delivery
+                && finish.is_none()
+                && !seen.insert(id)
             {
                 *finish = Some(Finish::AlreadyFinished);
             }

@@ -127,6 +127,20 @@ impl Held {
 /// statement, built once and prepared once per connection. Rows that were not
 /// inserted (a known delivery id or body) are rare: only then is the store asked
 /// which ones were, and the first delivery of each duplicate looked up.
+/// Binds a delivery's row, in the column order of `INSERT_DELIVERIES`.
+macro_rules! bind_delivery {
+    ($query:expr, $id:expr, $d:expr) => {
+        $query
+            .bind(*$id)
+            .bind(&$d.source)
+            .bind(&$d.delivery_id)
+            .bind(&$d.body_sha256)
+            .bind($d.received_at)
+            .bind($d.lease_until)
+            .bind(&$d.trace_id)
+    };
+}
+
 async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
@@ -155,14 +169,7 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
         for chunk in statements().deliveries.pieces(&rows) {
             let mut insert = sqlx::query(statements().deliveries.sql(chunk.len()));
             for (id, d) in chunk {
-                insert = insert
-                    .bind(*id)
-                    .bind(&d.source)
-                    .bind(&d.delivery_id)
-                    .bind(&d.body_sha256)
-                    .bind(d.received_at)
-                    .bind(d.lease_until)
-                    .bind(&d.trace_id);
+                insert = bind_delivery!(insert, id, d);
             }
             let inserted = insert.execute(&mut *tx).await?.rows_affected() as usize;
             let new: Vec<(&String, &&NewDelivery)> = if inserted == chunk.len() {
@@ -249,14 +256,7 @@ fn statements() -> &'static Statements {
 async fn write_in_one_trip(conn: &mut sqlx::SqliteConnection, rows: &[(&String, &&NewDelivery)]) -> bool {
     let mut query = sqlx::query(statements().one_trip.sql(rows.len()));
     for (id, d) in rows {
-        query = query
-            .bind(*id)
-            .bind(&d.source)
-            .bind(&d.delivery_id)
-            .bind(&d.body_sha256)
-            .bind(d.received_at)
-            .bind(d.lease_until)
-            .bind(&d.trace_id);
+        query = bind_delivery!(query, id, d);
     }
     for (id, d) in rows {
         query = query.bind(*id).bind(&d.event).bind(&d.body);

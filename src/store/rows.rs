@@ -93,6 +93,23 @@ macro_rules! execute_in_chunks {
 }
 pub(super) use execute_in_chunks;
 
+/// Runs a [`MultiRow`] statement that answers rows over `$rows`, piece by piece,
+/// and collects every row it answers (of type `$out`).
+macro_rules! fetch_in_chunks {
+    ($conn:expr, $statement:expr, $rows:expr, $out:ty, |$query:ident, $row:pat_param| $bind:expr) => {{
+        let mut answered: Vec<$out> = Vec::new();
+        for chunk in $statement.pieces(&$rows) {
+            let mut $query = sqlx::query_as::<_, $out>($statement.sql(chunk.len()));
+            for $row in chunk {
+                $query = $bind;
+            }
+            answered.extend($query.fetch_all(&mut *$conn).await?);
+        }
+        answered
+    }};
+}
+pub(super) use fetch_in_chunks;
+
 /// `($first, ...), ($first+width, ...)`: `rows` tuples of `width` numbered
 /// parameters.
 pub(super) fn tuples(first: usize, rows: usize, width: usize) -> String {
