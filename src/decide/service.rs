@@ -98,7 +98,7 @@ async fn decide_inner(
     }
     let past = ctx.store.ticket_past(&event.ticket).await.map_err(DecideError::Store)?;
     if let Some(delivery) = &delivery
-        && reconciled_already(&past, &event)
+        && reconciled_already(&past, &event)?
     {
         // The reconciler judged this close when its webhook was late; a
         // second decision would post a second comment.
@@ -118,14 +118,23 @@ async fn decide_inner(
 
 /// Whether the reconciler already decided the close this event reports (the
 /// same close instant).
-fn reconciled_already(past: &TicketPast, event: &TicketEvent) -> bool {
+fn reconciled_already(past: &TicketPast, event: &TicketEvent) -> Result<bool, DecideError> {
     let Some(closed_at) = event.occurred_at.as_deref() else {
-        return false;
+        return Ok(false);
     };
-    past.reconciled_closes
-        .iter()
-        .flatten()
-        .any(|judged| crate::adapters::same_instant(judged, closed_at))
+    for record in &past.reconciled {
+        let document: crate::evidence::SealedDocument = serde_json::from_str(record).map_err(DecideError::Encode)?;
+        if document
+            .content
+            .event
+            .occurred_at
+            .as_deref()
+            .is_some_and(|judged| crate::adapters::same_instant(judged, closed_at))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Records, as evidence, an edit of the labels or fields of a ticket that a

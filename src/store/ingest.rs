@@ -155,8 +155,9 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
         };
     }
     if let Held::Sqlite(conn) = conn
+        && !rows.is_empty()
         && rows.len() <= CHUNK
-        && write_in_one_trip(conn, &rows).await
+        && write_in_one_trip(conn, &rows).await?
     {
         return Ok(ids
             .into_iter()
@@ -253,7 +254,10 @@ fn statements() -> &'static Statements {
 /// A payload can only be stored beside its delivery (foreign key), so a known
 /// delivery id or body fails the statement; it is then rolled back, and the
 /// caller writes the batch the general way, which sorts such rows out.
-async fn write_in_one_trip(conn: &mut sqlx::SqliteConnection, rows: &[(&String, &&NewDelivery)]) -> bool {
+async fn write_in_one_trip(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    rows: &[(&String, &&NewDelivery)],
+) -> StoreResult<bool> {
     let mut query = sqlx::query(statements().one_trip.sql(rows.len()));
     for (id, d) in rows {
         query = bind_delivery!(query, id, d);
@@ -261,14 +265,21 @@ async fn write_in_one_trip(conn: &mut sqlx::SqliteConnection, rows: &[(&String, 
     for (id, d) in rows {
         query = query.bind(*id).bind(&d.event).bind(&d.body);
     }
-    match query.execute(&mut *conn).await {
-        Ok(_) => true,
+    let Err(e) = query.execute(&mut **conn).await else {
+        return Ok(true);
+    };
+    tracing::debug!(error.message = %e, rows = rows.len(), "a delivery in the batch is known; writing the batch the general way");
+    match sqlx::query("ROLLBACK").execute(&mut **conn).await {
+        Ok(_) => Ok(false),
+        // The transaction did not begin, or SQLite ended it itself.
+        Err(e) if e.to_string().contains("no transaction is active") => Ok(false),
         Err(e) => {
-            // Nothing to roll back when the transaction did not begin or was
-            // ended by SQLite itself: that error is expected and ignored.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            tracing::debug!(error.message = %e, rows = rows.len(), "a delivery in the batch is known; writing the batch the general way");
-            false
+            // A connection that may still be inside the transaction is never
+            // handed back to the pool.
+            conn.close_on_drop();
+            Err(StoreError::Unavailable(format!(
+                "a failed batch could not be rolled back: {e}"
+            )))
         }
     }
 }

@@ -1,17 +1,17 @@
 //! What a decision reads about its ticket before it decides, in one round
 //! trip: the policies that governed it, and the closes the reconciler judged.
 
-use super::{Store, StoreError, StoreResult, with_pool};
-use crate::{domain::TicketRef, evidence::SealedDocument};
+use super::{Store, StoreResult, with_pool};
+use crate::domain::TicketRef;
 
 /// A ticket's past, as a decision needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketPast {
     /// The policies that have governed the ticket, in name order.
     pub governed_by: Vec<String>,
-    /// When each close the reconciler judged happened, as the helpdesk said
-    /// (`None` where it did not say).
-    pub reconciled_closes: Vec<Option<String>>,
+    /// The hashed documents of the records the reconciler wrote, as stored:
+    /// read only by the decision that needs them.
+    pub reconciled: Vec<String>,
 }
 
 impl Store {
@@ -29,13 +29,10 @@ impl Store {
         });
         let mut past = TicketPast::default();
         for (part, value) in rows {
-            if part == "governed" {
-                past.governed_by.push(value);
-                continue;
+            match part.as_str() {
+                "governed" => past.governed_by.push(value),
+                _ => past.reconciled.push(value),
             }
-            let document: SealedDocument = serde_json::from_str(&value)
-                .map_err(|e| StoreError::Other(format!("an evidence record does not parse: {e}")))?;
-            past.reconciled_closes.push(document.content.event.occurred_at);
         }
         past.governed_by.sort();
         Ok(past)
