@@ -205,8 +205,7 @@ async fn accept(
     span.record("trace_id", trace_id.as_str());
     span.record("delivery_id", accepted.delivery_id.as_str());
     span.record("ticket", tracing::field::display(&accepted.event.ticket));
-    let body_text =
-        String::from_utf8(body.to_vec()).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
+    std::str::from_utf8(&body).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
     let event = serde_json::to_string(&accepted.event).map_err(|e| ApiError::Unexpected(e.into()))?;
     let key = content_key(&accepted.delivery_id, &body, adapter.signs_delivery_id());
     // An unsigned body under a known id is not a redelivery unless it is the
@@ -224,7 +223,6 @@ async fn accept(
             body_sha256: key,
             received_at: now.timestamp_millis(),
             event,
-            body: body_text,
             lease_until: None,
             trace_id: Some(trace_id),
         })

@@ -22,10 +22,9 @@ pub struct NewDelivery {
     /// The trace it arrived in.
     pub trace_id: Option<String>,
     pub received_at: i64,
-    /// The normalised event, as JSON.
+    /// The normalised event, as JSON: what decisions read. The raw body is
+    /// not kept; `body_sha256` identifies it.
     pub event: String,
-    /// The raw body, as received.
-    pub body: String,
     /// Set when the caller decides it itself (synchronous checks): workers leave
     /// it alone until then.
     pub lease_until: Option<i64>,
@@ -190,7 +189,7 @@ async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResul
             }
             let mut payloads = sqlx::query(statements().payloads.sql(new.len()));
             for (id, d) in &new {
-                payloads = payloads.bind(*id).bind(&d.event).bind(&d.body);
+                payloads = payloads.bind(*id).bind(&d.event);
             }
             payloads.execute(&mut *tx).await?;
         }
@@ -224,25 +223,25 @@ struct Statements {
     inserted: MultiRow,
     /// SQLite: a whole batch of new deliveries in one trip to the connection's
     /// thread, transaction included (the deliveries' 7 columns per row, then
-    /// the payloads' 3).
+    /// the payloads' 2).
     one_trip: MultiRow,
 }
 
 const INSERT_DELIVERIES: &str =
     "INSERT INTO deliveries (id, source, delivery_id, body_sha256, received_at, lease_until, trace_id)";
-const INSERT_PAYLOADS: &str = "INSERT INTO delivery_payloads (id, event, body)";
+const INSERT_PAYLOADS: &str = "INSERT INTO delivery_payloads (id, event)";
 
 fn statements() -> &'static Statements {
     static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
     STATEMENTS.get_or_init(|| Statements {
         deliveries: MultiRow::values(INSERT_DELIVERIES, 7, "ON CONFLICT DO NOTHING"),
-        payloads: MultiRow::values(INSERT_PAYLOADS, 3, ""),
+        payloads: MultiRow::values(INSERT_PAYLOADS, 2, ""),
         inserted: MultiRow::around_list(|ids| format!("SELECT id FROM deliveries WHERE id IN ({ids})")),
         one_trip: MultiRow::per_rows(|n| {
             format!(
                 "BEGIN; {INSERT_DELIVERIES} VALUES {}; {INSERT_PAYLOADS} VALUES {}; COMMIT",
                 tuples(1, n, 7),
-                tuples(7 * n + 1, n, 3)
+                tuples(7 * n + 1, n, 2)
             )
         }),
     })
@@ -263,7 +262,7 @@ async fn write_in_one_trip(
         query = bind_delivery!(query, id, d);
     }
     for (id, d) in rows {
-        query = query.bind(*id).bind(&d.event).bind(&d.body);
+        query = query.bind(*id).bind(&d.event);
     }
     let Err(e) = query.execute(&mut **conn).await else {
         return Ok(true);
@@ -322,15 +321,13 @@ mod tests {
                     .sql(n)
                     .ends_with(&format!("${}) ON CONFLICT DO NOTHING", 7 * n))
             );
-            assert!(s.payloads.sql(n).ends_with(&format!("${})", 3 * n)));
+            assert!(s.payloads.sql(n).ends_with(&format!("${})", 2 * n)));
             assert!(s.inserted.sql(n).ends_with(&format!("${n})")));
             assert!(!s.inserted.sql(n).contains(&format!("${}", n + 1)));
             let one = s.one_trip.sql(n);
-            assert!(
-                one.starts_with("BEGIN; INSERT INTO deliveries") && one.ends_with(&format!("${}); COMMIT", 10 * n))
-            );
+            assert!(one.starts_with("BEGIN; INSERT INTO deliveries") && one.ends_with(&format!("${}); COMMIT", 9 * n)));
             assert!(one.contains(&format!("${}); INSERT INTO delivery_payloads", 7 * n)));
-            assert!(!one.contains(&format!("${}", 10 * n + 1)));
+            assert!(!one.contains(&format!("${}", 9 * n + 1)));
         }
     }
 }
