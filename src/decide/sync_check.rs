@@ -100,7 +100,22 @@ pub async fn check_synchronously(
         }
         GateCheckClaim::New => {}
     }
-    let work = tokio::spawn(async move { decide(&ctx, trigger, event).await });
+    let (caller, request_id) = (caller.to_string(), request_id.to_string());
+    let work = tokio::spawn(async move {
+        let decided = decide(&ctx, trigger.clone(), event).await;
+        if let Err(e) = &decided {
+            // Past the deadline too: the caller retries under the same id.
+            tracing::warn!(error.message = %e, "the gate check could not be decided; its id is given back");
+            if let Err(e) = ctx
+                .store
+                .release_gate_check(&caller, &request_id, &question, &trigger)
+                .await
+            {
+                tracing::error!(error.message = %e, "failed to give back a gate check's id");
+            }
+        }
+        decided
+    });
     match tokio::time::timeout(deadline, work).await {
         Ok(Ok(Ok(Decided::Recorded(record)))) => Ok(SyncAnswer::from_record(&record)),
         Ok(Ok(Ok(_))) => Ok(SyncAnswer::still_running()),

@@ -2,6 +2,7 @@
 //! they asked.
 
 use super::{Store, StoreResult, with_pool};
+use crate::domain::Trigger;
 
 /// What claiming a gate-check request id found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,32 @@ impl Store {
             } else {
                 GateCheckClaim::Conflict
             })
+        })
+    }
+
+    /// Gives back `request_id` after its decision failed with nothing
+    /// recorded under `trigger`, so that the caller's retry under the same id
+    /// is decided afresh instead of being answered "still running" for ever.
+    /// An id whose decision was recorded is kept.
+    pub async fn release_gate_check(
+        &self,
+        caller: &str,
+        request_id: &str,
+        question: &str,
+        trigger: &Trigger,
+    ) -> StoreResult<()> {
+        const DELETE: &str = "DELETE FROM gate_checks WHERE caller = $1 AND request_id = $2 AND question_sha256 = $3 \
+            AND NOT EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $4 AND trigger_id = $5)";
+        with_pool!(&self.db, write, |pool| {
+            sqlx::query(DELETE)
+                .bind(caller)
+                .bind(request_id)
+                .bind(question)
+                .bind(trigger.kind.as_str())
+                .bind(&trigger.id)
+                .execute(pool)
+                .await?;
+            Ok(())
         })
     }
 }

@@ -282,3 +282,60 @@ async fn a_resolved_incident_whose_business_rule_call_was_lost_is_found_page_by_
     let query = query_param_of(&app, "/api/now/table/incident", "sysparm_query").await;
     assert!(query.starts_with("stateIN6,7^sys_updated_on>="), "{query}");
 }
+
+#[tokio::test]
+async fn a_gate_check_whose_record_could_not_be_read_is_decided_when_asked_again_under_its_id() {
+    let app = spawn_app_with(Options {
+        sources: Some(
+            json!({ "snow": { "type": "servicenow", "api_url": "{helpdesk}", "user": "closegate.integration",
+            "password": { "value": "pw" }, "bot_user": "closegate.integration", "secret": { "value": SECRET } } }),
+        ),
+        gate: Some(
+            json!({ "deadline_ms": 5000, "callers": { "servicenow-br": { "secret": { "value": GENERIC_SECRET } } } }),
+        ),
+        ..Default::default()
+    })
+    .await;
+    // The instance fails the first read of the record, then answers.
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/api/now/table/incident"))
+        .respond_with(wiremock::ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&app.helpdesk)
+        .await;
+    mock_api(&app, "nobody_here", "public.none", 0).await;
+    // The check names the record only: it is read from the instance.
+    let body = json!({ "source": "snow", "ticket": "INC0010042", "state": "6" }).to_string();
+    let ask = async || {
+        let ts = chrono::Utc::now().timestamp();
+        let sig = closegate::signature::StandardWebhooksKey::parse(GENERIC_SECRET)
+            .unwrap()
+            .sign("chk-retried", ts, body.as_bytes());
+        app.http
+            .post(format!("{}/v1/gate/check", app.address))
+            .header("webhook-id", "chk-retried")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+    };
+
+    let failed = ask().await;
+    assert_eq!(failed.status().as_u16(), 500, "the record could not be read");
+    assert_eq!(app.stats().await.evidence, 0);
+    let retried: Value = ask().await.json().await.unwrap();
+    let repeated: Value = ask().await.json().await.unwrap();
+
+    assert_eq!(retried["verdict"], "blocked", "decided, not left pending: {retried}");
+    assert_eq!(retried["allowed"], false);
+    let records = app.store.evidence_for_ticket("snow", "INC0010042").await.unwrap();
+    assert_eq!(records.len(), 1, "decided once");
+    assert_eq!(retried["evidence_id"], records[0].id.as_str());
+    assert_eq!(
+        repeated, retried,
+        "a repeat after the decision gets the recorded answer"
+    );
+}
