@@ -102,10 +102,13 @@ pub async fn check_synchronously(
     }
     let (caller, request_id) = (caller.to_string(), request_id.to_string());
     let work = tokio::spawn(async move {
-        let decided = decide(&ctx, trigger.clone(), event).await;
-        if let Err(e) = &decided {
+        use futures_util::FutureExt as _;
+        let decided = std::panic::AssertUnwindSafe(decide(&ctx, trigger.clone(), event))
+            .catch_unwind()
+            .await;
+        if !matches!(decided, Ok(Ok(_))) {
             // Past the deadline too: the caller retries under the same id.
-            tracing::warn!(error.message = %e, "the gate check could not be decided; its id is given back");
+            tracing::warn!("the gate check could not be decided; its id is given back");
             if let Err(e) = ctx
                 .store
                 .release_gate_check(&caller, &request_id, &question, &trigger)
@@ -114,7 +117,7 @@ pub async fn check_synchronously(
                 tracing::error!(error.message = %e, "failed to give back a gate check's id");
             }
         }
-        decided
+        decided.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     match tokio::time::timeout(deadline, work).await {
         Ok(Ok(Ok(Decided::Recorded(record)))) => Ok(SyncAnswer::from_record(&record)),

@@ -29,27 +29,30 @@ impl Store {
             VALUES ($1, $2, $3, $4) ON CONFLICT (caller, request_id) DO NOTHING";
         const GET: &str = "SELECT question_sha256 FROM gate_checks WHERE caller = $1 AND request_id = $2";
         with_pool!(&self.db, write, |pool| {
-            let inserted = sqlx::query(INSERT)
-                .bind(caller)
-                .bind(request_id)
-                .bind(question)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            if inserted == 1 {
-                return Ok(GateCheckClaim::New);
+            // An id given back between the insert and the read is claimed again.
+            loop {
+                let inserted = sqlx::query(INSERT)
+                    .bind(caller)
+                    .bind(request_id)
+                    .bind(question)
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                if inserted == 1 {
+                    return Ok(GateCheckClaim::New);
+                }
+                let asked: Option<String> = sqlx::query_scalar(GET)
+                    .bind(caller)
+                    .bind(request_id)
+                    .fetch_optional(pool)
+                    .await?;
+                match asked {
+                    Some(asked) if asked == question => return Ok(GateCheckClaim::Repeat),
+                    Some(_) => return Ok(GateCheckClaim::Conflict),
+                    None => continue,
+                }
             }
-            let asked: String = sqlx::query_scalar(GET)
-                .bind(caller)
-                .bind(request_id)
-                .fetch_one(pool)
-                .await?;
-            Ok(if asked == question {
-                GateCheckClaim::Repeat
-            } else {
-                GateCheckClaim::Conflict
-            })
         })
     }
 
