@@ -107,8 +107,13 @@ pub async fn check_synchronously(
             .catch_unwind()
             .await;
         if !matches!(decided, Ok(Ok(_))) {
-            // Past the deadline too: the caller retries under the same id.
-            tracing::warn!("the gate check could not be decided; its id is given back");
+            // Past the deadline too: the caller retries under the same id. The
+            // cause is logged here, since past the deadline nobody else sees it.
+            match &decided {
+                Ok(Err(e)) => tracing::warn!(error.cause_chain = ?e, error.message = %e,
+                    "the gate check could not be decided; its id is given back"),
+                _ => tracing::error!("the gate check's decision panicked; its id is given back"),
+            }
             if let Err(e) = ctx
                 .store
                 .release_gate_check(&caller, &request_id, &question, &trigger)
