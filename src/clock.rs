@@ -55,6 +55,11 @@ impl ManualClock {
     pub fn advance_ms(&self, ms: i64) {
         self.offset_ms.fetch_add(ms, Ordering::SeqCst);
     }
+
+    /// How far the clock has been moved forward in all, by tests and sleeps.
+    pub fn advanced_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
 }
 
 impl Clock for ManualClock {

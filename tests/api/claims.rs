@@ -459,7 +459,7 @@ async fn a_break_glass_close_made_compliant_by_its_deadline_is_verified_after_th
 
 #[tokio::test]
 async fn a_grant_made_just_after_the_close_is_allowed_within_the_settle_window_with_the_attempts_recorded() {
-    let (app, _dir) = app_with(&format!("{GRANT}settle: 60s\n")).await;
+    let (app, _dir) = app_with(&format!("{GRANT}settle: 100s\n")).await;
     let mut target = Target::new().await;
     let (role, table) = target.role_with_grant("").await;
     let closed_at = now_rfc3339(&app);
@@ -470,9 +470,14 @@ async fn a_grant_made_just_after_the_close_is_allowed_within_the_settle_window_w
         ("Privileges", "SELECT"),
     ];
     let grant = format!("GRANT SELECT ON {table} TO {role}");
-    // Provisioning lags the close: the grant lands while closegate re-checks.
+    // Provisioning lags the close: the grant lands once closegate has found it
+    // missing and backs off (its first backoff moves the clock), while it re-checks.
+    let clock = app.clock.clone();
+    let before = clock.advanced_ms();
     let provisioning = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        while clock.advanced_ms() == before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         target.exec(&grant).await;
     });
 
