@@ -135,22 +135,47 @@ async fn story(url: &str) {
     let report = store.verify_chain().await.unwrap();
     assert_eq!((report.records, report.broken), (3, None));
 
-    // Gate-check ids: per caller, bound to their question.
+    // Gate-check ids: per caller, bound to their question; an id claimed
+    // before `stale_before` with nothing recorded is taken over, once.
+    let check = |id: &str| Trigger::new(TriggerKind::SyncCheck, id);
+    let claim = |caller: &'static str, question: &'static str, at: i64| {
+        let store = store.clone();
+        async move {
+            let trigger = check(&format!("{caller}/r-1"));
+            store
+                .claim_gate_check(caller, "r-1", question, &trigger, at, at - 1_000)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim("snow", "q1", now).await, GateCheckClaim::New { claimed_at: now });
+    assert_eq!(claim("snow", "q1", now).await, GateCheckClaim::Repeat);
+    assert_eq!(claim("snow", "q2", now).await, GateCheckClaim::Conflict);
+    assert_eq!(claim("jira", "q2", now).await, GateCheckClaim::New { claimed_at: now });
+    let later = now + 1_001;
     assert_eq!(
-        store.claim_gate_check("snow", "r-1", "q1", now).await.unwrap(),
-        GateCheckClaim::New
+        claim("snow", "q1", later).await,
+        GateCheckClaim::New { claimed_at: later }
     );
     assert_eq!(
-        store.claim_gate_check("snow", "r-1", "q1", now).await.unwrap(),
-        GateCheckClaim::Repeat
+        claim("snow", "q1", later).await,
+        GateCheckClaim::Repeat,
+        "taken over once"
     );
+    assert_eq!(claim("snow", "q2", later + 5_000).await, GateCheckClaim::Conflict);
+    // The stopped decider's give-back no longer holds the id; the new one's does.
+    store
+        .release_gate_check("snow", "r-1", now, &check("snow/r-1"))
+        .await
+        .unwrap();
+    assert_eq!(claim("snow", "q1", later).await, GateCheckClaim::Repeat);
+    store
+        .release_gate_check("snow", "r-1", later, &check("snow/r-1"))
+        .await
+        .unwrap();
     assert_eq!(
-        store.claim_gate_check("snow", "r-1", "q2", now).await.unwrap(),
-        GateCheckClaim::Conflict
-    );
-    assert_eq!(
-        store.claim_gate_check("jira", "r-1", "q2", now).await.unwrap(),
-        GateCheckClaim::New
+        claim("snow", "q1", later).await,
+        GateCheckClaim::New { claimed_at: later }
     );
 
     // Outbox: due now, retried later, then done.
@@ -426,6 +451,63 @@ async fn a_flood_of_acks_is_answered_in_full_on_sqlite() {
 #[tokio::test]
 async fn a_flood_of_acks_is_answered_in_full_on_postgres() {
     flood_story(&pg::fresh_database().await).await;
+}
+
+/// A close found by the reconciler and a gate check are each recorded once,
+/// however many replicas record them at the same moment: the other tries end
+/// as `AlreadyFinished` and write none of their messages.
+async fn once_story(url: &str) {
+    let a = Store::connect(url).await.expect("store opens");
+    a.ready().await.expect("migrations applied");
+    let b = Store::connect(url).await.expect("a second replica opens");
+    let triggers = [
+        Trigger::new(TriggerKind::Reconcile, "github:acme/o#1@2026-11-29T00:00:00Z"),
+        Trigger::new(TriggerKind::SyncCheck, "snow/r-1"),
+    ];
+    for trigger in &triggers {
+        let tries = (0..6).map(|i| {
+            let effect = NewEffect {
+                idempotency_key: format!("{}-{i}", trigger.id),
+                payload: "{}".into(),
+                lane: None,
+            };
+            let recording = Recording::evidence(evidence(trigger.clone(), "acme/o#1"), vec![effect]);
+            let replica = if i % 2 == 0 { &a } else { &b };
+            replica.record(recording, 1_000)
+        });
+        let finishes = futures_util::future::join_all(tries).await;
+        let written = finishes
+            .iter()
+            .filter(|f| matches!(f, Ok(Finish::Finished(Some(_)))))
+            .count();
+        let refused = finishes
+            .iter()
+            .filter(|f| matches!(f, Ok(Finish::AlreadyFinished)))
+            .count();
+        assert_eq!((written, refused), (1, 5), "{trigger}: written, refused");
+        assert!(finishes.iter().all(Result::is_ok), "{finishes:?}");
+        // Asked again later, by either replica.
+        let late = Recording::evidence(evidence(trigger.clone(), "acme/o#1"), Vec::new());
+        assert!(matches!(b.record(late, 2_000).await, Ok(Finish::AlreadyFinished)));
+    }
+    let stats = a.stats().await.unwrap();
+    assert_eq!(
+        (stats.evidence, stats.outbox_pending),
+        (2, 2),
+        "one record and one message each"
+    );
+    assert_eq!(a.verify_chain().await.unwrap().broken, None);
+}
+
+#[tokio::test]
+async fn a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    once_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
+}
+
+#[tokio::test]
+async fn a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_postgres() {
+    once_story(&pg::fresh_database().await).await;
 }
 
 /// A store at the schema before triggers, holding one decided delivery, its

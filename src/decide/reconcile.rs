@@ -11,7 +11,7 @@ use crate::{
     context::Context,
     domain::{EventKind, Trigger, TriggerKind},
     evidence::Finding,
-    store::StoreError,
+    store::{StoreError, WatermarkLease},
 };
 
 /// What one pass over a source found.
@@ -37,6 +37,8 @@ pub enum ReconcileError {
     UnknownSource(String),
     #[error("another replica is reconciling {0} now")]
     Busy(String),
+    #[error("the pass over {0} outlived its lease and another replica took the source over")]
+    LeaseLost(String),
     #[error("Failed to list the closed tickets of {source}")]
     List {
         source: String,
@@ -63,19 +65,27 @@ pub async fn reconcile_source(
     let now = ctx.now_ms();
     let initial = now - ctx.reconcile.initial_lookback_seconds * 1000;
     let lease_ms = ctx.settings.lease_seconds * 1000;
-    let watermark = ctx
+    let mut lease = ctx
         .store
         .claim_watermark(source, initial, now, lease_ms)
         .await
         .map_err(ReconcileError::Store)?
         .ok_or_else(|| ReconcileError::Busy(source.to_string()))?;
-    let from = since.map_or(watermark, |s| s.timestamp_millis());
-    let result = pass(ctx, source, adapter.as_ref(), from, now).await;
+    let from = since.map_or(lease.watermark, |s| s.timestamp_millis());
+    let result = pass(ctx, source, adapter.as_ref(), from, now, &mut lease).await;
     let moved = result.as_ref().ok().map(|r| r.watermark);
-    ctx.store
-        .release_watermark(source, moved, ctx.now_ms())
-        .await
-        .map_err(ReconcileError::Store)?;
+    if !matches!(result, Err(ReconcileError::LeaseLost(_)))
+        && !ctx
+            .store
+            .release_watermark(source, lease, moved, ctx.now_ms())
+            .await
+            .map_err(ReconcileError::Store)?
+    {
+        tracing::warn!(
+            source,
+            "the reconcile pass outlived its lease; the watermark is left to the pass that took it"
+        );
+    }
     crate::metrics::reconciled(
         source,
         result.as_ref().map(|r| r.missed.len() as u64).map_err(|_| ()),
@@ -90,6 +100,7 @@ async fn pass(
     adapter: &dyn crate::adapters::Adapter,
     from: i64,
     now: i64,
+    lease: &mut WatermarkLease,
 ) -> Result<Reconciled, ReconcileError> {
     let mut scopes = ctx.store.ticket_scopes(source).await.map_err(ReconcileError::Store)?;
     scopes.extend(ctx.reconcile.repositories.get(source).into_iter().flatten().cloned());
@@ -148,6 +159,16 @@ async fn pass(
             report.watermark = report.watermark.min(at - 1);
             continue;
         }
+        // The lease is renewed before each decision, so that a long pass keeps
+        // the source; a pass that lost it stops. Two passes deciding the same
+        // close at once still record it once (the store refuses a second
+        // record of a reconcile trigger).
+        *lease = ctx
+            .store
+            .renew_watermark(source, *lease, ctx.now_ms() + ctx.settings.lease_seconds * 1000)
+            .await
+            .map_err(ReconcileError::Store)?
+            .ok_or_else(|| ReconcileError::LeaseLost(source.to_string()))?;
         match decide_missed(ctx, source, adapter, &close).await {
             Ok(true) => report.missed.push(close.key),
             Ok(false) => {}

@@ -80,29 +80,25 @@ pub async fn check_synchronously(
 ) -> Result<SyncAnswer, SyncCheckError> {
     let question = hex::encode(Sha256::digest(body));
     let trigger = Trigger::new(TriggerKind::SyncCheck, format!("{caller}/{request_id}"));
+    // A decision not recorded within a lease of its claim is presumed lost
+    // with the replica that made it: a retry under the same id decides it.
+    let now = ctx.now_ms();
+    let stale_before = now - ctx.settings.lease_seconds * 1000;
     let claim = ctx
         .store
-        .claim_gate_check(caller, request_id, &question, ctx.now_ms())
+        .claim_gate_check(caller, request_id, &question, &trigger, now, stale_before)
         .await
         .map_err(SyncCheckError::Store)?;
-    match claim {
+    let claimed_at = match claim {
         GateCheckClaim::Conflict => return Err(SyncCheckError::IdReused(request_id.to_string())),
-        GateCheckClaim::Repeat => {
-            let record = ctx
-                .store
-                .evidence_for_trigger(&trigger)
-                .await
-                .map_err(SyncCheckError::Store)?;
-            return Ok(record
-                .as_ref()
-                .map(SyncAnswer::from_record)
-                .unwrap_or_else(SyncAnswer::still_running));
-        }
-        GateCheckClaim::New => {}
-    }
+        GateCheckClaim::Repeat => return recorded_answer(&ctx, &trigger).await,
+        GateCheckClaim::New { claimed_at } => claimed_at,
+    };
     let (caller, request_id) = (caller.to_string(), request_id.to_string());
+    let (task_ctx, task_trigger) = (ctx.clone(), trigger.clone());
     let work = tokio::spawn(async move {
         use futures_util::FutureExt as _;
+        let (ctx, trigger) = (task_ctx, task_trigger);
         let decided = std::panic::AssertUnwindSafe(decide(&ctx, trigger.clone(), event))
             .catch_unwind()
             .await;
@@ -116,7 +112,7 @@ pub async fn check_synchronously(
             }
             if let Err(e) = ctx
                 .store
-                .release_gate_check(&caller, &request_id, &question, &trigger)
+                .release_gate_check(&caller, &request_id, claimed_at, &trigger)
                 .await
             {
                 tracing::error!(error.message = %e, "failed to give back a gate check's id");
@@ -126,9 +122,23 @@ pub async fn check_synchronously(
     });
     match tokio::time::timeout(deadline, work).await {
         Ok(Ok(Ok(Decided::Recorded(record)))) => Ok(SyncAnswer::from_record(&record)),
-        Ok(Ok(Ok(_))) => Ok(SyncAnswer::still_running()),
+        // Another decider of the same id recorded first: its answer stands.
+        Ok(Ok(Ok(_))) => recorded_answer(&ctx, &trigger).await,
         Ok(Ok(Err(e))) => Err(e.into()),
         Ok(Err(join)) => Err(SyncCheckError::Panicked(join)),
         Err(_) => Ok(SyncAnswer::still_running()),
     }
+}
+
+/// The answer recorded under `trigger`, or "still running" while there is none.
+async fn recorded_answer(ctx: &Context, trigger: &Trigger) -> Result<SyncAnswer, SyncCheckError> {
+    let record = ctx
+        .store
+        .evidence_for_trigger(trigger)
+        .await
+        .map_err(SyncCheckError::Store)?;
+    Ok(record
+        .as_ref()
+        .map(SyncAnswer::from_record)
+        .unwrap_or_else(SyncAnswer::still_running))
 }

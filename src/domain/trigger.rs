@@ -41,6 +41,15 @@ impl TriggerKind {
     pub fn speaks_to_helpdesk(self) -> bool {
         !matches!(self, TriggerKind::SyncCheck | TriggerKind::Manual)
     }
+
+    /// Whether a trigger of this kind names one question, answered by at most
+    /// one evidence record whoever decides it: a close found by the reconciler
+    /// (two passes may find it at once) and a gate check (a retry may take
+    /// over an id whose decider stopped). The store writes a second record of
+    /// the same trigger as nothing.
+    pub fn recorded_once(self) -> bool {
+        matches!(self, TriggerKind::Reconcile | TriggerKind::SyncCheck)
+    }
 }
 
 impl std::str::FromStr for TriggerKind {

@@ -217,6 +217,35 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
                 *finish = Some(Finish::AlreadyFinished);
             }
         }
+        // A close the reconciler found, or a gate check, is recorded once,
+        // whichever replica got there: with the chain head locked (every
+        // appender waits on it), a record of a trigger already recorded, or
+        // recorded earlier in this batch, ends as `AlreadyFinished`. Only
+        // batches holding such a record pay for the check.
+        let once: Vec<usize> = recordings
+            .iter()
+            .zip(&finishes)
+            .enumerate()
+            .filter(|(_, ((r, _), f))| f.is_none() && recorded_once(r))
+            .map(|(i, _)| i)
+            .collect();
+        if !once.is_empty() {
+            sqlx::query(evidence::LOCK_HEAD).execute(&mut *tx).await?;
+            let mut seen = HashSet::new();
+            for i in once {
+                let Some(trigger) = recordings[i].0.evidence.as_ref().map(|e| &e.trigger) else {
+                    continue;
+                };
+                let recorded: bool = sqlx::query_scalar(evidence::TRIGGER_RECORDED)
+                    .bind(trigger.kind.as_str())
+                    .bind(&trigger.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if recorded || !seen.insert(trigger) {
+                    finishes[i] = Some(Finish::AlreadyFinished);
+                }
+            }
+        }
         // Then one bump of the chain head for every record the batch appends:
         // its lock is taken once per commit, late in the transaction.
         let appending = recordings
@@ -363,6 +392,18 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
             .map(|f| f.unwrap_or(Finish::AlreadyFinished))
             .collect())
     })
+}
+
+/// Whether the recording's evidence is of a trigger recorded at most once
+/// ([`crate::domain::TriggerKind::recorded_once`]). Such a recording carries no delivery or
+/// message, whose end would already be written when the check runs.
+fn recorded_once(recording: &Recording) -> bool {
+    recording.delivery.is_none()
+        && recording.delivered.is_none()
+        && recording
+            .evidence
+            .as_ref()
+            .is_some_and(|e| e.trigger.kind.recorded_once())
 }
 
 /// What a claim update sets, without the claim's id.

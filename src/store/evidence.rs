@@ -178,6 +178,13 @@ pub(super) const BUMP_HEAD: &str = "UPDATE chain_head SET seq = seq + $1 WHERE i
 pub(super) const APPEND: &str = "INSERT INTO evidence (id, seq, trigger_kind, trigger_id, source, ticket, verdict, \
     policy, mode, record, created_at, prev_hash, hash)";
 
+/// Takes the chain head's lock without changing it, ahead of [`BUMP_HEAD`].
+pub(super) const LOCK_HEAD: &str = "UPDATE chain_head SET seq = seq WHERE id = 1";
+
+/// Whether a record of this trigger (kind, id) exists.
+pub(super) const TRIGGER_RECORDED: &str =
+    "SELECT EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $1 AND trigger_id = $2)";
+
 /// The last record's hash, set once the commit's records are sealed.
 pub(super) const SET_HEAD_HASH: &str = "UPDATE chain_head SET hash = $1 WHERE id = 1";
 

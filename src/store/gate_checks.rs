@@ -7,9 +7,11 @@ use crate::domain::Trigger;
 /// What claiming a gate-check request id found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateCheckClaim {
-    /// A new id: decide it.
-    New,
-    /// The id was used before for the same question: answer what was recorded.
+    /// A new id, or one whose decider stopped: decide it. `claimed_at` is the
+    /// claim's token, which giving the id back must still match.
+    New { claimed_at: i64 },
+    /// The id was used before for the same question: answer what was
+    /// recorded, or "still running".
     Repeat,
     /// The id was used before for another question: refuse.
     Conflict,
@@ -17,17 +19,25 @@ pub enum GateCheckClaim {
 
 impl Store {
     /// Claims `request_id` in `caller`'s namespace for the question whose
-    /// SHA-256 is `question`.
+    /// SHA-256 is `question`. An id claimed for the same question before
+    /// `stale_before` with nothing recorded under `trigger` is taken over:
+    /// its decider is presumed stopped. Should it still be running, the store
+    /// keeps only the first of the two records.
     pub async fn claim_gate_check(
         &self,
         caller: &str,
         request_id: &str,
         question: &str,
+        trigger: &Trigger,
         now: i64,
+        stale_before: i64,
     ) -> StoreResult<GateCheckClaim> {
         const INSERT: &str = "INSERT INTO gate_checks (caller, request_id, question_sha256, created_at) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (caller, request_id) DO NOTHING";
-        const GET: &str = "SELECT question_sha256 FROM gate_checks WHERE caller = $1 AND request_id = $2";
+        const GET: &str = "SELECT question_sha256, created_at FROM gate_checks WHERE caller = $1 AND request_id = $2";
+        const TAKE_OVER: &str = "UPDATE gate_checks SET created_at = $4 \
+            WHERE caller = $1 AND request_id = $2 AND created_at = $3 \
+            AND NOT EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $5 AND trigger_id = $6)";
         with_pool!(&self.db, write, |pool| {
             // An id given back between the insert and the read is claimed again.
             loop {
@@ -40,16 +50,33 @@ impl Store {
                     .await?
                     .rows_affected();
                 if inserted == 1 {
-                    return Ok(GateCheckClaim::New);
+                    return Ok(GateCheckClaim::New { claimed_at: now });
                 }
-                let asked: Option<String> = sqlx::query_scalar(GET)
+                let asked: Option<(String, i64)> = sqlx::query_as(GET)
                     .bind(caller)
                     .bind(request_id)
                     .fetch_optional(pool)
                     .await?;
                 match asked {
-                    Some(asked) if asked == question => return Ok(GateCheckClaim::Repeat),
-                    Some(_) => return Ok(GateCheckClaim::Conflict),
+                    Some((asked, _)) if asked != question => return Ok(GateCheckClaim::Conflict),
+                    Some((_, claimed_at)) if claimed_at < stale_before => {
+                        let taken = sqlx::query(TAKE_OVER)
+                            .bind(caller)
+                            .bind(request_id)
+                            .bind(claimed_at)
+                            .bind(now)
+                            .bind(trigger.kind.as_str())
+                            .bind(&trigger.id)
+                            .execute(pool)
+                            .await?
+                            .rows_affected();
+                        return Ok(if taken == 1 {
+                            GateCheckClaim::New { claimed_at: now }
+                        } else {
+                            GateCheckClaim::Repeat
+                        });
+                    }
+                    Some(_) => return Ok(GateCheckClaim::Repeat),
                     None => continue,
                 }
             }
@@ -59,21 +86,22 @@ impl Store {
     /// Gives back `request_id` after its decision failed with nothing
     /// recorded under `trigger`, so that the caller's retry under the same id
     /// is decided afresh instead of being answered "still running" for ever.
-    /// An id whose decision was recorded is kept.
+    /// An id whose decision was recorded, or that another decider has taken
+    /// over since `claimed_at`, is kept.
     pub async fn release_gate_check(
         &self,
         caller: &str,
         request_id: &str,
-        question: &str,
+        claimed_at: i64,
         trigger: &Trigger,
     ) -> StoreResult<()> {
-        const DELETE: &str = "DELETE FROM gate_checks WHERE caller = $1 AND request_id = $2 AND question_sha256 = $3 \
+        const DELETE: &str = "DELETE FROM gate_checks WHERE caller = $1 AND request_id = $2 AND created_at = $3 \
             AND NOT EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $4 AND trigger_id = $5)";
         with_pool!(&self.db, write, |pool| {
             sqlx::query(DELETE)
                 .bind(caller)
                 .bind(request_id)
-                .bind(question)
+                .bind(claimed_at)
                 .bind(trigger.kind.as_str())
                 .bind(&trigger.id)
                 .execute(pool)

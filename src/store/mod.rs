@@ -39,6 +39,7 @@ pub use housekeeping::Swept;
 pub use ingest::{IngestOutcome, NewDelivery};
 pub use outbox::{ClaimedEffect, Delivered, NewEffect};
 pub use prior::TicketPast;
+pub use reconcile::WatermarkLease;
 
 /// Errors from the store. `Unavailable` is worth retrying; `Other` is a bug or
 /// corrupt data.

@@ -3,6 +3,14 @@
 
 use super::{Store, StoreResult, with_pool};
 
+/// A source's watermark, held by one pass until `until` (unix ms): the value
+/// that proves the lease is still this pass's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatermarkLease {
+    pub watermark: i64,
+    pub until: i64,
+}
+
 impl Store {
     /// Takes the source's watermark for `lease_ms` (creating it at `initial`),
     /// or `None` while another replica holds it.
@@ -12,12 +20,13 @@ impl Store {
         initial: i64,
         now: i64,
         lease_ms: i64,
-    ) -> StoreResult<Option<i64>> {
+    ) -> StoreResult<Option<WatermarkLease>> {
         const CREATE: &str = "INSERT INTO reconcile_watermarks (source, watermark, updated_at) VALUES ($1, $2, $3) \
             ON CONFLICT (source) DO NOTHING";
         const CLAIM: &str = "UPDATE reconcile_watermarks SET lease_until = $2 \
             WHERE source = $1 AND (lease_until IS NULL OR lease_until < $3) RETURNING watermark";
-        Ok(with_pool!(&self.db, write, |pool| {
+        let until = now + lease_ms;
+        let watermark: Option<i64> = with_pool!(&self.db, write, |pool| {
             sqlx::query(CREATE)
                 .bind(source)
                 .bind(initial)
@@ -26,26 +35,58 @@ impl Store {
                 .await?;
             sqlx::query_scalar(CLAIM)
                 .bind(source)
-                .bind(now + lease_ms)
+                .bind(until)
                 .bind(now)
                 .fetch_optional(pool)
                 .await?
-        }))
+        });
+        Ok(watermark.map(|watermark| WatermarkLease { watermark, until }))
     }
 
-    /// Moves the watermark (never backwards) and lets the lease go.
-    pub async fn release_watermark(&self, source: &str, watermark: Option<i64>, now: i64) -> StoreResult<()> {
+    /// Extends a lease this pass still holds to `until`; `None` once another
+    /// pass has taken it.
+    pub async fn renew_watermark(
+        &self,
+        source: &str,
+        held: WatermarkLease,
+        until: i64,
+    ) -> StoreResult<Option<WatermarkLease>> {
+        const SQL: &str = "UPDATE reconcile_watermarks SET lease_until = $3 \
+            WHERE source = $1 AND lease_until = $2 RETURNING watermark";
+        let watermark: Option<i64> = with_pool!(&self.db, write, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(source)
+                .bind(held.until)
+                .bind(until)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(watermark.map(|watermark| WatermarkLease { watermark, until }))
+    }
+
+    /// Moves the watermark (never backwards) and lets the lease go, if this
+    /// pass still holds it; `false` (nothing changed) once another pass took it.
+    pub async fn release_watermark(
+        &self,
+        source: &str,
+        held: WatermarkLease,
+        watermark: Option<i64>,
+        now: i64,
+    ) -> StoreResult<bool> {
         const SQL: &str = "UPDATE reconcile_watermarks SET lease_until = NULL, updated_at = $3, \
-            watermark = CASE WHEN $2 IS NOT NULL AND $2 > watermark THEN $2 ELSE watermark END WHERE source = $1";
-        with_pool!(&self.db, write, |pool| {
+            watermark = CASE WHEN $2 IS NOT NULL AND $2 > watermark THEN $2 ELSE watermark END \
+            WHERE source = $1 AND lease_until = $4";
+        let released = with_pool!(&self.db, write, |pool| {
             sqlx::query(SQL)
                 .bind(source)
                 .bind(watermark)
                 .bind(now)
+                .bind(held.until)
                 .execute(pool)
-                .await?;
+                .await?
+                .rows_affected()
         });
-        Ok(())
+        Ok(released == 1)
     }
 
     /// The source's watermark, if it has one.

@@ -386,3 +386,56 @@ async fn a_later_webhook_about_something_else_does_not_hide_a_lost_close() {
     );
     assert_eq!(app.deliver_all().await, 1, "commented and reopened");
 }
+
+#[tokio::test]
+async fn two_passes_that_overlap_past_the_lease_decide_a_missed_close_once() {
+    // Arrange: a missed close, and a helpdesk slow to answer the ticket read,
+    // so that the pass reading it outlives its lease.
+    let app = app().await;
+    let closed_at = ago(&app, Duration::from_secs(600));
+    let issue = closed_issue(&closed_at);
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/access-requests/issues/42"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(&issue)
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    serve_listing(&app, &issue).await;
+    // Exactly one comment and one reopen.
+    mock_github_closed_at(&app, 1, 1, &closed_at).await;
+    let other = app.replica().await;
+    let reads = || async {
+        let requests = app.helpdesk.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .filter(|r| r.url.path() == "/repos/acme/access-requests/issues/42")
+            .count()
+    };
+
+    // Act: replica A's pass is reading the ticket when its lease runs out;
+    // replica B's pass takes the watermark and finds the same close.
+    let a = reconcile_source(&app.ctx, "github", None);
+    let b = async {
+        while reads().await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.advance(Duration::from_secs(app.ctx.settings.lease_seconds as u64 + 1));
+        reconcile_source(&other, "github", None).await
+    };
+    let (a, b) = tokio::join!(a, b);
+
+    // Assert (the fake helpdesk checks one comment and one reopen when dropped)
+    let (a, b) = (a.expect("pass A"), b.expect("pass B"));
+    assert_eq!(a.missed.len() + b.missed.len(), 1, "decided by one pass: {a:?} {b:?}");
+    let records = app
+        .store
+        .evidence_for_ticket("github", "acme/access-requests#42")
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "one decision for one close");
+    assert_eq!(app.deliver_all().await, 1);
+}

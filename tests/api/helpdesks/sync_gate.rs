@@ -270,3 +270,36 @@ async fn a_gate_check_cannot_pre_claim_a_webhook_delivery_id() {
         "the real close is judged"
     );
 }
+
+#[tokio::test]
+async fn a_gate_check_whose_decider_stopped_is_decided_when_asked_again_after_the_lease() {
+    // Arrange: a replica claimed request id chk-9 for this question and stopped
+    // before deciding it: its claim is stored, no record.
+    let app = gate_app(5000, Options::default()).await;
+    let mut target = Target::new().await;
+    let (granted, table) = target.role_with_grant("SELECT").await;
+    let body = request(&granted, &table);
+    let question = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        serde_json::to_vec(&body).unwrap(),
+    ));
+    let claimed = format!(
+        "INSERT INTO gate_checks (caller, request_id, question_sha256, created_at) \
+         VALUES ('jira-forge', 'chk-9', $1, {})",
+        app.ctx.now_ms()
+    );
+    Db::open(&app).await.exec(&claimed, &[&question]).await;
+    let ask = || async { check_with_id(&app, "chk-9", &body).await.json::<Value>().await.unwrap() };
+
+    // Act
+    let within_lease = ask().await;
+    app.advance(Duration::from_secs(app.ctx.settings.lease_seconds as u64 + 1));
+    let after_lease = ask().await;
+    let again = ask().await;
+
+    // Assert
+    assert_eq!(within_lease["verdict"], "pending", "{within_lease}");
+    assert_eq!(after_lease["allowed"], true, "{after_lease}");
+    assert!(after_lease["evidence_id"].is_string(), "{after_lease}");
+    assert_eq!(again["evidence_id"], after_lease["evidence_id"], "the recorded answer");
+    assert_eq!(app.stats().await.evidence, 1);
+}
