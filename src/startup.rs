@@ -41,6 +41,10 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid policies:\n  {}", lines.join("\n  "))
     })?;
+    let too_long = settles_past_the_lease(&policies, settings.worker.lease_seconds);
+    if !too_long.is_empty() {
+        anyhow::bail!("invalid policies:\n  {}", too_long.join("\n  "));
+    }
     tracing::info!(count = policies.policies.len(), dir = %settings.policies_dir.display(), "policies loaded");
     let verifiers = VerifierRegistry::from_config(&settings.systems).map_err(anyhow::Error::msg)?;
     let sources = SourceRegistry::from_config(&settings.sources).map_err(anyhow::Error::msg)?;
@@ -85,8 +89,9 @@ pub fn check(settings: &Settings, secrets: &[(String, crate::config::SecretRef)]
             problems.push(e);
         }
     }
-    if let Err(errors) = policy::load_dir(&settings.policies_dir, &verifiers::catalog(settings)) {
-        problems.extend(errors.iter().map(|e| format!("policy {e}")));
+    match policy::load_dir(&settings.policies_dir, &verifiers::catalog(settings)) {
+        Ok(policies) => problems.extend(settles_past_the_lease(&policies, settings.worker.lease_seconds)),
+        Err(errors) => problems.extend(errors.iter().map(|e| format!("policy {e}"))),
     }
     if let Err(e) = Renderer::new(settings.templates_dir.as_deref()) {
         problems.push(e);
@@ -95,6 +100,9 @@ pub fn check(settings: &Settings, secrets: &[(String, crate::config::SecretRef)]
         problems.push(e);
     }
     if let Err(e) = routes::GateAccess::from_config(&settings.gate) {
+        problems.push(e);
+    }
+    if let Err(e) = metrics_token(settings) {
         problems.push(e);
     }
     if let Some(key) = &settings.evidence.signing_key {
@@ -110,6 +118,36 @@ pub fn check(settings: &Settings, secrets: &[(String, crate::config::SecretRef)]
     let mut seen = std::collections::HashSet::new();
     problems.retain(|p| seen.insert(p.clone()));
     problems
+}
+
+/// The bearer token `GET /metrics` asks for, when one is configured.
+fn metrics_token(settings: &Settings) -> Result<Option<crate::config::Secret>, String> {
+    settings
+        .metrics
+        .token
+        .as_ref()
+        .map(|token| token.resolve("metrics.token"))
+        .transpose()
+}
+
+/// Policies whose settle window does not end within a worker's lease: their
+/// decisions would outlive the claim on what they decide, and another worker
+/// would decide it again meanwhile.
+fn settles_past_the_lease(policies: &policy::PolicySet, lease_seconds: i64) -> Vec<String> {
+    let lease = std::time::Duration::from_secs(lease_seconds.max(0) as u64);
+    policies
+        .policies
+        .iter()
+        .filter_map(|p| p.settle.filter(|settle| *settle >= lease).map(|settle| (p, settle)))
+        .map(|(p, settle)| {
+            format!(
+                "policy {}: settle ({}s) must be shorter than worker.lease_seconds ({lease_seconds}s); \
+                 shorten the window or raise the lease",
+                p.name,
+                settle.as_secs()
+            )
+        })
+        .collect()
 }
 
 /// The evidence log with its head signer (when a key is configured) and sink.
@@ -153,6 +191,7 @@ impl Application {
             TcpListener::bind(&settings.listen).with_context(|| format!("Failed to listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let gate = routes::GateAccess::from_config(&settings.gate).map_err(anyhow::Error::msg)?;
+        let metrics_token = metrics_token(&settings).map_err(anyhow::Error::msg)?;
         let state = web::Data::new(AppState {
             context: context.clone(),
             gate,
@@ -162,6 +201,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             probe: Default::default(),
             metrics: settings.metrics.enabled.then(crate::metrics::install).flatten(),
+            metrics_token,
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -82,11 +82,18 @@ pub struct SinkConfig {
 pub struct MetricsSettings {
     /// Serve `GET /metrics` (Prometheus text format).
     pub enabled: bool,
+    /// When set, a scrape must send it as `Authorization: Bearer`: the
+    /// endpoint shares the port the helpdesks reach, and each scrape reads
+    /// the store.
+    pub token: Option<SecretRef>,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            token: None,
+        }
     }
 }
 

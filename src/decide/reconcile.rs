@@ -72,7 +72,7 @@ pub async fn reconcile_source(
         .map_err(ReconcileError::Store)?
         .ok_or_else(|| ReconcileError::Busy(source.to_string()))?;
     let from = since.map_or(lease.watermark, |s| s.timestamp_millis());
-    let result = pass(ctx, source, adapter.as_ref(), from, now, &mut lease).await;
+    let result = pass(ctx, source, adapter.as_ref(), from, now, &mut lease, lease_ms).await;
     let moved = result.as_ref().ok().map(|r| r.watermark);
     if !matches!(result, Err(ReconcileError::LeaseLost(_)))
         && !ctx
@@ -101,6 +101,7 @@ async fn pass(
     from: i64,
     now: i64,
     lease: &mut WatermarkLease,
+    lease_ms: i64,
 ) -> Result<Reconciled, ReconcileError> {
     let mut scopes = ctx.store.ticket_scopes(source).await.map_err(ReconcileError::Store)?;
     scopes.extend(ctx.reconcile.repositories.get(source).into_iter().flatten().cloned());
@@ -165,7 +166,7 @@ async fn pass(
         // record of a reconcile trigger).
         *lease = ctx
             .store
-            .renew_watermark(source, *lease, ctx.now_ms() + ctx.settings.lease_seconds * 1000)
+            .renew_watermark(source, *lease, ctx.now_ms() + lease_ms)
             .await
             .map_err(ReconcileError::Store)?
             .ok_or_else(|| ReconcileError::LeaseLost(source.to_string()))?;

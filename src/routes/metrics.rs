@@ -1,6 +1,6 @@
 //! `GET /metrics`: the Prometheus text format.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::{
     error::{ApiError, ErrorBody},
@@ -14,12 +14,26 @@ use crate::{
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Every metric, in the Prometheus text format 0.0.4", body = String,
         content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    (status = 401, description = "`metrics.token` is set and the request did not send it as a bearer token",
+        body = ErrorBody),
     (status = 404, description = "Metrics are disabled (`metrics.enabled: false`)", body = ErrorBody)))]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let handle = state
         .metrics
         .as_ref()
         .ok_or(ApiError::NotFound("metrics are disabled"))?;
+    if let Some(token) = &state.metrics_token {
+        let presented = request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| crate::signature::secret_matches(token.expose(), p.trim())) {
+            return Err(ApiError::Unauthenticated(
+                "authentication failed: this endpoint needs the metrics token as a bearer token".into(),
+            ));
+        }
+    }
     let now = chrono::Utc::now().timestamp_millis();
     match state.store.gauges(now).await {
         Ok(gauges) => metrics::store_gauges(&gauges, state.sources.names(), now),

@@ -25,6 +25,8 @@ pub struct AppState {
     pub probe: health::SystemProbe,
     /// The Prometheus recorder's handle; `None` when metrics are disabled.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The bearer token a scrape must send, when one is configured.
+    pub metrics_token: Option<crate::config::Secret>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -39,8 +39,6 @@ pub(crate) fn hmac_matches(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
     mac.verify_slice(tag).is_ok()
 }
 
-/// Compares a presented secret (token, password) with the expected one in
-/// constant time, whatever their lengths.
 /// Verifies with each of a source's secrets in turn (old and new, while one
 /// is rotated): accepted when any verifies; otherwise the first refusal.
 pub fn verify_any(
@@ -59,6 +57,8 @@ pub fn verify_any(
     Err(refusal.unwrap_or(SignatureError::Mismatch))
 }
 
+/// Compares a presented secret (token, password) with the expected one in
+/// constant time, whatever their lengths.
 pub fn secret_matches(expected: &str, presented: &str) -> bool {
     let expected_tag = hmac_tag(b"closegate-secret-compare", &[expected.as_bytes()]);
     hmac_matches(b"closegate-secret-compare", &[presented.as_bytes()], &expected_tag)

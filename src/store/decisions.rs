@@ -5,6 +5,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::collections::HashSet;
 
+use crate::domain::Trigger;
+
 use super::{
     ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store,
     StoreError, StoreResult, claims, evidence, governed, outbox,
@@ -115,6 +117,7 @@ struct Statements {
     append: MultiRow,
     enqueue: MultiRow,
     remember: MultiRow,
+    recorded: MultiRow,
 }
 
 fn statements() -> &'static Statements {
@@ -132,6 +135,8 @@ fn statements() -> &'static Statements {
         append: MultiRow::values(evidence::APPEND, 13, "").in_powers_of_two(),
         enqueue: MultiRow::values(outbox::ENQUEUE.0, 9, outbox::ENQUEUE.1).in_powers_of_two(),
         remember: MultiRow::values(governed::REMEMBER.0, 4, governed::REMEMBER.1).in_powers_of_two(),
+        recorded: MultiRow::around_tuples(2, |tuples| evidence::TRIGGERS_RECORDED.replace("{}", tuples))
+            .in_powers_of_two(),
     })
 }
 
@@ -147,14 +152,9 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
     // A second recording that completes the same message under the same claim
     // as an earlier one in the batch finds it completed.
     let mut finishes: Vec<Option<Finish>> = recordings.iter().map(|_| None).collect();
-    let mut seen = HashSet::new();
-    for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
-        if let Some(d) = &recording.delivered
-            && !seen.insert((&d.id, &d.lease_token))
-        {
-            *finish = Some(Finish::AlreadyFinished);
-        }
-    }
+    finish_repeats(recordings, &mut finishes, |r| {
+        r.delivered.as_ref().map(|d| (&d.id, &d.lease_token))
+    });
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
         // First the ends each recording depends on (an outbox message still
@@ -182,15 +182,7 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
         }
         // Likewise a second recording, still going ahead, that ends the same
         // delivery.
-        let mut seen = HashSet::new();
-        for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
-            if let Some((id, _)) = &recording.delivery
-                && finish.is_none()
-                && !seen.insert(id)
-            {
-                *finish = Some(Finish::AlreadyFinished);
-            }
-        }
+        finish_repeats(recordings, &mut finishes, |r| r.delivery.as_ref().map(|(id, _)| id));
         let ending: Vec<(&str, DeliveryOutcome, Option<&str>, i64)> = recordings
             .iter()
             .zip(&finishes)
@@ -222,27 +214,25 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
         // appender waits on it), a record of a trigger already recorded, or
         // recorded earlier in this batch, ends as `AlreadyFinished`. Only
         // batches holding such a record pay for the check.
-        let once: Vec<usize> = recordings
+        finish_repeats(recordings, &mut finishes, once_trigger);
+        let once: Vec<(usize, &Trigger)> = recordings
             .iter()
             .zip(&finishes)
             .enumerate()
-            .filter(|(_, ((r, _), f))| f.is_none() && recorded_once(r))
-            .map(|(i, _)| i)
+            .filter(|(_, (_, f))| f.is_none())
+            .filter_map(|(i, ((r, _), _))| once_trigger(r).map(|t| (i, t)))
             .collect();
         if !once.is_empty() {
             sqlx::query(evidence::LOCK_HEAD).execute(&mut *tx).await?;
-            let mut seen = HashSet::new();
-            for i in once {
-                let Some(trigger) = recordings[i].0.evidence.as_ref().map(|e| &e.trigger) else {
-                    continue;
-                };
-                let recorded: bool = sqlx::query_scalar(evidence::TRIGGER_RECORDED)
-                    .bind(trigger.kind.as_str())
-                    .bind(&trigger.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if recorded || !seen.insert(trigger) {
-                    finishes[i] = Some(Finish::AlreadyFinished);
+            let recorded: HashSet<(String, String)> =
+                fetch_in_chunks!(tx, s.recorded, once, (String, String), |query, (_, t)| query
+                    .bind(t.kind.as_str())
+                    .bind(&t.id))
+                .into_iter()
+                .collect();
+            for (i, t) in &once {
+                if recorded.contains(&(t.kind.as_str().to_string(), t.id.clone())) {
+                    finishes[*i] = Some(Finish::AlreadyFinished);
                 }
             }
         }
@@ -394,16 +384,36 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
     })
 }
 
-/// Whether the recording's evidence is of a trigger recorded at most once
-/// ([`crate::domain::TriggerKind::recorded_once`]). Such a recording carries no delivery or
-/// message, whose end would already be written when the check runs.
-fn recorded_once(recording: &Recording) -> bool {
-    recording.delivery.is_none()
-        && recording.delivered.is_none()
-        && recording
-            .evidence
-            .as_ref()
-            .is_some_and(|e| e.trigger.kind.recorded_once())
+/// The trigger of the recording's evidence when it is recorded at most once
+/// ([`crate::domain::TriggerKind::recorded_once`]). Such a recording carries no
+/// delivery or message, whose end would already be written when it is checked.
+fn once_trigger(recording: &Recording) -> Option<&Trigger> {
+    let trigger = recording
+        .evidence
+        .as_ref()
+        .map(|e| &e.trigger)
+        .filter(|t| t.kind.recorded_once())?;
+    debug_assert!(recording.delivery.is_none() && recording.delivered.is_none());
+    (recording.delivery.is_none() && recording.delivered.is_none()).then_some(trigger)
+}
+
+/// Ends as `AlreadyFinished` every recording still going ahead whose `key` an
+/// earlier one in the batch, still going ahead, has: only the first of them
+/// is written, as if they were written one after another.
+fn finish_repeats<'r, K: Eq + std::hash::Hash>(
+    recordings: &[(&'r Recording, i64)],
+    finishes: &mut [Option<Finish>],
+    key: impl Fn(&'r Recording) -> Option<K>,
+) {
+    let mut seen = HashSet::new();
+    for ((recording, _), finish) in recordings.iter().zip(finishes.iter_mut()) {
+        if finish.is_none()
+            && let Some(k) = key(recording)
+            && !seen.insert(k)
+        {
+            *finish = Some(Finish::AlreadyFinished);
+        }
+    }
 }
 
 /// What a claim update sets, without the claim's id.

@@ -181,9 +181,9 @@ pub(super) const APPEND: &str = "INSERT INTO evidence (id, seq, trigger_kind, tr
 /// Takes the chain head's lock without changing it, ahead of [`BUMP_HEAD`].
 pub(super) const LOCK_HEAD: &str = "UPDATE chain_head SET seq = seq WHERE id = 1";
 
-/// Whether a record of this trigger (kind, id) exists.
-pub(super) const TRIGGER_RECORDED: &str =
-    "SELECT EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $1 AND trigger_id = $2)";
+/// Of the triggers (kind, id) in `{}` (`VALUES` tuples), those with a record.
+pub(super) const TRIGGERS_RECORDED: &str = "SELECT v.column1, v.column2 FROM (VALUES {}) AS v \
+    WHERE EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = v.column1 AND trigger_id = v.column2)";
 
 /// The last record's hash, set once the commit's records are sealed.
 pub(super) const SET_HEAD_HASH: &str = "UPDATE chain_head SET hash = $1 WHERE id = 1";

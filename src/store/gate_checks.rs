@@ -34,12 +34,15 @@ impl Store {
     ) -> StoreResult<GateCheckClaim> {
         const INSERT: &str = "INSERT INTO gate_checks (caller, request_id, question_sha256, created_at) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (caller, request_id) DO NOTHING";
-        const GET: &str = "SELECT question_sha256, created_at FROM gate_checks WHERE caller = $1 AND request_id = $2";
+        const GET: &str = "SELECT question_sha256, created_at, \
+            EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $3 AND trigger_id = $4) \
+            FROM gate_checks WHERE caller = $1 AND request_id = $2";
         const TAKE_OVER: &str = "UPDATE gate_checks SET created_at = $4 \
             WHERE caller = $1 AND request_id = $2 AND created_at = $3 \
             AND NOT EXISTS (SELECT 1 FROM evidence WHERE trigger_kind = $5 AND trigger_id = $6)";
         with_pool!(&self.db, write, |pool| {
-            // An id given back between the insert and the read is claimed again.
+            // An id given back, taken over or answered between two of these
+            // statements is looked at again.
             loop {
                 let inserted = sqlx::query(INSERT)
                     .bind(caller)
@@ -52,32 +55,33 @@ impl Store {
                 if inserted == 1 {
                     return Ok(GateCheckClaim::New { claimed_at: now });
                 }
-                let asked: Option<(String, i64)> = sqlx::query_as(GET)
+                let asked: Option<(String, i64, bool)> = sqlx::query_as(GET)
                     .bind(caller)
                     .bind(request_id)
+                    .bind(trigger.kind.as_str())
+                    .bind(&trigger.id)
                     .fetch_optional(pool)
                     .await?;
-                match asked {
-                    Some((asked, _)) if asked != question => return Ok(GateCheckClaim::Conflict),
-                    Some((_, claimed_at)) if claimed_at < stale_before => {
-                        let taken = sqlx::query(TAKE_OVER)
-                            .bind(caller)
-                            .bind(request_id)
-                            .bind(claimed_at)
-                            .bind(now)
-                            .bind(trigger.kind.as_str())
-                            .bind(&trigger.id)
-                            .execute(pool)
-                            .await?
-                            .rows_affected();
-                        return Ok(if taken == 1 {
-                            GateCheckClaim::New { claimed_at: now }
-                        } else {
-                            GateCheckClaim::Repeat
-                        });
-                    }
-                    Some(_) => return Ok(GateCheckClaim::Repeat),
+                let claimed_at = match asked {
                     None => continue,
+                    Some((asked, _, _)) if asked != question => return Ok(GateCheckClaim::Conflict),
+                    Some((_, claimed_at, recorded)) if recorded || claimed_at >= stale_before => {
+                        return Ok(GateCheckClaim::Repeat);
+                    }
+                    Some((_, claimed_at, _)) => claimed_at,
+                };
+                let taken = sqlx::query(TAKE_OVER)
+                    .bind(caller)
+                    .bind(request_id)
+                    .bind(claimed_at)
+                    .bind(now)
+                    .bind(trigger.kind.as_str())
+                    .bind(&trigger.id)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                if taken == 1 {
+                    return Ok(GateCheckClaim::New { claimed_at: now });
                 }
             }
         })

@@ -137,6 +137,11 @@ async fn reconcile_loop(ctx: Arc<Context>, source: String) {
                 tracing::warn!(source = %source, missed = found.missed.len(), "closes whose webhook never arrived were decided");
             }
             Ok(_) | Err(crate::decide::ReconcileError::Busy(_)) => {}
+            Err(crate::decide::ReconcileError::LeaseLost(_)) => {
+                tracing::warn!(source = %source, lease_seconds = ctx.settings.lease_seconds,
+                    "a reconcile pass outlived its lease and another replica took the source over; \
+                     what it decided stands, the rest is the other pass's")
+            }
             Err(e) => {
                 tracing::warn!(source = %source, error.message = %format!("{:#}", anyhow::Error::from(e)), "reconcile pass failed")
             }

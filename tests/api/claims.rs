@@ -459,7 +459,14 @@ async fn a_break_glass_close_made_compliant_by_its_deadline_is_verified_after_th
 
 #[tokio::test]
 async fn a_grant_made_just_after_the_close_is_allowed_within_the_settle_window_with_the_attempts_recorded() {
-    let (app, _dir) = app_with(&format!("{GRANT}settle: 100s\n")).await;
+    // A window of many backoffs, within a lease long enough to hold it.
+    let dir = policy_dir(&[("policy", &format!("{GRANT}settle: 240s\n"))]);
+    let app = spawn_app_with(Options {
+        policies: Some(dir.path().to_path_buf()),
+        worker: Some(json!({ "lease_seconds": 300 })),
+        ..Default::default()
+    })
+    .await;
     let mut target = Target::new().await;
     let (role, table) = target.role_with_grant("").await;
     let closed_at = now_rfc3339(&app);
@@ -475,9 +482,14 @@ async fn a_grant_made_just_after_the_close_is_allowed_within_the_settle_window_w
     let clock = app.clock.clone();
     let before = clock.advanced_ms();
     let provisioning = tokio::spawn(async move {
-        while clock.advanced_ms() == before {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let backed_off = async {
+            while clock.advanced_ms() == before {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), backed_off)
+            .await
+            .expect("closegate found the grant missing and backed off");
         target.exec(&grant).await;
     });
 

@@ -161,3 +161,33 @@ evidence:
     assert_eq!(code, 2);
     assert!(served.contains("enabeld"), "{served}");
 }
+
+#[test]
+fn a_settle_window_that_outlasts_the_lease_is_refused_by_the_check_and_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/slow.yaml"),
+        "name: slow-provisioning\nmatch: { labels: [access-request] }\nsettle: 300s\nchecks:\n  - system: db\n    kind: role\n    params: { role: app_reader }\n    expect: present\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("closegate.yaml"),
+        "policies_dir: policies
+systems:
+  db: { type: postgres, url: { value: 'postgres://nobody@127.0.0.1:1/none' } }
+worker:
+  lease_seconds: 120
+",
+    )
+    .unwrap();
+    let refusal = "policy slow-provisioning: settle (300s) must be shorter than worker.lease_seconds (120s)";
+
+    let (code, checked) = closegate(dir.path(), &["config", "check", "closegate.yaml"], &[]);
+    let (served_code, served) = closegate(dir.path(), &["--config", "closegate.yaml", "serve"], &[]);
+
+    assert_eq!(code, 1, "{checked}");
+    assert!(checked.contains(refusal), "{checked}");
+    assert_ne!(served_code, 0, "{served}");
+    assert!(served.contains(refusal), "{served}");
+}

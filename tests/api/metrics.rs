@@ -173,3 +173,37 @@ async fn metrics_can_be_turned_off() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "not_found");
 }
+
+#[tokio::test]
+async fn with_a_metrics_token_only_a_scrape_that_sends_it_is_answered() {
+    const TOKEN: &str = "scrape-token-7f3a";
+    let app = spawn_app_with(Options {
+        settings: Some(json!({ "metrics": { "token": { "value": TOKEN } } })),
+        ..Options::default()
+    })
+    .await;
+    let scrape_with = |authorization: Option<&'static str>| {
+        let mut request = app.http.get(format!("{}/metrics", app.address));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+
+    let refused = [
+        scrape_with(None).await,
+        scrape_with(Some("Bearer wrong-token")).await,
+        scrape_with(Some("Basic c2NyYXBlLXRva2VuLTdmM2E=")).await,
+        scrape_with(Some("Bearer scrape-token-7f3")).await,
+    ];
+    let answered = scrape_with(Some("Bearer scrape-token-7f3a")).await;
+
+    for response in refused {
+        assert_eq!(response.status().as_u16(), 401);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_signature");
+        assert!(!body.to_string().contains(TOKEN), "{body}");
+    }
+    assert_eq!(answered.status().as_u16(), 200);
+    assert!(answered.text().await.unwrap().contains("closegate_"));
+}

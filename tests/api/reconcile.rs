@@ -420,9 +420,14 @@ async fn two_passes_that_overlap_past_the_lease_decide_a_missed_close_once() {
     // replica B's pass takes the watermark and finds the same close.
     let a = reconcile_source(&app.ctx, "github", None);
     let b = async {
-        while reads().await == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let reading = async {
+            while reads().await == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), reading)
+            .await
+            .expect("pass A reads the ticket");
         app.advance(Duration::from_secs(app.ctx.settings.lease_seconds as u64 + 1));
         reconcile_source(&other, "github", None).await
     };
