@@ -355,6 +355,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                 }
                 Err(errors) => Err(errors),
             };
+            // A settle window the worker lease cannot hold stops the server too.
+            let loaded = loaded.map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>());
+            let loaded = loaded.and_then(|set| {
+                let too_long = closegate::startup::settles_past_the_lease(&set, settings.worker.lease_seconds);
+                if too_long.is_empty() { Ok(set) } else { Err(too_long) }
+            });
             match loaded {
                 Ok(set) => {
                     for p in &set.policies {

@@ -133,7 +133,7 @@ fn metrics_token(settings: &Settings) -> Result<Option<crate::config::Secret>, S
 /// Policies whose settle window does not end within a worker's lease: their
 /// decisions would outlive the claim on what they decide, and another worker
 /// would decide it again meanwhile.
-fn settles_past_the_lease(policies: &policy::PolicySet, lease_seconds: i64) -> Vec<String> {
+pub fn settles_past_the_lease(policies: &policy::PolicySet, lease_seconds: i64) -> Vec<String> {
     let lease = std::time::Duration::from_secs(lease_seconds.max(0) as u64);
     policies
         .policies
@@ -141,10 +141,9 @@ fn settles_past_the_lease(policies: &policy::PolicySet, lease_seconds: i64) -> V
         .filter_map(|p| p.settle.filter(|settle| *settle >= lease).map(|settle| (p, settle)))
         .map(|(p, settle)| {
             format!(
-                "policy {}: settle ({}s) must be shorter than worker.lease_seconds ({lease_seconds}s); \
+                "policy {}: settle ({settle:?}) must be shorter than worker.lease_seconds ({lease_seconds}s); \
                  shorten the window or raise the lease",
-                p.name,
-                settle.as_secs()
+                p.name
             )
         })
         .collect()
@@ -237,13 +236,19 @@ impl Application {
     /// Serves until the server stops (SIGINT/SIGTERM), running the workers
     /// alongside when they are enabled.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        if self.run_workers {
+        let store = self.context.store.clone();
+        let served = if self.run_workers {
             tokio::select! {
                 result = self.server => result,
                 _ = workers::run_until_stopped(self.context) => Ok(()),
             }
         } else {
             self.server.await
+        };
+        // Once stopped, the SQLite file alone is the whole store.
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error.message = %e, "could not checkpoint the store's WAL on the way out");
         }
+        served
     }
 }

@@ -35,6 +35,12 @@ use crate::{
 pub trait HeaderLookup {
     /// The header's value, if present and valid text. Names are case-insensitive.
     fn header(&self, name: &str) -> Option<&str>;
+
+    /// The token of an `Authorization: Bearer` header, the scheme in any case.
+    fn bearer(&self) -> Option<&str> {
+        let (scheme, token) = self.header("authorization")?.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
 }
 
 impl HeaderLookup for actix_web::http::header::HeaderMap {

@@ -63,20 +63,21 @@ impl GateAccess {
 
     /// The caller these headers authenticate, if any.
     fn authenticate(&self, headers: &dyn HeaderLookup, body: &[u8], now: i64) -> Option<&GateCaller> {
-        let bearer = headers.header("authorization").and_then(|v| v.strip_prefix("Bearer "));
-        self.callers.iter().find(|c| match (bearer, &c.token, &c.key) {
-            (Some(presented), Some(token), _) => secret_matches(token.expose(), presented.trim()),
-            (None, _, Some(key)) => key
-                .verify(
-                    headers.header("webhook-id"),
-                    headers.header("webhook-timestamp"),
-                    headers.header("webhook-signature"),
-                    body,
-                    now,
-                )
-                .is_ok(),
-            _ => false,
-        })
+        self.callers
+            .iter()
+            .find(|c| match (headers.bearer(), &c.token, &c.key) {
+                (Some(presented), Some(token), _) => secret_matches(token.expose(), presented),
+                (None, _, Some(key)) => key
+                    .verify(
+                        headers.header("webhook-id"),
+                        headers.header("webhook-timestamp"),
+                        headers.header("webhook-signature"),
+                        body,
+                        now,
+                    )
+                    .is_ok(),
+                _ => false,
+            })
     }
 }
 

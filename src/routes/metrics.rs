@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::{
+    adapters::HeaderLookup,
     error::{ApiError, ErrorBody},
     metrics,
     routes::AppState,
@@ -16,19 +17,16 @@ use crate::{
         content_type = "text/plain; version=0.0.4; charset=utf-8"),
     (status = 401, description = "`metrics.token` is set and the request did not send it as a bearer token",
         body = ErrorBody),
-    (status = 404, description = "Metrics are disabled (`metrics.enabled: false`)", body = ErrorBody)))]
+    (status = 404, description = "Metrics are disabled (`metrics.enabled: false`)", body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let handle = state
         .metrics
         .as_ref()
         .ok_or(ApiError::NotFound("metrics are disabled"))?;
     if let Some(token) = &state.metrics_token {
-        let presented = request
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| crate::signature::secret_matches(token.expose(), p.trim())) {
+        let presented = request.headers().bearer();
+        if !presented.is_some_and(|p| crate::signature::secret_matches(token.expose(), p)) {
             return Err(ApiError::Unauthenticated(
                 "authentication failed: this endpoint needs the metrics token as a bearer token".into(),
             ));

@@ -393,7 +393,6 @@ fn once_trigger(recording: &Recording) -> Option<&Trigger> {
         .as_ref()
         .map(|e| &e.trigger)
         .filter(|t| t.kind.recorded_once())?;
-    debug_assert!(recording.delivery.is_none() && recording.delivered.is_none());
     (recording.delivery.is_none() && recording.delivered.is_none()).then_some(trigger)
 }
 

@@ -132,6 +132,25 @@ impl Store {
 
     /// Gives a claimed delivery back after an unexpected error; it is retried
     /// after `retry_at`.
+    /// Extends the lease on these deliveries, while they are still pending,
+    /// to `until`: a batch whose decisions run long keeps what it claimed.
+    pub async fn renew_deliveries(&self, ids: &[String], until: i64) -> StoreResult<()> {
+        for chunk in ids.chunks(super::rows::CHUNK) {
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = $1 WHERE state = 'pending' AND id IN ({})",
+                super::rows::numbered(2, chunk.len())
+            );
+            with_pool!(&self.db, write, |pool| {
+                let mut query = sqlx::query(&sql).bind(until);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
     pub async fn release_delivery(&self, delivery: &str, error: &str, retry_at: i64) -> StoreResult<()> {
         const SQL: &str = "UPDATE deliveries SET lease_until = $1, last_error = $2 \
             WHERE id = $3 AND state = 'pending'";

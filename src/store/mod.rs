@@ -5,6 +5,7 @@
 //! Writes to SQLite go through one connection: ingest batches many deliveries
 //! into one transaction (group commit), everything else queues behind it.
 
+mod checkpoint;
 mod claims;
 mod decisions;
 mod deliveries;

@@ -33,14 +33,37 @@ pub async fn try_decide_batch(ctx: &Context, limit: usize) -> anyhow::Result<Exe
     if claimed.is_empty() {
         return Ok(ExecutionOutcome::EmptyQueue);
     }
+    let deciding: std::sync::Mutex<std::collections::HashSet<String>> =
+        std::sync::Mutex::new(claimed.iter().map(|c| c.id.clone()).collect());
     let tickets = by_ticket(claimed);
-    let decided = futures_util::future::join_all(tickets.into_iter().map(|deliveries| async move {
-        for claimed in deliveries {
-            decide_claimed(ctx, claimed).await?;
+    let decisions = futures_util::future::join_all(tickets.into_iter().map(|deliveries| {
+        let deciding = &deciding;
+        async move {
+            for claimed in deliveries {
+                let id = claimed.id.clone();
+                let decided = decide_claimed(ctx, claimed).await;
+                deciding.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                decided?;
+            }
+            anyhow::Ok(())
         }
-        anyhow::Ok(())
-    }))
-    .await;
+    }));
+    tokio::pin!(decisions);
+    // Decisions that run long (a slow system, a settle window, one ticket's
+    // deliveries one after another) renew the lease on what is still being
+    // decided every third of it, so that no other worker takes it over.
+    let renew_every = std::time::Duration::from_millis((lease_ms / 3).max(1) as u64);
+    let decided = loop {
+        tokio::select! {
+            decided = &mut decisions => break decided,
+            _ = tokio::time::sleep(renew_every) => {
+                let ids: Vec<String> = deciding.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+                if let Err(e) = ctx.store.renew_deliveries(&ids, ctx.now_ms() + lease_ms).await {
+                    tracing::warn!(error.message = %e, "could not renew the lease on deliveries being decided; trying again");
+                }
+            }
+        }
+    };
     decided.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(ExecutionOutcome::TaskCompleted)
 }

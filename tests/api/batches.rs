@@ -52,3 +52,55 @@ async fn two_replicas_deciding_and_delivering_in_batches_give_one_decision_and_o
     assert_eq!(app.ctx.store.verify_chain().await.unwrap().broken, None);
     // The mocks' exact counts are checked when the helpdesk is dropped.
 }
+
+#[tokio::test]
+async fn a_decision_slower_than_the_lease_keeps_its_delivery_from_another_replica() {
+    // Arrange: a 1 s lease, and a target system that takes 2.5 s to answer.
+    let slow = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "ok": true }))
+                .set_delay(std::time::Duration::from_millis(2500)),
+        )
+        .mount(&slow)
+        .await;
+    let policy = r#"
+match: { labels: [access-request] }
+checks:
+  - { name: slow api, system: slow, kind: json, params: { path: "/x" }, expect: present }
+"#;
+    let policies = policy_dir(&[("slow", policy)]);
+    let app = spawn_app_with(Options {
+        policies: Some(policies.path().to_path_buf()),
+        systems: Some(serde_json::json!({ "slow": { "type": "http", "base_url": slow.uri(), "timeout_ms": 5000 } })),
+        worker: Some(serde_json::json!({ "lease_seconds": 1 })),
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .post_generic("slow-1", chrono::Utc::now().timestamp(), &generic_close("T-9", &[]))
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+    let other = app.replica().await;
+
+    // Act: replica A decides; replica B keeps trying while A waits on the target.
+    let a = workers::try_decide_next(&app.ctx);
+    let b = async {
+        let mut took = 0;
+        for _ in 0..13 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if workers::try_decide_next(&other).await.unwrap() == workers::ExecutionOutcome::TaskCompleted {
+                took += 1;
+            }
+        }
+        took
+    };
+    let (a, b_took) = tokio::join!(a, b);
+
+    // Assert
+    assert!(a.unwrap() == workers::ExecutionOutcome::TaskCompleted);
+    assert_eq!(b_took, 0, "the other replica took over a delivery still being decided");
+    assert_eq!(slow.received_requests().await.unwrap().len(), 1, "verified once");
+    assert_eq!(app.store.evidence_for_ticket("generic", "T-9").await.unwrap().len(), 1);
+}

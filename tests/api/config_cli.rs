@@ -185,9 +185,12 @@ worker:
 
     let (code, checked) = closegate(dir.path(), &["config", "check", "closegate.yaml"], &[]);
     let (served_code, served) = closegate(dir.path(), &["--config", "closegate.yaml", "serve"], &[]);
+    let (policy_code, policies) = closegate(dir.path(), &["--config", "closegate.yaml", "policy", "check"], &[]);
 
     assert_eq!(code, 1, "{checked}");
     assert!(checked.contains(refusal), "{checked}");
     assert_ne!(served_code, 0, "{served}");
     assert!(served.contains(refusal), "{served}");
+    assert_eq!(policy_code, 1, "{policies}");
+    assert!(policies.contains(refusal), "{policies}");
 }

@@ -197,6 +197,7 @@ async fn with_a_metrics_token_only_a_scrape_that_sends_it_is_answered() {
         scrape_with(Some("Bearer scrape-token-7f3")).await,
     ];
     let answered = scrape_with(Some("Bearer scrape-token-7f3a")).await;
+    let any_case = scrape_with(Some("bearer scrape-token-7f3a")).await;
 
     for response in refused {
         assert_eq!(response.status().as_u16(), 401);
@@ -204,6 +205,7 @@ async fn with_a_metrics_token_only_a_scrape_that_sends_it_is_answered() {
         assert_eq!(body["code"], "invalid_signature");
         assert!(!body.to_string().contains(TOKEN), "{body}");
     }
+    assert_eq!(any_case.status().as_u16(), 200, "the scheme is case-insensitive");
     assert_eq!(answered.status().as_u16(), 200);
     assert!(answered.text().await.unwrap().contains("closegate_"));
 }
