@@ -56,24 +56,10 @@ async fn two_replicas_deciding_and_delivering_in_batches_give_one_decision_and_o
 #[tokio::test]
 async fn a_decision_slower_than_the_lease_keeps_its_delivery_from_another_replica() {
     // Arrange: a 1 s lease, and a target system that takes 2.5 s to answer.
-    let slow = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("GET"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({ "ok": true }))
-                .set_delay(std::time::Duration::from_millis(2500)),
-        )
-        .mount(&slow)
-        .await;
-    let policy = r#"
-match: { labels: [access-request] }
-checks:
-  - { name: slow api, system: slow, kind: json, params: { path: "/x" }, expect: present }
-"#;
-    let policies = policy_dir(&[("slow", policy)]);
+    let (slow, policies, systems) = slow_system(std::time::Duration::from_millis(2500)).await;
     let app = spawn_app_with(Options {
         policies: Some(policies.path().to_path_buf()),
-        systems: Some(serde_json::json!({ "slow": { "type": "http", "base_url": slow.uri(), "timeout_ms": 5000 } })),
+        systems: Some(systems),
         worker: Some(serde_json::json!({ "lease_seconds": 1 })),
         ..Default::default()
     })

@@ -379,6 +379,29 @@ pub fn policy_dir(files: &[(&str, &str)]) -> TempDir {
     dir
 }
 
+/// A target system `slow` (HTTP) that answers every check `present` after
+/// `delay`, the policy directory whose one check asks it, and the `systems`
+/// entry that configures it.
+pub async fn slow_system(delay: std::time::Duration) -> (MockServer, TempDir, Value) {
+    let slow = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "ok": true }))
+                .set_delay(delay),
+        )
+        .mount(&slow)
+        .await;
+    let policy = r#"
+match: { labels: [access-request] }
+checks:
+  - { name: slow api, system: slow, kind: json, params: { path: "/x" }, expect: present }
+"#;
+    let policies = policy_dir(&[("slow", policy)]);
+    let systems = json!({ "slow": { "type": "http", "base_url": slow.uri(), "timeout_ms": 5000 } });
+    (slow, policies, systems)
+}
+
 /// A generic-source event moving `ticket` to closed, with these fields.
 pub fn generic_close(ticket: &str, fields: &[(&str, &str)]) -> Vec<u8> {
     let fields: serde_json::Map<String, Value> = fields.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use closegate::{domain::TriggerKind, signature::StandardWebhooksKey};
 use serde_json::{Value, json};
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
 use crate::helpers::*;
 
@@ -82,26 +81,12 @@ async fn the_gate_allows_a_close_whose_grant_exists_and_denies_one_whose_grant_i
 
 #[tokio::test]
 async fn a_verifier_slower_than_the_deadline_is_never_an_allow() {
-    let slow = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({ "ok": true }))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&slow)
-        .await;
-    let policy = r#"
-match: { labels: [access-request] }
-checks:
-  - { name: slow api, system: slow, kind: json, params: { path: "/x" }, expect: present }
-"#;
-    let policies = policy_dir(&[("slow", policy)]);
+    let (_slow, policies, systems) = slow_system(Duration::from_secs(3)).await;
     let app = gate_app(
         300,
         Options {
             policies: Some(policies.path().to_path_buf()),
-            systems: Some(json!({ "slow": { "type": "http", "base_url": slow.uri(), "timeout_ms": 5000 } })),
+            systems: Some(systems),
             ..Default::default()
         },
     )
