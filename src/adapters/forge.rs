@@ -207,7 +207,7 @@ impl ForgeApi {
                     if item.get("pull_request").is_some_and(|p| !p.is_null()) {
                         continue;
                     }
-                    let closed_at = json_str(item, "/closed_at").and_then(|t| parse_instant(t));
+                    let closed_at = json_str(item, "/closed_at").and_then(parse_instant);
                     let n = item.pointer(number).and_then(Value::as_u64);
                     if let (Some(closed_at), Some(n)) = (closed_at, n)
                         && closed_at >= since

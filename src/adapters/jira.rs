@@ -244,11 +244,11 @@ impl JiraAdapter {
         // when the close was reported (Jira stamps both; allow clock skew).
         let changed = json_str(&issue, "/fields/statuscategorychangedate").and_then(jira_time);
         let judged = closed_at.and_then(jira_time);
-        if let (Some(changed), Some(judged)) = (changed, judged) {
-            if (changed - judged).num_seconds().abs() > 5 {
-                tracing::info!(ticket = %key, "not reopening: the issue was closed again since the close judged");
-                return Ok(());
-            }
+        if let (Some(changed), Some(judged)) = (changed, judged)
+            && (changed - judged).num_seconds().abs() > 5
+        {
+            tracing::info!(ticket = %key, "not reopening: the issue was closed again since the close judged");
+            return Ok(());
         }
         let path = format!("/issue/{}/transitions", http::segment(key));
         let listed = http::json(

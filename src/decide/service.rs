@@ -16,6 +16,9 @@ use crate::{
 };
 
 /// What a call to [`decide`] came to.
+// Made once per decision and taken apart at once: boxing the record would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decided {
     /// The decision, as recorded in the evidence log.

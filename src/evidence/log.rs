@@ -63,10 +63,10 @@ impl EvidenceLog {
         let mut state = self.frontier.lock().await;
         advance(&self.store, &mut state.0).await?;
         let size = state.0.size();
-        if let Some(last) = &state.1 {
-            if last.verified(None)?.tree_size == size {
-                return Ok(Some(last.clone()));
-            }
+        if let Some(last) = &state.1
+            && last.verified(None)?.tree_size == size
+        {
+            return Ok(Some(last.clone()));
         }
         let head = signer.sign(size, &state.0.root(), now);
         self.sink.publish(&head)?;
@@ -78,10 +78,10 @@ impl EvidenceLog {
     pub async fn head_covering(&self, seq: i64, now: i64) -> Result<Option<SignedHead>, LogError> {
         {
             let state = self.frontier.lock().await;
-            if let Some(last) = &state.1 {
-                if last.verified(None)?.tree_size >= seq as u64 {
-                    return Ok(Some(last.clone()));
-                }
+            if let Some(last) = &state.1
+                && last.verified(None)?.tree_size >= seq as u64
+            {
+                return Ok(Some(last.clone()));
             }
         }
         self.sign_head(now).await

@@ -45,7 +45,7 @@ pub fn screen(
     identity: impl Fn(&Approval) -> Result<String, String>,
 ) -> Vec<Screened> {
     let mut approvals = read.approvals.clone();
-    approvals.sort_by(|a, b| instant(&a.at).cmp(&instant(&b.at)));
+    approvals.sort_by_key(|a| instant(&a.at));
     let changed = read.request_changed_at.as_deref().and_then(instant);
     // Approval comes before the work: one given after the close judged does not count.
     let closed = event.occurred_at.as_deref().and_then(instant);
@@ -252,13 +252,13 @@ pub fn judge_approvals(
                 .into(),
         );
     }
-    if rule.separate.requester_closer {
-        if let Some(requester) = event.requester.as_ref().filter(|r| same(&r.id, closer)) {
-            reasons.push(format!(
-                "separation of duties: {} requested the access and closed the ticket",
-                requester.id
-            ));
-        }
+    if rule.separate.requester_closer
+        && let Some(requester) = event.requester.as_ref().filter(|r| same(&r.id, closer))
+    {
+        reasons.push(format!(
+            "separation of duties: {} requested the access and closed the ticket",
+            requester.id
+        ));
     }
     (report, reasons)
 }

@@ -189,10 +189,10 @@ fn parse_policy(file: &str, path: &Path, text: &str, systems: &SystemCatalog) ->
             verify_within: within,
         })
     });
-    if let Some(b) = &raw.break_glass {
-        if b.label.trim().is_empty() {
-            err(line_of(&b.label), "break_glass.label is empty".into());
-        }
+    if let Some(b) = &raw.break_glass
+        && b.label.trim().is_empty()
+    {
+        err(line_of(&b.label), "break_glass.label is empty".into());
     }
     let on_drift = match raw.on_drift.as_ref().map(|v| (v, v.as_str())) {
         None | Some((_, "reopen")) => OnDrift::Reopen,

@@ -278,13 +278,13 @@ pub async fn run(
                     case.expect.verdict, decision.verdict
                 ));
             }
-            if let Some(policy) = &case.expect.policy {
-                if decision.policy.as_ref() != Some(policy) {
-                    problems.push(format!(
-                        "policy: expected {policy}, got {}",
-                        decision.policy.as_deref().unwrap_or("none")
-                    ));
-                }
+            if let Some(policy) = &case.expect.policy
+                && decision.policy.as_ref() != Some(policy)
+            {
+                problems.push(format!(
+                    "policy: expected {policy}, got {}",
+                    decision.policy.as_deref().unwrap_or("none")
+                ));
             }
             for wanted in &case.expect.reasons {
                 if !decision.reasons.iter().any(|r| r.contains(wanted.as_str())) {

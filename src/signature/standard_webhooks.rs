@@ -70,10 +70,10 @@ impl StandardWebhooksKey {
                 continue;
             };
             seen_v1 = true;
-            if let Ok(tag) = B64.decode(encoded) {
-                if hmac_matches(&self.0, &signed, &tag) {
-                    return Ok(());
-                }
+            if let Ok(tag) = B64.decode(encoded)
+                && hmac_matches(&self.0, &signed, &tag)
+            {
+                return Ok(());
             }
         }
         if seen_v1 {

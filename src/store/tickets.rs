@@ -28,10 +28,10 @@ impl Store {
                 .bind(ticket)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some((_, seen_by, previous)) = &row {
-                if seen_by == delivery {
-                    return Ok(previous.map(|c| c != 0));
-                }
+            if let Some((_, seen_by, previous)) = &row
+                && seen_by == delivery
+            {
+                return Ok(previous.map(|c| c != 0));
             }
             let previous = row.map(|(c, _, _)| c);
             sqlx::query(PUT)

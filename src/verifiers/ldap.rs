@@ -89,10 +89,10 @@ impl LdapVerifier {
 
     async fn connect(&self) -> Result<Ldap, VerifyError> {
         let mut slot = self.connection.lock().await;
-        if let Some(ldap) = slot.as_mut() {
-            if !ldap.is_closed() {
-                return Ok(ldap.clone());
-            }
+        if let Some(ldap) = slot.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok(ldap.clone());
         }
         let settings = LdapConnSettings::new().set_conn_timeout(self.timeout);
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
@@ -143,7 +143,7 @@ impl LdapVerifier {
         let mut seen: BTreeSet<String> = member_of.iter().map(|g| g.to_lowercase()).collect();
         let mut names: BTreeSet<String> = member_of.iter().filter_map(|g| first_rdn_value(g)).collect();
         let mut frontier = vec![dn.to_string()];
-        frontier.extend(member_of.iter().cloned().filter(|_| self.nested));
+        frontier.extend(member_of.iter().filter(|&_| self.nested).cloned());
         for _ in 0..MAX_NESTING {
             let mut next = Vec::new();
             for member in frontier.drain(..) {

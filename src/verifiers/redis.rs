@@ -126,10 +126,10 @@ impl RedisVerifier {
 
     /// Forgets a connection that failed, so the next call opens a new one.
     async fn settle<T>(&self, result: redis::RedisResult<T>) -> Result<T, VerifyError> {
-        if let Err(e) = &result {
-            if e.is_io_error() || e.is_connection_dropped() {
-                *self.connection.lock().await = None;
-            }
+        if let Err(e) = &result
+            && (e.is_io_error() || e.is_connection_dropped())
+        {
+            *self.connection.lock().await = None;
         }
         result.map_err(|e| self.error(e))
     }
@@ -141,7 +141,7 @@ impl RedisVerifier {
     }
 
     /// What an `ACL GETUSER` reply says about one check's subject.
-    fn from_reply(&self, check: &CheckSpec, user: &str, reply: &Value) -> Result<Observation, VerifyError> {
+    fn observe_reply(&self, check: &CheckSpec, user: &str, reply: &Value) -> Result<Observation, VerifyError> {
         if *reply == Value::Nil {
             return Ok(observed(&self.location, user, "", false, []));
         }
@@ -187,7 +187,7 @@ impl Verifier for RedisVerifier {
     async fn observe(&self, check: &CheckSpec) -> Result<Observation, VerifyError> {
         let user = param(check, "user")?;
         let reply = self.command(redis::cmd("ACL").arg("GETUSER").arg(user)).await?;
-        self.from_reply(check, user, &reply)
+        self.observe_reply(check, user, &reply)
     }
 
     /// Every check's `ACL GETUSER` in one pipelined round trip.
@@ -220,7 +220,7 @@ impl Verifier for RedisVerifier {
                     system: self.system.clone(),
                     message: "the pipeline answered fewer replies than it was sent".into(),
                 })?;
-                self.from_reply(check, user, &reply)
+                self.observe_reply(check, user, &reply)
             })
             .collect()
     }

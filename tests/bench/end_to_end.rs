@@ -10,6 +10,7 @@
 //!    API never answers;
 //! 5. resident memory idle and after the load (this process: closegate, the
 //!    fake helpdesks and the load generator).
+//!
 //! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`).
 //! Store: SQLite; with CLOSEGATE_BENCH_PG set to a server URL
 //! (`postgres://postgres@127.0.0.1:5432`), everything again on PostgreSQL.

@@ -9,6 +9,7 @@
 //! 4. under `cargo bench`, when Node.js and npm are here, the same load against
 //!    a Node receiver built on @octokit/webhooks storing each delivery with
 //!    better-sqlite3 (`tests/bench/node`, installed with `npm ci` on first use).
+//!
 //! Sizes: CLOSEGATE_BENCH_REQUESTS (default 20000; 2000 under `cargo test`),
 //! CLOSEGATE_BENCH_CONCURRENCY (64).
 
