@@ -245,9 +245,12 @@ impl Application {
         } else {
             self.server.await
         };
-        // Once stopped, the SQLite file alone is the whole store.
-        if let Err(e) = store.checkpoint().await {
-            tracing::warn!(error.message = %e, "could not checkpoint the store's WAL on the way out");
+        // Once stopped, the SQLite file alone is the whole store; a store
+        // still in use is left as it is rather than holding the stop up.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), store.checkpoint()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error.message = %e, "could not checkpoint the store's WAL on the way out"),
+            Err(_) => tracing::warn!("the store's WAL checkpoint on the way out took too long; left to the next start"),
         }
         served
     }

@@ -133,18 +133,18 @@ impl Store {
         .await
     }
 
-    /// Gives a claimed delivery back after an unexpected error; it is retried
-    /// after `retry_at`.
-    /// Extends the lease on these deliveries, while they are still pending,
-    /// to `until`: a batch whose decisions run long keeps what it claimed.
-    pub async fn renew_deliveries(&self, ids: &[String], until: i64) -> StoreResult<()> {
+    /// Extends the lease on these deliveries to `until` where it is still the
+    /// lease `held` (the claim's, or the last renewal's) and they are still
+    /// pending: a batch whose decisions run long keeps what it claimed, and
+    /// leaves alone a delivery given back for a retry or taken over since.
+    pub async fn renew_deliveries(&self, ids: &[String], held: i64, until: i64) -> StoreResult<()> {
         for chunk in ids.chunks(super::rows::CHUNK) {
             let sql = format!(
-                "UPDATE deliveries SET lease_until = $1 WHERE state = 'pending' AND id IN ({})",
-                super::rows::numbered(2, chunk.len())
+                "UPDATE deliveries SET lease_until = $1 WHERE state = 'pending' AND lease_until = $2 AND id IN ({})",
+                super::rows::numbered(3, chunk.len())
             );
             with_pool!(&self.db, write, |pool| {
-                let mut query = sqlx::query(&sql).bind(until);
+                let mut query = sqlx::query(&sql).bind(until).bind(held);
                 for id in chunk {
                     query = query.bind(id);
                 }
@@ -154,6 +154,8 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a claimed delivery back after an unexpected error; it is retried
+    /// after `retry_at`.
     pub async fn release_delivery(&self, delivery: &str, error: &str, retry_at: i64) -> StoreResult<()> {
         const SQL: &str = "UPDATE deliveries SET lease_until = $1, last_error = $2 \
             WHERE id = $3 AND state = 'pending'";

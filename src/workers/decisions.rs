@@ -25,9 +25,10 @@ pub async fn try_decide_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome> 
 pub async fn try_decide_batch(ctx: &Context, limit: usize) -> anyhow::Result<ExecutionOutcome> {
     super::give_way_to_acks(ctx).await;
     let lease_ms = ctx.settings.lease_seconds * 1000;
+    let claimed_at = ctx.now_ms();
     let claimed = ctx
         .store
-        .claim_deliveries(ctx.now_ms(), lease_ms, limit)
+        .claim_deliveries(claimed_at, lease_ms, limit)
         .await
         .context("Failed to claim deliveries")?;
     if claimed.is_empty() {
@@ -48,21 +49,34 @@ pub async fn try_decide_batch(ctx: &Context, limit: usize) -> anyhow::Result<Exe
             anyhow::Ok(())
         }
     }));
-    tokio::pin!(decisions);
     // Decisions that run long (a slow system, a settle window, one ticket's
     // deliveries one after another) renew the lease on what is still being
-    // decided every third of it, so that no other worker takes it over.
-    let renew_every = std::time::Duration::from_millis((lease_ms / 3).max(1) as u64);
-    let decided = loop {
-        tokio::select! {
-            decided = &mut decisions => break decided,
-            _ = tokio::time::sleep(renew_every) => {
-                let ids: Vec<String> = deciding.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-                if let Err(e) = ctx.store.renew_deliveries(&ids, ctx.now_ms() + lease_ms).await {
-                    tracing::warn!(error.message = %e, "could not renew the lease on deliveries being decided; trying again");
+    // decided every third of it, so that no other worker takes it over. The
+    // renewal runs beside the decisions, never instead of polling them: a
+    // decision may be holding the store's one write connection meanwhile.
+    let renewing = async {
+        let every = std::time::Duration::from_millis((lease_ms / 3).max(1) as u64);
+        let mut held = claimed_at + lease_ms;
+        loop {
+            tokio::time::sleep(every).await;
+            let ids: Vec<String> = deciding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            let until = ctx.now_ms() + lease_ms;
+            match ctx.store.renew_deliveries(&ids, held, until).await {
+                Ok(()) => held = until,
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "could not renew the lease on deliveries being decided; trying again")
                 }
             }
         }
+    };
+    let decided = tokio::select! {
+        decided = decisions => decided,
+        _ = renewing => unreachable!("the renewal loops until the decisions end"),
     };
     decided.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(ExecutionOutcome::TaskCompleted)
