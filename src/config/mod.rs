@@ -258,6 +258,10 @@ pub struct WorkerSettings {
     /// (dead ones are kept).
     #[serde(default = "default_outbox_retention")]
     pub outbox_retention_days: i64,
+    /// The workers' threads run at this nice value (0 to 19; Linux), so that
+    /// acks come first when the processors are busy; 0 runs them as the rest.
+    #[serde(default = "default_worker_nice")]
+    pub nice: i32,
 }
 
 fn collect_secret_refs(value: &serde_json::Value, path: &mut Vec<String>, found: &mut Vec<(String, SecretRef)>) {
@@ -297,6 +301,10 @@ fn default_deliveries_retention() -> i64 {
 
 fn default_outbox_retention() -> i64 {
     7
+}
+
+fn default_worker_nice() -> i32 {
+    10
 }
 
 fn default_decision_batch() -> usize {
@@ -370,6 +378,9 @@ impl Settings {
         }
         if self.worker.decision_batch == 0 {
             return Err("worker.decision_batch: must be above 0".into());
+        }
+        if !(0..=19).contains(&self.worker.nice) {
+            return Err("worker.nice: must be from 0 (as the rest) to 19 (last)".into());
         }
         for (group, members) in &self.system_groups {
             if self.systems.contains_key(group) {

@@ -60,33 +60,35 @@ pub(super) struct RecordJob {
 /// transaction (group commit), each recording still all or nothing. When a
 /// batch fails, its recordings are written one by one, so one bad recording
 /// fails alone.
-pub(super) fn spawn_recorder(db: Db) -> mpsc::Sender<RecordJob> {
+pub(super) fn recorder() -> (mpsc::Sender<RecordJob>, impl FnOnce(Db) -> super::ingest::WriterTask) {
     let (tx, mut rx) = mpsc::channel::<RecordJob>(4 * MAX_BATCH);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let recordings: Vec<(&Recording, i64)> = batch.iter().map(|j| (&j.recording, j.now)).collect();
-            match write_batch(&db, &recordings).await {
-                Ok(finishes) => {
-                    for (job, finish) in batch.drain(..).zip(finishes) {
-                        let _ = job.reply.send(Ok(finish));
+    let task = move |db: Db| -> super::ingest::WriterTask {
+        Box::pin(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let recordings: Vec<(&Recording, i64)> = batch.iter().map(|j| (&j.recording, j.now)).collect();
+                match write_batch(&db, &recordings).await {
+                    Ok(finishes) => {
+                        for (job, finish) in batch.drain(..).zip(finishes) {
+                            let _ = job.reply.send(Ok(finish));
+                        }
                     }
-                }
-                Err(_) if batch.len() > 1 => {
-                    for job in batch.drain(..) {
-                        let one = write_batch(&db, &[(&job.recording, job.now)]).await;
-                        let _ = job.reply.send(one.map(|mut f| f.remove(0)));
+                    Err(_) if batch.len() > 1 => {
+                        for job in batch.drain(..) {
+                            let one = write_batch(&db, &[(&job.recording, job.now)]).await;
+                            let _ = job.reply.send(one.map(|mut f| f.remove(0)));
+                        }
                     }
-                }
-                Err(e) => {
-                    for job in batch.drain(..) {
-                        let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    Err(e) => {
+                        for job in batch.drain(..) {
+                            let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                        }
                     }
                 }
             }
-        }
-    });
-    tx
+        })
+    };
+    (tx, task)
 }
 
 impl Store {

@@ -50,52 +50,59 @@ pub(super) struct IngestJob {
 /// wait at most this long.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
-pub(super) fn spawn_writer(db: Db, stored: Arc<Notify>) -> mpsc::Sender<IngestJob> {
+/// The writer's queue, and the task that commits it on `Db` (run by the
+/// store's writer thread) until every sender is gone.
+pub(super) fn writer(stored: Arc<Notify>) -> (mpsc::Sender<IngestJob>, impl FnOnce(Db) -> WriterTask) {
     let (tx, mut rx) = mpsc::channel::<IngestJob>(4 * MAX_BATCH);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        loop {
-            // A batch left over from the last hold is written before waiting.
-            if batch.is_empty() && rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                break;
-            }
-            let mut conn = match Held::acquire(&db).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    refuse(&mut batch, &e);
-                    continue;
-                }
-            };
-            let held = std::time::Instant::now();
+    let task = move |db: Db| -> WriterTask {
+        Box::pin(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
             loop {
-                let deliveries: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
-                match write_batch(&mut conn, &deliveries).await {
-                    Ok(outcomes) => {
-                        for (job, outcome) in batch.drain(..).zip(outcomes) {
-                            let _ = job.reply.send(Ok(outcome));
-                        }
-                        stored.notify_waiters();
-                        stored.notify_one();
-                    }
+                // A batch left over from the last hold is written before waiting.
+                if batch.is_empty() && rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                    break;
+                }
+                let mut conn = match Held::acquire(&db).await {
+                    Ok(conn) => conn,
                     Err(e) => {
                         refuse(&mut batch, &e);
+                        continue;
+                    }
+                };
+                let held = std::time::Instant::now();
+                loop {
+                    let deliveries: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
+                    match write_batch(&mut conn, &deliveries).await {
+                        Ok(outcomes) => {
+                            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                                let _ = job.reply.send(Ok(outcome));
+                            }
+                            stored.notify_waiters();
+                            stored.notify_one();
+                        }
+                        Err(e) => {
+                            refuse(&mut batch, &e);
+                            break;
+                        }
+                    }
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.is_empty() || held.elapsed() >= HOLD {
                         break;
                     }
                 }
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                if batch.is_empty() || held.elapsed() >= HOLD {
-                    break;
-                }
             }
-        }
-    });
-    tx
+        })
+    };
+    (tx, task)
 }
+
+/// A writer's task, to run on the store's writer thread.
+pub(super) type WriterTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Answers every delivery of a batch that could not be committed.
 fn refuse(batch: &mut Vec<IngestJob>, error: &StoreError) {

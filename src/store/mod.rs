@@ -3,7 +3,9 @@
 //! `RETURNING`), so both have the same semantics; the store tests run on each.
 //!
 //! Writes to SQLite go through one connection: ingest batches many deliveries
-//! into one transaction (group commit), everything else queues behind it.
+//! into one transaction (group commit), everything else queues behind it. The
+//! ack path's writer and the recorder of decisions run on a thread of their
+//! own ([`writers`]).
 
 mod checkpoint;
 mod claims;
@@ -20,6 +22,7 @@ mod prior;
 mod reconcile;
 mod rows;
 mod tickets;
+mod writers;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -119,6 +122,7 @@ impl Store {
     /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`) and runs
     /// the migrations for that backend.
     pub async fn connect(url: &str) -> StoreResult<Store> {
+        let mut pg_options = None;
         let db = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Other(format!("invalid SQLite URL: {e}")))?
@@ -128,9 +132,14 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .statement_cache_capacity(STATEMENT_CACHE);
-            // A local file does not go stale: no ping before every use.
+            // A local file does not go stale: no ping before every use, and
+            // the one write connection is kept for good. (Reopened, its
+            // thread would take the priority of whichever thread reopened it,
+            // a background worker's perhaps: see `worker.nice`.)
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.clone())
@@ -149,6 +158,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?
                 .statement_cache_capacity(STATEMENT_CACHE);
+            pg_options = Some(options.clone());
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
@@ -165,8 +175,9 @@ impl Store {
             ));
         };
         let new_deliveries = Arc::new(Notify::new());
-        let ingest = ingest::spawn_writer(db.clone(), new_deliveries.clone());
-        let recorder = decisions::spawn_recorder(db.clone());
+        let (ingest, ingest_task) = ingest::writer(new_deliveries.clone());
+        let (recorder, recorder_task) = decisions::recorder();
+        writers::start(&db, pg_options, vec![Box::new(ingest_task), Box::new(recorder_task)])?;
         Ok(Store {
             db,
             ingest,

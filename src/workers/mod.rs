@@ -4,6 +4,7 @@
 //! same shape: a step claims one unit under a lease, does it and finishes it;
 //! tests call the steps directly instead of sleeping.
 
+mod background;
 mod decisions;
 mod outbox;
 mod schedule;
@@ -53,44 +54,61 @@ where
 
 /// Runs the decision, expiry, sweep and outbox workers until the future is dropped.
 pub async fn run_until_stopped(ctx: Arc<Context>) {
+    let background = match background::Background::start(ctx.settings.nice) {
+        Ok(background) => background,
+        Err(e) => {
+            tracing::error!(error.message = %e, "cannot start the workers' runtime; no background work runs");
+            return std::future::pending().await;
+        }
+    };
+    let on = background.handle();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..ctx.settings.decision_concurrency {
-        tasks.spawn(run_loop(
-            ctx.clone(),
-            "decisions",
-            |ctx| async move { try_decide_batch(&ctx, ctx.settings.decision_batch).await },
-            |ctx| async move { ctx.store.delivery_stored().await },
-        ));
+        tasks.spawn_on(
+            run_loop(
+                ctx.clone(),
+                "decisions",
+                |ctx| async move { try_decide_batch(&ctx, ctx.settings.decision_batch).await },
+                |ctx| async move { ctx.store.delivery_stored().await },
+            ),
+            on,
+        );
     }
-    tasks.spawn(run_loop(
-        ctx.clone(),
-        "expiry",
-        |ctx| async move { try_expire_next(&ctx).await },
-        |_| std::future::pending(),
-    ));
-    tasks.spawn(run_loop(
-        ctx.clone(),
-        "sweep",
-        |ctx| async move { try_sweep_next(&ctx).await },
-        |_| std::future::pending(),
-    ));
+    tasks.spawn_on(
+        run_loop(
+            ctx.clone(),
+            "expiry",
+            |ctx| async move { try_expire_next(&ctx).await },
+            |_| std::future::pending(),
+        ),
+        on,
+    );
+    tasks.spawn_on(
+        run_loop(
+            ctx.clone(),
+            "sweep",
+            |ctx| async move { try_sweep_next(&ctx).await },
+            |_| std::future::pending(),
+        ),
+        on,
+    );
     // One lane per source, each with its own workers: a slow or hung helpdesk,
     // or one that asked to wait, delays only its own messages.
     let sinks = ctx.sinks.names().map(|s| crate::export::lane(s));
     for lane in ctx.sources.names().into_iter().chain(sinks.collect::<Vec<_>>()) {
         for _ in 0..ctx.settings.outbox_concurrency.max(1) {
-            tasks.spawn(outbox_lane(ctx.clone(), lane.clone()));
+            tasks.spawn_on(outbox_lane(ctx.clone(), lane.clone()), on);
         }
     }
     if ctx.reconcile.enabled {
         for source in ctx.sources.names() {
             if ctx.sources.get(&source).is_some_and(|a| a.lists_closes()) {
-                tasks.spawn(reconcile_loop(ctx.clone(), source));
+                tasks.spawn_on(reconcile_loop(ctx.clone(), source), on);
             }
         }
     }
-    tasks.spawn(sign_heads(ctx.clone()));
-    tasks.spawn(housekeeping(ctx.clone()));
+    tasks.spawn_on(sign_heads(ctx.clone()), on);
+    tasks.spawn_on(housekeeping(ctx.clone()), on);
     while tasks.join_next().await.is_some() {}
 }
 

@@ -222,6 +222,7 @@ mod tests {
             outbox_batch: 1,
             deliveries_retention_days: 30,
             outbox_retention_days: 7,
+            nice: 10,
         }
     }
 

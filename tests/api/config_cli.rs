@@ -160,6 +160,12 @@ evidence:
     let (code, served) = closegate(dir.path(), &["--config", "typo.yaml", "serve"], &[]);
     assert_eq!(code, 2);
     assert!(served.contains("enabeld"), "{served}");
+
+    // A priority the kernel does not have.
+    std::fs::write(dir.path().join("nice.yaml"), "worker:\n  nice: 20\n").unwrap();
+    let (code, out) = closegate(dir.path(), &["config", "check", "nice.yaml"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("worker.nice: must be from 0"), "{out}");
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod otlp;
 mod outbox;
 mod outbox_lanes;
 mod policy_cli;
+mod priority;
 mod reconcile;
 mod report;
 mod rotation;

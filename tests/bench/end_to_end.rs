@@ -23,6 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "load.rs"]
+mod load;
+
 use closegate::{config::Settings, startup::Application, store::Store, workers};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -171,18 +174,19 @@ fn close(n: usize) -> (Vec<u8>, String) {
     (body, signature)
 }
 
-/// Runs `job(0..count)` 64 at a time; completions per second.
+/// Runs `job(0..count)` 64 at a time on the load generator's threads;
+/// completions per second.
 async fn concurrently<F, Fut>(count: usize, job: F) -> f64
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..64.min(count))
         .map(|_| {
             let (next, job) = (next.clone(), job.clone());
-            tokio::spawn(async move {
+            load::runtime().spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     if i >= count {

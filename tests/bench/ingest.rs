@@ -1,6 +1,7 @@
 //! `cargo bench --bench ingest`: figures for the ack path.
 //! 1. authenticate + parse one signed GitHub webhook (no IO);
-//! 2. signed webhooks over HTTP into a running closegate, acknowledged only
+//! 2. signed webhooks over HTTP (from a load generator on threads of its own)
+//!    into a running closegate, acknowledged only
 //!    once durably stored: throughput and latency percentiles, on SQLite and,
 //!    when CLOSEGATE_BENCH_PG is set to a server URL, on PostgreSQL;
 //! 3. beside each, in the same run and with the same load, a bare receiver:
@@ -12,6 +13,9 @@
 //!
 //! Sizes: CLOSEGATE_BENCH_REQUESTS (default 20000; 2000 under `cargo test`),
 //! CLOSEGATE_BENCH_CONCURRENCY (64).
+
+#[path = "load.rs"]
+mod load;
 
 use std::time::{Duration, Instant};
 
@@ -131,7 +135,7 @@ async fn load(url: &str) -> Load {
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, url, bodies, next) = (client.clone(), url.to_string(), bodies.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(load::runtime().spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -185,9 +189,12 @@ async fn http_ingest(label: &str, settings: Settings, bare_store: BareStore) -> 
     let app = Application::build(settings).await.unwrap();
     let url = format!("http://127.0.0.1:{}/hooks/github", app.port());
     let handle = app.server_handle();
-    tokio::spawn(app.run_until_stopped());
+    let running = tokio::spawn(app.run_until_stopped());
     let closegate = load(&url).await;
     handle.stop(true).await;
+    // Its stop (the WAL copied into the database file) is over before the
+    // bare receiver's load starts.
+    running.await.unwrap().unwrap();
     let (bare_url, bare) = bare_receiver(bare_store);
     let limit = load(&bare_url).await;
     bare.stop(true).await;
