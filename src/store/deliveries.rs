@@ -78,29 +78,34 @@ impl Store {
     /// in one statement (one commit), oldest first.
     pub async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedDelivery>> {
         let sql = self.with_claim_lock(CLAIM);
-        let (claimed, events): (Vec<Claimed>, Vec<(String, String)>) = with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
-            let claimed: Vec<Claimed> = sqlx::query_as(&sql)
-                .bind(now + lease_ms)
-                .bind(now)
-                .bind(limit.max(1) as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut events = Vec::with_capacity(claimed.len());
-            if !claimed.is_empty() {
-                let select = format!(
-                    "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
-                    super::rows::numbered(1, claimed.len())
-                );
-                let mut query = sqlx::query_as(&select);
-                for c in &claimed {
-                    query = query.bind(&c.id);
-                }
-                events = query.fetch_all(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            (claimed, events)
-        });
+        let db = self.db.clone();
+        let (claimed, events): (Vec<Claimed>, Vec<(String, String)>) = self
+            .on_writer(async move {
+                Ok(with_pool!(&db, write, |pool| {
+                    let mut tx = pool.begin().await?;
+                    let claimed: Vec<Claimed> = sqlx::query_as(&sql)
+                        .bind(now + lease_ms)
+                        .bind(now)
+                        .bind(limit.max(1) as i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut events = Vec::with_capacity(claimed.len());
+                    if !claimed.is_empty() {
+                        let select = format!(
+                            "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
+                            super::rows::numbered(1, claimed.len())
+                        );
+                        let mut query = sqlx::query_as(&select);
+                        for c in &claimed {
+                            query = query.bind(&c.id);
+                        }
+                        events = query.fetch_all(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    (claimed, events)
+                }))
+            })
+            .await?;
         let mut events: std::collections::HashMap<String, String> = events.into_iter().collect();
         let mut claimed: Vec<ClaimedDelivery> = claimed
             .into_iter()
@@ -138,20 +143,24 @@ impl Store {
     /// pending: a batch whose decisions run long keeps what it claimed, and
     /// leaves alone a delivery given back for a retry or taken over since.
     pub async fn renew_deliveries(&self, ids: &[String], held: i64, until: i64) -> StoreResult<()> {
-        for chunk in ids.chunks(super::rows::CHUNK) {
-            let sql = format!(
-                "UPDATE deliveries SET lease_until = $1 WHERE state = 'pending' AND lease_until = $2 AND id IN ({})",
-                super::rows::numbered(3, chunk.len())
-            );
-            with_pool!(&self.db, write, |pool| {
-                let mut query = sqlx::query(&sql).bind(until).bind(held);
-                for id in chunk {
-                    query = query.bind(id);
-                }
-                query.execute(pool).await?;
-            });
-        }
-        Ok(())
+        let (db, ids) = (self.db.clone(), ids.to_vec());
+        self.on_writer(async move {
+            for chunk in ids.chunks(super::rows::CHUNK) {
+                let sql = format!(
+                    "UPDATE deliveries SET lease_until = $1 WHERE state = 'pending' AND lease_until = $2 AND id IN ({})",
+                    super::rows::numbered(3, chunk.len())
+                );
+                with_pool!(&db, write, |pool| {
+                    let mut query = sqlx::query(&sql).bind(until).bind(held);
+                    for id in chunk {
+                        query = query.bind(id);
+                    }
+                    query.execute(pool).await?;
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Gives a claimed delivery back after an unexpected error; it is retried
@@ -159,14 +168,18 @@ impl Store {
     pub async fn release_delivery(&self, delivery: &str, error: &str, retry_at: i64) -> StoreResult<()> {
         const SQL: &str = "UPDATE deliveries SET lease_until = $1, last_error = $2 \
             WHERE id = $3 AND state = 'pending'";
-        with_pool!(&self.db, write, |pool| {
-            sqlx::query(SQL)
-                .bind(retry_at)
-                .bind(error)
-                .bind(delivery)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        let (db, delivery, error) = (self.db.clone(), delivery.to_string(), error.to_string());
+        self.on_writer(async move {
+            with_pool!(&db, write, |pool| {
+                sqlx::query(SQL)
+                    .bind(retry_at)
+                    .bind(error)
+                    .bind(delivery)
+                    .execute(pool)
+                    .await?;
+            });
+            Ok(())
+        })
+        .await
     }
 }

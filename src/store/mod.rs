@@ -98,6 +98,8 @@ pub struct Store {
     db: Db,
     ingest: mpsc::Sender<ingest::IngestJob>,
     recorder: mpsc::Sender<decisions::RecordJob>,
+    /// The writer thread's runtime ([`writers`]).
+    writer: tokio::runtime::Handle,
     new_deliveries: Arc<Notify>,
     /// Deliveries waiting for their ack's commit right now.
     acks_waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -148,8 +150,12 @@ impl Store {
                 .run(&write)
                 .await
                 .map_err(|e| StoreError::Other(format!("SQLite migrations failed: {e}")))?;
+            // Likewise the readers, all opened now from this thread.
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
+                .min_connections(4)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .test_before_acquire(false)
                 .connect_with(options.read_only(true))
                 .await?;
@@ -177,11 +183,12 @@ impl Store {
         let new_deliveries = Arc::new(Notify::new());
         let (ingest, ingest_task) = ingest::writer(new_deliveries.clone());
         let (recorder, recorder_task) = decisions::recorder();
-        writers::start(&db, pg_options, vec![Box::new(ingest_task), Box::new(recorder_task)])?;
+        let writer = writers::start(&db, pg_options, vec![Box::new(ingest_task), Box::new(recorder_task)]).await?;
         Ok(Store {
             db,
             ingest,
             recorder,
+            writer,
             new_deliveries,
             acks_waiting: Arc::default(),
         })
@@ -203,6 +210,27 @@ impl Store {
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
         sql.replace("{lock}", lock)
+    }
+
+    /// Runs one of the workers' writes on the store's writer thread. On SQLite
+    /// the one write connection is then held, from statement to statement and
+    /// back to the pool, by a thread at the ack path's priority, never by a
+    /// worker thread the kernel runs last (`worker.nice`); PostgreSQL has no
+    /// such connection, and the write runs where it is. Once started, the
+    /// write runs to its end even when the caller stops waiting.
+    pub(crate) async fn on_writer<T, W>(&self, write: W) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        W: std::future::Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        match self.db {
+            Db::Sqlite { .. } => self
+                .writer
+                .spawn(write)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("a write on the writer thread stopped: {e}")))?,
+            Db::Postgres(_) => write.await,
+        }
     }
 
     /// How many deliveries are waiting for their ack's commit now: background

@@ -83,31 +83,39 @@ impl Store {
     ) -> StoreResult<Vec<ClaimedEffect>> {
         let sql = self.with_claim_lock(CLAIM);
         let token = uuid::Uuid::new_v4().to_string();
-        Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query_as(&sql)
-                .bind(now + lease_ms)
-                .bind(now)
-                .bind(source)
-                .bind(&token)
-                .bind(limit.max(1) as i64)
-                .fetch_all(pool)
-                .await?
-        }))
+        let (db, source) = (self.db.clone(), source.map(str::to_string));
+        self.on_writer(async move {
+            Ok(with_pool!(&db, write, |pool| {
+                sqlx::query_as(&sql)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(&source)
+                    .bind(&token)
+                    .bind(limit.max(1) as i64)
+                    .fetch_all(pool)
+                    .await?
+            }))
+        })
+        .await
     }
 
     /// Extends a claim's lease; false when the claim no longer holds it.
     pub async fn renew_effect(&self, msg: &ClaimedEffect, until: i64) -> StoreResult<bool> {
         const SQL: &str = "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
-        Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query(SQL)
-                .bind(until)
-                .bind(&msg.id)
-                .bind(&msg.lease_token)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1
-        }))
+        let (db, id, token) = (self.db.clone(), msg.id.clone(), msg.lease_token.clone());
+        self.on_writer(async move {
+            Ok(with_pool!(&db, write, |pool| {
+                sqlx::query(SQL)
+                    .bind(until)
+                    .bind(&id)
+                    .bind(&token)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                    == 1
+            }))
+        })
+        .await
     }
 
     /// Marks a message delivered; false (and nothing written) when the claim
@@ -132,28 +140,37 @@ impl Store {
             last_error = $2 WHERE id = $3 AND lease_token = $4 AND state = 'pending'";
         const DEAD: &str = "UPDATE outbox SET state = 'dead', lease_until = NULL, last_error = $1 \
             WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
-        Ok(with_pool!(&self.db, write, |pool| match retry_at {
-            Some(at) => {
-                sqlx::query(RETRY)
-                    .bind(at)
-                    .bind(error)
-                    .bind(&msg.id)
-                    .bind(&msg.lease_token)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                    == 1
-            }
-            None => {
-                sqlx::query(DEAD)
-                    .bind(error)
-                    .bind(&msg.id)
-                    .bind(&msg.lease_token)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                    == 1
-            }
-        }))
+        let (db, id, token, error) = (
+            self.db.clone(),
+            msg.id.clone(),
+            msg.lease_token.clone(),
+            error.to_string(),
+        );
+        self.on_writer(async move {
+            Ok(with_pool!(&db, write, |pool| match retry_at {
+                Some(at) => {
+                    sqlx::query(RETRY)
+                        .bind(at)
+                        .bind(&error)
+                        .bind(&id)
+                        .bind(&token)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                        == 1
+                }
+                None => {
+                    sqlx::query(DEAD)
+                        .bind(&error)
+                        .bind(&id)
+                        .bind(&token)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                        == 1
+                }
+            }))
+        })
+        .await
     }
 }

@@ -35,8 +35,12 @@ struct Ask {
 pub struct Coalescing {
     system: String,
     inner: Arc<dyn Verifier>,
-    /// Started on first use, on the runtime that first asks.
+    /// Started on first use.
     queue: OnceLock<mpsc::Sender<Ask>>,
+    /// Where it is started: the runtime it was built on (the gate's and the
+    /// workers' calls alike are then served at the process's own priority,
+    /// never only while a background runtime runs), or else the first asker's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Coalescing {
@@ -45,13 +49,18 @@ impl Coalescing {
             system: system.to_string(),
             inner,
             queue: OnceLock::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
     fn queue(&self) -> &mpsc::Sender<Ask> {
         self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * MAX_CALLERS);
-            tokio::spawn(serve(self.system.clone(), self.inner.clone(), rx));
+            let serving = serve(self.system.clone(), self.inner.clone(), rx);
+            match &self.runtime {
+                Some(runtime) => drop(runtime.spawn(serving)),
+                None => drop(tokio::spawn(serving)),
+            }
             tx
         })
     }

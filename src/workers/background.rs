@@ -33,14 +33,21 @@ impl Drop for Background {
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (a thread's own
-/// on Linux). Raising a nice value needs no privilege; a failure leaves the
-/// thread as it was.
+/// on Linux). A thread already at `nice` or below it (a process started
+/// with a higher nice value) is left as it is: only raising the value needs
+/// no privilege. A failure leaves the thread as it was, with a warning.
 fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
-    if nice > 0
-        && let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice.min(19))
     {
-        tracing::warn!(nice, error.message = %e, "could not lower a worker thread's priority");
+        let thread = Some(rustix::thread::gettid());
+        let nice = nice.min(19);
+        let lowered = match rustix::process::getpriority_process(thread) {
+            Ok(current) if current >= nice => Ok(()),
+            _ => rustix::process::setpriority_process(thread, nice),
+        };
+        if let Err(e) = lowered {
+            tracing::warn!(nice, error.message = %e, "could not lower a worker thread's priority");
+        }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;

@@ -54,14 +54,13 @@ where
 
 /// Runs the decision, expiry, sweep and outbox workers until the future is dropped.
 pub async fn run_until_stopped(ctx: Arc<Context>) {
-    let background = match background::Background::start(ctx.settings.nice) {
-        Ok(background) => background,
-        Err(e) => {
-            tracing::error!(error.message = %e, "cannot start the workers' runtime; no background work runs");
-            return std::future::pending().await;
-        }
-    };
-    let on = background.handle();
+    let background = background::Background::start(ctx.settings.nice)
+        .inspect_err(|e| {
+            tracing::warn!(error.message = %e, "cannot start the workers' own runtime; they run beside the ack path")
+        })
+        .ok();
+    let current = tokio::runtime::Handle::current();
+    let on = background.as_ref().map_or(&current, |b| b.handle());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..ctx.settings.decision_concurrency {
         tasks.spawn_on(

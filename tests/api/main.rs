@@ -23,6 +23,7 @@ mod otlp;
 mod outbox;
 mod outbox_lanes;
 mod policy_cli;
+#[cfg(target_os = "linux")]
 mod priority;
 mod reconcile;
 mod report;

@@ -248,26 +248,35 @@ async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
     .await
 }
 
+/// A closegate started by [`launch`].
+struct Launched {
+    base: String,
+    ctx: Arc<closegate::context::Context>,
+    handle: actix_web::dev::ServerHandle,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Launched {
+    /// Stops it, its stop (the store's checkpoint) included.
+    async fn stop(self, graceful: bool) {
+        self.handle.stop(graceful).await;
+        self.running.await.unwrap().unwrap();
+    }
+}
+
 /// Starts closegate on a fresh store (SQLite, or a new database on the
-/// PostgreSQL server `pg`): its base URL, its context and its server handle.
-async fn launch(
-    dir: &std::path::Path,
-    pg: Option<&str>,
-    github: &str,
-    hung: &str,
-    workers_on: bool,
-) -> (String, Arc<closegate::context::Context>, actix_web::dev::ServerHandle) {
+/// PostgreSQL server `pg`).
+async fn launch(dir: &std::path::Path, pg: Option<&str>, github: &str, hung: &str, workers_on: bool) -> Launched {
     let database_url = fresh_store(dir, pg).await;
     let app = Application::build(settings(dir, &database_url, github, hung, workers_on))
         .await
         .unwrap();
-    let started = (
-        format!("http://127.0.0.1:{}", app.port()),
-        app.context(),
-        app.server_handle(),
-    );
-    tokio::spawn(app.run_until_stopped());
-    started
+    Launched {
+        base: format!("http://127.0.0.1:{}", app.port()),
+        ctx: app.context(),
+        handle: app.server_handle(),
+        running: tokio::spawn(app.run_until_stopped()),
+    }
 }
 
 #[tokio::main]
@@ -296,7 +305,8 @@ async fn run(pg: Option<&str>) {
 
     // Decisions alone: stored first with the workers off, then decided by the
     // configured decision workers (each claiming a batch) with nothing delivered.
-    let (base, ctx, handle) = launch(dir.path(), pg, &github, &stuck, false).await;
+    let launched = launch(dir.path(), pg, &github, &stuck, false).await;
+    let (base, ctx) = (launched.base.clone(), launched.ctx.clone());
     let ack_workers_off = send(&base, "github", 0, n).await;
     let start = Instant::now();
     let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
@@ -315,7 +325,7 @@ async fn run(pg: Option<&str>) {
     }
     let decided = ctx.store.stats().await.unwrap();
     let decisions_per_second = decided.evidence as f64 / start.elapsed().as_secs_f64();
-    handle.stop(true).await;
+    launched.stop(true).await;
     assert_eq!(decided.deliveries_pending, 0);
     println!(
         "  decisions alone ({workers_n} workers x {batch}, outbox off)  {decisions_per_second:>8.0} /s ({} decided)",
@@ -324,7 +334,8 @@ async fn run(pg: Option<&str>) {
 
     // End to end with everything running.
     let idle_rss = rss_mib("VmRSS:");
-    let (base, ctx, handle) = launch(dir.path(), pg, &github, &stuck, true).await;
+    let launched = launch(dir.path(), pg, &github, &stuck, true).await;
+    let (base, ctx) = (launched.base.clone(), launched.ctx.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();
@@ -373,7 +384,7 @@ async fn run(pg: Option<&str>) {
          (one process: closegate, fake helpdesks, load generator)",
         rss_mib("VmHWM:")
     );
-    handle.stop(false).await;
+    launched.stop(false).await;
     github_handle.stop(false).await;
     stuck_handle.stop(false).await;
 }
