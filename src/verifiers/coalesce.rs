@@ -8,7 +8,8 @@
 //! system's timeout) is every merged check's failure: could not verify.
 
 use std::{
-    sync::{Arc, OnceLock},
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -35,12 +36,11 @@ struct Ask {
 pub struct Coalescing {
     system: String,
     inner: Arc<dyn Verifier>,
-    /// Started on first use.
-    queue: OnceLock<mpsc::Sender<Ask>>,
-    /// Where it is started: the runtime it was built on (the gate's and the
-    /// workers' calls alike are then served at the process's own priority,
-    /// never only while a background runtime runs), or else the first asker's.
-    runtime: Option<tokio::runtime::Handle>,
+    /// One queue per runtime that asks, served on that runtime: the workers'
+    /// checks are merged on the workers' runtime, at its priority
+    /// (`worker.nice`), a gate check's on the runtime serving its request. A
+    /// queue whose runtime has stopped is dropped and started afresh.
+    queues: Mutex<HashMap<tokio::runtime::Id, mpsc::Sender<Ask>>>,
 }
 
 impl Coalescing {
@@ -48,21 +48,23 @@ impl Coalescing {
         Self {
             system: system.to_string(),
             inner,
-            queue: OnceLock::new(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            queues: Mutex::default(),
         }
     }
 
-    fn queue(&self) -> &mpsc::Sender<Ask> {
-        self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(4 * MAX_CALLERS);
-            let serving = serve(self.system.clone(), self.inner.clone(), rx);
-            match &self.runtime {
-                Some(runtime) => drop(runtime.spawn(serving)),
-                None => drop(tokio::spawn(serving)),
-            }
-            tx
-        })
+    /// The calling runtime's queue, started on first use.
+    fn queue(&self) -> mpsc::Sender<Ask> {
+        let runtime = tokio::runtime::Handle::current().id();
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.retain(|_, queue| !queue.is_closed());
+        queues
+            .entry(runtime)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(4 * MAX_CALLERS);
+                tokio::spawn(serve(self.system.clone(), self.inner.clone(), rx));
+                tx
+            })
+            .clone()
     }
 }
 
