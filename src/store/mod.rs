@@ -224,11 +224,10 @@ impl Store {
         W: std::future::Future<Output = StoreResult<T>> + Send + 'static,
     {
         match self.db {
-            Db::Sqlite { .. } => self
-                .writer
-                .spawn(write)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("a write on the writer thread stopped: {e}")))?,
+            Db::Sqlite { .. } => self.writer.spawn(write).await.map_err(|e| match e.is_panic() {
+                true => StoreError::Other(format!("a write on the writer thread panicked: {e}")),
+                false => StoreError::Unavailable(format!("a write on the writer thread stopped: {e}")),
+            })?,
             Db::Postgres(_) => write.await,
         }
     }

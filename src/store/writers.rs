@@ -3,13 +3,16 @@
 //! their own: each of their wake-ups (a delivery to commit, a statement
 //! answered) is then the kernel's to schedule at once, instead of waiting in
 //! the main runtime's queue behind the decisions and outbox deliveries that a
-//! busy replica runs by the dozen. The workers' own writes on SQLite's one
-//! write connection run here too ([`super::Store::on_writer`]), so that the
-//! connection is never held by a thread the kernel runs last (`worker.nice`).
+//! busy replica runs by the dozen. The workers' busiest writes on SQLite's one
+//! write connection run here too ([`super::Store::on_writer`]: the claims,
+//! lease renewals and give-backs of deliveries and outbox messages), so that
+//! the connection is not held by a thread the kernel runs last
+//! (`worker.nice`) for the work a flood of webhooks makes.
 //!
 //! On PostgreSQL the thread has its own two connections, opened from the
-//! thread and kept open, so that they are driven by the thread's runtime and
-//! not by a busy one: one per replica beside the main pool's 16.
+//! thread and kept (sqlx renews them every 30 minutes), so that they are
+//! driven by the thread's runtime and not by a busy one: two per replica
+//! beside the main pool's 16.
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
