@@ -209,13 +209,18 @@ impl Store {
              AND state = 'active' AND next_expiry_at IS NOT NULL AND (lease_until IS NULL OR lease_until < $2) \
              RETURNING {COLUMNS}"
         ));
-        let rows: Vec<ClaimRow> = with_pool!(&self.db, write, |pool| {
-            sqlx::query_as(&sql)
-                .bind(now + lease_ms)
-                .bind(now)
-                .fetch_all(pool)
-                .await?
-        });
+        let db = self.db.clone();
+        let rows: Vec<ClaimRow> = self
+            .on_writer(async move {
+                Ok(with_pool!(&db, write, |pool| {
+                    sqlx::query_as(&sql)
+                        .bind(now + lease_ms)
+                        .bind(now)
+                        .fetch_all(pool)
+                        .await?
+                }))
+            })
+            .await?;
         typed(rows)
     }
 
@@ -243,17 +248,22 @@ impl Store {
             ),
             _ => format!("UPDATE claims SET lease_until = $1 WHERE id IN ({pick}) RETURNING {COLUMNS}"),
         });
-        let rows: Vec<ClaimRow> = with_pool!(&self.db, write, |pool| {
-            sqlx::query_as(&sql)
-                .bind(now + lease_ms)
-                .bind(due)
-                .bind(now)
-                .bind(filter.system.as_deref())
-                .bind(filter.policy.as_deref())
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        });
+        let (db, system, policy) = (self.db.clone(), filter.system.clone(), filter.policy.clone());
+        let rows: Vec<ClaimRow> = self
+            .on_writer(async move {
+                Ok(with_pool!(&db, write, |pool| {
+                    sqlx::query_as(&sql)
+                        .bind(now + lease_ms)
+                        .bind(due)
+                        .bind(now)
+                        .bind(system.as_deref())
+                        .bind(policy.as_deref())
+                        .bind(limit)
+                        .fetch_all(pool)
+                        .await?
+                }))
+            })
+            .await?;
         typed(rows)
     }
 
@@ -261,28 +271,36 @@ impl Store {
     pub async fn suspend_claims(&self, ticket: &TicketRef) -> StoreResult<u64> {
         const SQL: &str = "UPDATE claims SET state = 'suspended', lease_until = NULL \
             WHERE source = $1 AND ticket = $2 AND state = 'active'";
-        Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query(SQL)
-                .bind(&ticket.source)
-                .bind(&ticket.key)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+        let (db, ticket) = (self.db.clone(), ticket.clone());
+        self.on_writer(async move {
+            Ok(with_pool!(&db, write, |pool| {
+                sqlx::query(SQL)
+                    .bind(&ticket.source)
+                    .bind(&ticket.key)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }))
+        })
+        .await
     }
 
     /// Gives claims back after a failed re-verification; due again at `retry_at`.
     pub async fn release_claims(&self, ids: &[String], retry_at: i64) -> StoreResult<()> {
         const SQL: &str = "UPDATE claims SET lease_until = NULL, \
             next_expiry_at = CASE WHEN next_expiry_at IS NULL THEN NULL ELSE $1 END WHERE id = $2";
-        with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
-            for id in ids {
-                sqlx::query(SQL).bind(retry_at).bind(id).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        let (db, ids) = (self.db.clone(), ids.to_vec());
+        self.on_writer(async move {
+            with_pool!(&db, write, |pool| {
+                let mut tx = pool.begin().await?;
+                for id in &ids {
+                    sqlx::query(SQL).bind(retry_at).bind(id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            });
+            Ok(())
+        })
+        .await
     }
 
     /// Claims matching `filter`, after id `after`, in id order.

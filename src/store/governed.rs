@@ -22,16 +22,20 @@ impl Store {
         if policies.is_empty() {
             return Ok(());
         }
-        with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
-            execute_in_chunks!(tx, sql, policies, |query, policy| query
-                .bind(&ticket.source)
-                .bind(&ticket.key)
-                .bind(policy)
-                .bind(now));
-            tx.commit().await?;
-        });
-        Ok(())
+        let (db, ticket, policies) = (self.db.clone(), ticket.clone(), policies.to_vec());
+        self.on_writer(async move {
+            with_pool!(&db, write, |pool| {
+                let mut tx = pool.begin().await?;
+                execute_in_chunks!(tx, sql, policies, |query, policy| query
+                    .bind(&ticket.source)
+                    .bind(&ticket.key)
+                    .bind(policy)
+                    .bind(now));
+                tx.commit().await?;
+            });
+            Ok(())
+        })
+        .await
     }
 
     /// When each governed ticket was first seen governed (`source:key` → ms).

@@ -21,31 +21,41 @@ impl Store {
             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, ticket) \
             DO UPDATE SET state = excluded.state, closed = excluded.closed, delivery = excluded.delivery, \
             previous_closed = excluded.previous_closed, updated_at = excluded.updated_at";
-        with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
-            let row: Option<(i64, String, Option<i64>)> = sqlx::query_as(GET)
-                .bind(source)
-                .bind(ticket)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((_, seen_by, previous)) = &row
-                && seen_by == delivery
-            {
-                return Ok(previous.map(|c| c != 0));
-            }
-            let previous = row.map(|(c, _, _)| c);
-            sqlx::query(PUT)
-                .bind(source)
-                .bind(ticket)
-                .bind(state)
-                .bind(i64::from(closed))
-                .bind(delivery)
-                .bind(previous)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(previous.map(|c| c != 0))
+        let (db, source, ticket, delivery, state) = (
+            self.db.clone(),
+            source.to_string(),
+            ticket.to_string(),
+            delivery.to_string(),
+            state.to_string(),
+        );
+        self.on_writer(async move {
+            with_pool!(&db, write, |pool| {
+                let mut tx = pool.begin().await?;
+                let row: Option<(i64, String, Option<i64>)> = sqlx::query_as(GET)
+                    .bind(&source)
+                    .bind(&ticket)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((_, seen_by, previous)) = &row
+                    && *seen_by == delivery
+                {
+                    return Ok(previous.map(|c| c != 0));
+                }
+                let previous = row.map(|(c, _, _)| c);
+                sqlx::query(PUT)
+                    .bind(&source)
+                    .bind(&ticket)
+                    .bind(&state)
+                    .bind(i64::from(closed))
+                    .bind(&delivery)
+                    .bind(previous)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(previous.map(|c| c != 0))
+            })
         })
+        .await
     }
 }

@@ -3,11 +3,13 @@
 //! their own: each of their wake-ups (a delivery to commit, a statement
 //! answered) is then the kernel's to schedule at once, instead of waiting in
 //! the main runtime's queue behind the decisions and outbox deliveries that a
-//! busy replica runs by the dozen. The workers' busiest writes on SQLite's one
-//! write connection run here too ([`super::Store::on_writer`]: the claims,
-//! lease renewals and give-backs of deliveries and outbox messages), so that
-//! the connection is not held by a thread the kernel runs last
-//! (`worker.nice`) for the work a flood of webhooks makes.
+//! busy replica runs by the dozen. The workers' writes on SQLite's one write
+//! connection run here too ([`super::Store::on_writer`]: the claims, lease
+//! renewals and give-backs of deliveries, outbox messages, expiries and
+//! sweeps, and a decision's ticket state, governing policies and suspended
+//! claims), so that the connection is not held by a thread the kernel runs
+//! last (`worker.nice`). Left where they run: the reconcile watermark's lease
+//! (once a pass), the hourly housekeeping, and a governed request's snapshot.
 //!
 //! On PostgreSQL the thread has its own two connections, opened from the
 //! thread and kept (sqlx renews them every 30 minutes), so that they are
