@@ -101,21 +101,7 @@ impl Store {
 
     /// Extends a claim's lease; false when the claim no longer holds it.
     pub async fn renew_effect(&self, msg: &ClaimedEffect, until: i64) -> StoreResult<bool> {
-        const SQL: &str = "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
-        let (db, id, token) = (self.db.clone(), msg.id.clone(), msg.lease_token.clone());
-        self.on_writer(async move {
-            Ok(with_pool!(&db, write, |pool| {
-                sqlx::query(SQL)
-                    .bind(until)
-                    .bind(&id)
-                    .bind(&token)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                    == 1
-            }))
-        })
-        .await
+        self.fenced(msg, "lease_until = $3", Some(until), None).await
     }
 
     /// Marks a message delivered; false (and nothing written) when the claim
@@ -136,39 +122,46 @@ impl Store {
     /// Records a failed attempt: retried at `retry_at`, or parked as dead.
     /// False (and nothing written) when the claim lost its lease.
     pub async fn fail_effect(&self, msg: &ClaimedEffect, error: &str, retry_at: Option<i64>) -> StoreResult<bool> {
-        const RETRY: &str = "UPDATE outbox SET next_attempt_at = $1, lease_until = NULL, \
-            last_error = $2 WHERE id = $3 AND lease_token = $4 AND state = 'pending'";
-        const DEAD: &str = "UPDATE outbox SET state = 'dead', lease_until = NULL, last_error = $1 \
-            WHERE id = $2 AND lease_token = $3 AND state = 'pending'";
-        let (db, id, token, error) = (
-            self.db.clone(),
-            msg.id.clone(),
-            msg.lease_token.clone(),
-            error.to_string(),
-        );
+        let error = Some(error.to_string());
+        match retry_at {
+            Some(at) => {
+                self.fenced(
+                    msg,
+                    "next_attempt_at = $3, lease_until = NULL, last_error = $4",
+                    Some(at),
+                    error,
+                )
+                .await
+            }
+            None => {
+                self.fenced(msg, "state = 'dead', lease_until = NULL, last_error = $3", None, error)
+                    .await
+            }
+        }
+    }
+
+    /// Updates a message with `set` only while `msg`'s claim holds its lease
+    /// (`id = $1 AND lease_token = $2`, still pending), binding `at` and then
+    /// `error` after them, on the writer thread; false when the claim lost it.
+    async fn fenced(
+        &self,
+        msg: &ClaimedEffect,
+        set: &'static str,
+        at: Option<i64>,
+        error: Option<String>,
+    ) -> StoreResult<bool> {
+        let sql = format!("UPDATE outbox SET {set} WHERE id = $1 AND lease_token = $2 AND state = 'pending'");
+        let (db, id, token) = (self.db.clone(), msg.id.clone(), msg.lease_token.clone());
         self.on_writer(async move {
-            Ok(with_pool!(&db, write, |pool| match retry_at {
-                Some(at) => {
-                    sqlx::query(RETRY)
-                        .bind(at)
-                        .bind(&error)
-                        .bind(&id)
-                        .bind(&token)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
-                        == 1
+            Ok(with_pool!(&db, write, |pool| {
+                let mut query = sqlx::query(&sql).bind(&id).bind(&token);
+                if let Some(at) = at {
+                    query = query.bind(at);
                 }
-                None => {
-                    sqlx::query(DEAD)
-                        .bind(&error)
-                        .bind(&id)
-                        .bind(&token)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
-                        == 1
+                if let Some(error) = &error {
+                    query = query.bind(error);
                 }
+                query.execute(pool).await?.rows_affected() == 1
             }))
         })
         .await
