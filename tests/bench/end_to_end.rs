@@ -9,9 +9,12 @@
 //! 4. a hung helpdesk: another source's comment delay while one source's
 //!    API never answers;
 //! 5. resident memory idle and after the load (this process: closegate, the
-//!    fake helpdesks and the load generator).
+//!    fake helpdesks and the load generator);
+//! 6. the ack rate sustained for a fixed time (as wrk measures it) with the
+//!    workers deciding, beside the same with the workers off.
 //!
-//! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`).
+//! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`);
+//! CLOSEGATE_BENCH_SUSTAIN_SECONDS (default 10; 1 under `cargo test`).
 //! Store: SQLite; with CLOSEGATE_BENCH_PG set to a server URL
 //! (`postgres://postgres@127.0.0.1:5432`), everything again on PostgreSQL.
 
@@ -38,6 +41,17 @@ fn closes() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if benching { 10_000 } else { 300 })
+}
+
+/// How long the sustained ack runs last: CLOSEGATE_BENCH_SUSTAIN_SECONDS
+/// (default 10, as a wrk run; 1 under `cargo test`).
+fn sustained_window() -> Duration {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let seconds = std::env::var("CLOSEGATE_BENCH_SUSTAIN_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 10 } else { 1 });
+    Duration::from_secs(seconds)
 }
 
 fn rss_mib(field: &str) -> f64 {
@@ -120,16 +134,17 @@ fn serve_fake(seen: Arc<Seen>, epoch: Instant, hang: bool) -> (String, actix_web
 
 /// Where a fresh store lives: a new SQLite file, or a new database on the
 /// PostgreSQL server at `pg`.
-async fn fresh_store(dir: &std::path::Path, pg: Option<&str>) -> String {
+/// The URL of a fresh store, and on PostgreSQL the database made for it.
+async fn fresh_store(dir: &std::path::Path, pg: Option<&str>) -> (String, Option<String>) {
     let name = uuid::Uuid::new_v4().simple().to_string();
     match pg {
-        None => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+        None => (format!("sqlite://{}", dir.join(format!("{name}.db")).display()), None),
         Some(base) => {
             use sqlx::{Connection, Executor};
             let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
             let db = format!("cg_bench_{}", &name[..12]);
             admin.execute(format!("CREATE DATABASE {db}").as_str()).await.unwrap();
-            format!("{base}/{db}")
+            (format!("{base}/{db}"), Some(db))
         }
     }
 }
@@ -174,25 +189,39 @@ fn close(n: usize) -> (Vec<u8>, String) {
     (body, signature)
 }
 
-/// Runs `job(0..count)` 64 at a time on the load generator's threads;
-/// completions per second.
-async fn concurrently<F, Fut>(count: usize, job: F) -> f64
+/// How much load to send: a number of requests, or as many as go in a time
+/// (as wrk measures).
+#[derive(Clone, Copy)]
+enum Load {
+    Requests(usize),
+    For(Duration),
+}
+
+/// Runs `job(0..)` 64 at a time on the load generator's threads until `load`
+/// is sent; how many completed, and completions per second.
+async fn concurrently<F, Fut>(load: Load, job: F) -> (usize, f64)
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let (count, until) = match load {
+        Load::Requests(n) => (n, None),
+        Load::For(window) => (usize::MAX, Some(start + window)),
+    };
     let tasks: Vec<_> = (0..64.min(count))
         .map(|_| {
-            let (next, job) = (next.clone(), job.clone());
+            let (next, done, job) = (next.clone(), done.clone(), job.clone());
             load::runtime().spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= count {
+                    if i >= count || until.is_some_and(|t| Instant::now() >= t) {
                         break;
                     }
                     job(i).await;
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -200,14 +229,16 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    count as f64 / start.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed) as usize;
+    (done, done as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Sends `count` closes to `source` from `first`; requests per second.
-async fn send(base: &str, source: &str, first: usize, count: usize) -> f64 {
+/// Sends closes to `source`, numbered from `first`, until `load` is sent;
+/// requests per second.
+async fn send(base: &str, source: &str, first: usize, load: Load) -> f64 {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let (url, source) = (format!("{base}/hooks/{source}"), source.to_string());
-    concurrently(count, move |i| {
+    concurrently(load, move |i| {
         let (client, url, source) = (client.clone(), url.clone(), source.clone());
         async move {
             let (body, signature) = close(first + i);
@@ -224,6 +255,7 @@ async fn send(base: &str, source: &str, first: usize, count: usize) -> f64 {
         }
     })
     .await
+    .1
 }
 
 async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
@@ -238,7 +270,7 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> 
 async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let url = format!("{url}/repos/acme/access-requests/issues/1/comments");
-    concurrently(n, move |_| {
+    concurrently(Load::Requests(n), move |_| {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let r = client.post(&url).body(r#"{"body":"x"}"#).send().await.unwrap();
@@ -246,6 +278,7 @@ async fn helpdesk_capacity(url: &str, n: usize) -> f64 {
         }
     })
     .await
+    .1
 }
 
 /// A closegate started by [`launch`].
@@ -254,20 +287,31 @@ struct Launched {
     ctx: Arc<closegate::context::Context>,
     handle: actix_web::dev::ServerHandle,
     running: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The PostgreSQL server and the database made for this store.
+    pg_database: Option<(String, String)>,
 }
 
 impl Launched {
-    /// Stops it, its stop (the store's checkpoint) included.
+    /// Stops it, its stop (the store's checkpoint) included, and drops the
+    /// PostgreSQL database made for it.
     async fn stop(self, graceful: bool) {
         self.handle.stop(graceful).await;
         self.running.await.unwrap().unwrap();
+        if let Some((base, db)) = self.pg_database {
+            use sqlx::{Connection, Executor};
+            let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+            admin
+                .execute(format!("DROP DATABASE {db} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
+        }
     }
 }
 
 /// Starts closegate on a fresh store (SQLite, or a new database on the
 /// PostgreSQL server `pg`).
 async fn launch(dir: &std::path::Path, pg: Option<&str>, github: &str, hung: &str, workers_on: bool) -> Launched {
-    let database_url = fresh_store(dir, pg).await;
+    let (database_url, pg_database) = fresh_store(dir, pg).await;
     let app = Application::build(settings(dir, &database_url, github, hung, workers_on))
         .await
         .unwrap();
@@ -276,14 +320,20 @@ async fn launch(dir: &std::path::Path, pg: Option<&str>, github: &str, hung: &st
         ctx: app.context(),
         handle: app.server_handle(),
         running: tokio::spawn(app.run_until_stopped()),
+        pg_database: pg.zip(pg_database).map(|(base, db)| (base.to_string(), db)),
     }
 }
 
 #[tokio::main]
 async fn main() {
+    let pg = std::env::var("CLOSEGATE_BENCH_PG").ok();
     run(None).await;
-    if let Ok(pg) = std::env::var("CLOSEGATE_BENCH_PG") {
-        run(Some(&pg)).await;
+    if let Some(pg) = &pg {
+        run(Some(pg)).await;
+    }
+    sustained(None).await;
+    if let Some(pg) = &pg {
+        sustained(Some(pg)).await;
     }
 }
 
@@ -307,7 +357,7 @@ async fn run(pg: Option<&str>) {
     // configured decision workers (each claiming a batch) with nothing delivered.
     let launched = launch(dir.path(), pg, &github, &stuck, false).await;
     let (base, ctx) = (launched.base.clone(), launched.ctx.clone());
-    let ack_workers_off = send(&base, "github", 0, n).await;
+    let ack_workers_off = send(&base, "github", 0, Load::Requests(n)).await;
     let start = Instant::now();
     let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
     let deciders: Vec<_> = (0..workers_n)
@@ -339,7 +389,7 @@ async fn run(pg: Option<&str>) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started_rss = rss_mib("VmRSS:");
     let start = Instant::now();
-    let ack_rate = send(&base, "github", 100_000, n).await;
+    let ack_rate = send(&base, "github", 100_000, Load::Requests(n)).await;
     let store: Store = ctx.store.clone();
     wait_until(
         "every close decided, commented and reopened",
@@ -368,11 +418,11 @@ async fn run(pg: Option<&str>) {
 
     // A hung helpdesk: ten closes for the source that never answers, then one
     // for GitHub; how long the GitHub comment takes.
-    send(&base, "stuck", 200_000, 10).await;
+    send(&base, "stuck", 200_000, Load::Requests(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = seen.comments.load(Ordering::Relaxed);
     let sent = epoch.elapsed().as_millis() as u64;
-    send(&base, "github", 300_000, 1).await;
+    send(&base, "github", 300_000, Load::Requests(1)).await;
     wait_until("the other source's comment", Duration::from_secs(60), async || {
         seen.comments.load(Ordering::Relaxed) > before
     })
@@ -385,6 +435,39 @@ async fn run(pg: Option<&str>) {
         rss_mib("VmHWM:")
     );
     launched.stop(false).await;
+    github_handle.stop(false).await;
+    stuck_handle.stop(false).await;
+}
+
+/// The ack rate sustained, as wrk measures it: closes for a fixed time with
+/// the workers off, then with them deciding and delivering as fast as they
+/// are let, each on a fresh store (SQLite, or PostgreSQL at `pg`). Run after
+/// every other figure, so that the resident memory printed before is not
+/// that of its far larger backlog.
+async fn sustained(pg: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = Instant::now();
+    let (github, github_handle) = serve_fake(Arc::new(Seen::default()), epoch, false);
+    let (stuck, stuck_handle) = serve_fake(Arc::new(Seen::default()), epoch, true);
+    let window = sustained_window();
+    let mut rates = Vec::new();
+    for workers_on in [false, true] {
+        let launched = launch(dir.path(), pg, &github, &stuck, workers_on).await;
+        let rate = send(&launched.base, "github", 1_000_000, Load::For(window)).await;
+        let decided = launched.ctx.store.stats().await.unwrap().evidence;
+        rates.push((rate, decided as f64 / window.as_secs_f64()));
+        launched.stop(false).await;
+    }
+    let [(off, _), (on, deciding)] = rates[..] else {
+        unreachable!()
+    };
+    println!(
+        "ack rate sustained {} s, {} store: {on:.0} req/s while deciding ({:.2} of {off:.0} req/s with the workers \
+         off; {deciding:.0} decisions/s meanwhile)",
+        window.as_secs(),
+        if pg.is_some() { "PostgreSQL" } else { "SQLite" },
+        on / off
+    );
     github_handle.stop(false).await;
     stuck_handle.stop(false).await;
 }

@@ -429,6 +429,12 @@ async fn main() {
         }
         let bare = BareStore::postgres(&format!("{base}/{bare_name}")).await;
         http_ingest("postgres", settings(dir.path(), &format!("{base}/{name}")), bare).await;
+        for db in [&name, &bare_name] {
+            admin
+                .execute(format!("DROP DATABASE {db} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
+        }
     }
     println!(
         "peak RSS      {:.1} MiB (benchmark process: server and load generator)",
