@@ -255,9 +255,9 @@ async fn snapshot_changes(ctx: &Context, event: &TicketEvent) -> Result<(bool, V
     labels.sort();
     labels.dedup();
     let snapshot = serde_json::json!({ "labels": labels, "fields": event.fields });
-    let fields_changed = |before: &str| {
-        serde_json::from_str::<serde_json::Value>(before).map_or(true, |b| b["fields"] != snapshot["fields"])
-    };
+    let fields = snapshot["fields"].clone();
+    let fields_changed =
+        move |before: &str| serde_json::from_str::<serde_json::Value>(before).map_or(true, |b| b["fields"] != fields);
     let previous = ctx
         .store
         .swap_snapshot(&event.ticket, &snapshot.to_string(), ctx.now_ms(), fields_changed)

@@ -71,32 +71,36 @@ impl Store {
         ticket: &TicketRef,
         snapshot: &str,
         now: i64,
-        fields_changed: impl FnOnce(&str) -> bool,
+        fields_changed: impl FnOnce(&str) -> bool + Send + 'static,
     ) -> StoreResult<Option<String>> {
         const GET: &str = "SELECT snapshot FROM ticket_snapshots WHERE source = $1 AND ticket = $2";
         const PUT: &str = "INSERT INTO ticket_snapshots (source, ticket, snapshot, updated_at, fields_changed_at) \
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, ticket) DO UPDATE SET snapshot = excluded.snapshot, \
             updated_at = excluded.updated_at, \
             fields_changed_at = COALESCE(excluded.fields_changed_at, ticket_snapshots.fields_changed_at)";
-        with_pool!(&self.db, write, |pool| {
-            let mut tx = pool.begin().await?;
-            let previous: Option<String> = sqlx::query_scalar(GET)
-                .bind(&ticket.source)
-                .bind(&ticket.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let changed_at = previous.as_deref().is_some_and(fields_changed).then_some(now);
-            sqlx::query(PUT)
-                .bind(&ticket.source)
-                .bind(&ticket.key)
-                .bind(snapshot)
-                .bind(now)
-                .bind(changed_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(previous)
+        let (db, ticket, snapshot) = (self.db.clone(), ticket.clone(), snapshot.to_string());
+        self.on_writer(async move {
+            with_pool!(&db, write, |pool| {
+                let mut tx = pool.begin().await?;
+                let previous: Option<String> = sqlx::query_scalar(GET)
+                    .bind(&ticket.source)
+                    .bind(&ticket.key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let changed_at = previous.as_deref().is_some_and(fields_changed).then_some(now);
+                sqlx::query(PUT)
+                    .bind(&ticket.source)
+                    .bind(&ticket.key)
+                    .bind(&snapshot)
+                    .bind(now)
+                    .bind(changed_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(previous)
+            })
         })
+        .await
     }
 
     /// The ticket's last snapshot and when its request fields last changed.

@@ -28,14 +28,21 @@ impl Store {
             (OUTBOX, outbox_before, &mut swept.outbox),
         ] {
             loop {
-                let n = with_pool!(&self.db, write, |pool| {
-                    sqlx::query(sql)
-                        .bind(before)
-                        .bind(CHUNK)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
-                });
+                // Each piece is a write of its own on the writer thread, so
+                // that acks get the write connection between two pieces.
+                let db = self.db.clone();
+                let n = self
+                    .on_writer(async move {
+                        Ok(with_pool!(&db, write, |pool| {
+                            sqlx::query(sql)
+                                .bind(before)
+                                .bind(CHUNK)
+                                .execute(pool)
+                                .await?
+                                .rows_affected()
+                        }))
+                    })
+                    .await?;
                 *count += n;
                 if n < CHUNK as u64 {
                     break;

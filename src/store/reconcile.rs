@@ -26,20 +26,25 @@ impl Store {
         const CLAIM: &str = "UPDATE reconcile_watermarks SET lease_until = $2 \
             WHERE source = $1 AND (lease_until IS NULL OR lease_until < $3) RETURNING watermark";
         let until = now + lease_ms;
-        let watermark: Option<i64> = with_pool!(&self.db, write, |pool| {
-            sqlx::query(CREATE)
-                .bind(source)
-                .bind(initial)
-                .bind(now)
-                .execute(pool)
-                .await?;
-            sqlx::query_scalar(CLAIM)
-                .bind(source)
-                .bind(until)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?
-        });
+        let (db, source) = (self.db.clone(), source.to_string());
+        let watermark: Option<i64> = self
+            .on_writer(async move {
+                Ok(with_pool!(&db, write, |pool| {
+                    sqlx::query(CREATE)
+                        .bind(&source)
+                        .bind(initial)
+                        .bind(now)
+                        .execute(pool)
+                        .await?;
+                    sqlx::query_scalar(CLAIM)
+                        .bind(&source)
+                        .bind(until)
+                        .bind(now)
+                        .fetch_optional(pool)
+                        .await?
+                }))
+            })
+            .await?;
         Ok(watermark.map(|watermark| WatermarkLease { watermark, until }))
     }
 
@@ -53,14 +58,19 @@ impl Store {
     ) -> StoreResult<Option<WatermarkLease>> {
         const SQL: &str = "UPDATE reconcile_watermarks SET lease_until = $3 \
             WHERE source = $1 AND lease_until = $2 RETURNING watermark";
-        let watermark: Option<i64> = with_pool!(&self.db, write, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(source)
-                .bind(held.until)
-                .bind(until)
-                .fetch_optional(pool)
-                .await?
-        });
+        let (db, source) = (self.db.clone(), source.to_string());
+        let watermark: Option<i64> = self
+            .on_writer(async move {
+                Ok(with_pool!(&db, write, |pool| {
+                    sqlx::query_scalar(SQL)
+                        .bind(&source)
+                        .bind(held.until)
+                        .bind(until)
+                        .fetch_optional(pool)
+                        .await?
+                }))
+            })
+            .await?;
         Ok(watermark.map(|watermark| WatermarkLease { watermark, until }))
     }
 
@@ -76,16 +86,21 @@ impl Store {
         const SQL: &str = "UPDATE reconcile_watermarks SET lease_until = NULL, updated_at = $3, \
             watermark = CASE WHEN $2 IS NOT NULL AND $2 > watermark THEN $2 ELSE watermark END \
             WHERE source = $1 AND lease_until = $4";
-        let released = with_pool!(&self.db, write, |pool| {
-            sqlx::query(SQL)
-                .bind(source)
-                .bind(watermark)
-                .bind(now)
-                .bind(held.until)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let (db, source) = (self.db.clone(), source.to_string());
+        let released = self
+            .on_writer(async move {
+                Ok(with_pool!(&db, write, |pool| {
+                    sqlx::query(SQL)
+                        .bind(&source)
+                        .bind(watermark)
+                        .bind(now)
+                        .bind(held.until)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                }))
+            })
+            .await?;
         Ok(released == 1)
     }
 

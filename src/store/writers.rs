@@ -6,10 +6,11 @@
 //! busy replica runs by the dozen. The workers' writes on SQLite's one write
 //! connection run here too ([`super::Store::on_writer`]: the claims, lease
 //! renewals and give-backs of deliveries, outbox messages, expiries and
-//! sweeps, and a decision's ticket state, governing policies and suspended
-//! claims), so that the connection is not held by a thread the kernel runs
-//! last (`worker.nice`). Left where they run: the reconcile watermark's lease
-//! (once a pass), the hourly housekeeping, and a governed request's snapshot.
+//! sweeps; a decision's ticket state, governing policies, suspended claims
+//! and a governed request's snapshot; the reconcile watermark's lease and the
+//! housekeeping's deletions), so that the connection is never held by a
+//! thread the kernel runs last (`worker.nice`). Only the request handlers'
+//! own writes (a synchronous gate check's claim) run where they are asked.
 //!
 //! On PostgreSQL the thread has its own two connections, opened from the
 //! thread and kept (sqlx renews them every 30 minutes), so that they are

@@ -182,11 +182,14 @@ mod tests {
     use super::*;
     use crate::domain::Expect;
 
-    /// Answers each check with its subject; counts calls; fails a check whose
-    /// role is `broken`; hangs on `hang`.
+    /// Answers each check with its subject; counts calls and names the
+    /// thread each ran on; fails a check whose role is `broken`; hangs on
+    /// `hang`.
+    #[derive(Default)]
     struct Counting {
         calls: AtomicUsize,
         largest: AtomicUsize,
+        threads: std::sync::Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -203,6 +206,8 @@ mod tests {
         async fn observe_many(&self, checks: &[CheckSpec]) -> Answers {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.largest.fetch_max(checks.len(), Ordering::SeqCst);
+            let thread = std::thread::current().name().unwrap_or_default().to_string();
+            self.threads.lock().unwrap().push(thread);
             if checks.iter().any(|c| c.params["role"] == "hang") {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
@@ -235,10 +240,7 @@ mod tests {
     }
 
     fn coalescing() -> (Arc<Counting>, Arc<Coalescing>) {
-        let inner = Arc::new(Counting {
-            calls: AtomicUsize::new(0),
-            largest: AtomicUsize::new(0),
-        });
+        let inner = Arc::new(Counting::default());
         (inner.clone(), Arc::new(Coalescing::new("db", inner)))
     }
 
@@ -283,5 +285,47 @@ mod tests {
         assert!(merged.as_ref().map_or(true, |o| o.exists), "{merged:?}");
         let again = verifier.observe(&check("later")).await;
         assert_eq!(again.unwrap().subject, "later");
+    }
+
+    /// A runtime of one thread named `name`.
+    fn runtime(name: &str) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_runtime_has_its_checks_merged_on_its_own_threads_and_a_stopped_ones_queue_is_dropped() {
+        let (inner, verifier) = coalescing();
+        let ask = |rt: &tokio::runtime::Runtime, role: &str| {
+            let (verifier, check) = (verifier.clone(), check(role));
+            rt.block_on(rt.spawn(async move { verifier.observe(&check).await }))
+                .unwrap()
+                .unwrap()
+                .subject
+        };
+        let (workers, requests) = (runtime("workers"), runtime("requests"));
+        assert_eq!(ask(&workers, "a"), "a");
+        assert_eq!(ask(&requests, "b"), "b");
+        assert_eq!(ask(&workers, "c"), "c");
+        assert_eq!(*inner.threads.lock().unwrap(), ["workers", "requests", "workers"]);
+        assert_eq!(verifier.queues.lock().unwrap().len(), 2);
+
+        // The workers' runtime stops: its queue goes with it, and the next
+        // runtime to ask is served on its own threads.
+        drop(workers);
+        let restarted = runtime("restarted");
+        assert_eq!(ask(&restarted, "d"), "d");
+        assert_eq!(inner.threads.lock().unwrap().last().unwrap(), "restarted");
+        assert_eq!(
+            verifier.queues.lock().unwrap().len(),
+            2,
+            "the stopped runtime's queue is kept"
+        );
+        assert_eq!(ask(&requests, "e"), "e");
+        assert_eq!(inner.threads.lock().unwrap().last().unwrap(), "requests");
     }
 }
