@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 use crate::{
     adapters::SourceRegistry, clock::SharedClock, config::WorkerSettings, evidence::log::EvidenceLog, gate::Gate,
     render::Renderer, store::Store,
@@ -22,8 +20,8 @@ pub struct Context {
     pub log: Arc<EvidenceLog>,
     /// How often a tree head is signed.
     pub head_interval: std::time::Duration,
-    /// Signalled when a decision enqueues outbox messages.
-    pub effects_enqueued: Notify,
+    /// Wakes an outbox lane's workers when messages are enqueued for it.
+    pub outbox_lanes: crate::workers::LaneSignals,
     /// Whether governed requests get intake notes.
     pub intake_notes: bool,
     /// The missed-delivery reconciler.

@@ -58,7 +58,7 @@ pub fn build_context(settings: &Settings, store: Store, clock: SharedClock) -> a
         renderer,
         settings: settings.worker.clone(),
         clock,
-        effects_enqueued: Default::default(),
+        outbox_lanes: Default::default(),
         intake_notes: settings.intake_notes,
         reconcile: settings.reconcile.clone(),
         sinks: crate::export::Sinks::from_config(&settings.sinks).map_err(anyhow::Error::msg)?,

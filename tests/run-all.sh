@@ -22,6 +22,12 @@ ensure_postgres() {
     as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
     export CLOSEGATE_TEST_PG="postgres://postgres:postgres@127.0.0.1:5432"
   fi
+  # Each test and benchmark makes a database of its own; those left by earlier
+  # runs are dropped, so that the cluster does not grow run after run.
+  local pg="${CLOSEGATE_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
+  for db in $(psql -qAt -w "$pg/postgres" -c "SELECT datname FROM pg_database WHERE datname ~ '^cg_(store|bench)_[0-9a-f]+$'"); do
+    psql -q -w "$pg/postgres" -c "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null || echo "could not drop $db" >&2
+  done
 }
 
 apt_install() {

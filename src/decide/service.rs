@@ -388,7 +388,18 @@ pub(super) async fn record(ctx: &Context, recording: Recording) -> Result<Option
             });
         }
     }
-    let speaks = !recording.effects.is_empty();
+    // The lanes of the messages enqueued, each woken once the record is written.
+    let mut lanes: Vec<String> = recording
+        .effects
+        .iter()
+        .filter_map(|e| {
+            e.lane
+                .clone()
+                .or_else(|| recording.evidence.as_ref().map(|r| r.ticket.source.clone()))
+        })
+        .collect();
+    lanes.sort();
+    lanes.dedup();
     let finished = ctx
         .store
         .record(recording, ctx.now_ms())
@@ -401,8 +412,8 @@ pub(super) async fn record(ctx: &Context, recording: Recording) -> Result<Option
         tracing::info!(verdict = %record.verdict, mode = %record.mode,
             policy = record.policy.as_deref().unwrap_or("-"), evidence = %record.id, "decided");
     }
-    if speaks {
-        ctx.effects_enqueued.notify_waiters();
+    for lane in &lanes {
+        ctx.outbox_lanes.wake(lane);
     }
     Ok(record)
 }

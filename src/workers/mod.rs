@@ -6,12 +6,14 @@
 
 mod background;
 mod decisions;
+mod lanes;
 mod outbox;
 mod schedule;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 pub use decisions::{try_decide_batch, try_decide_next};
+pub use lanes::LaneSignals;
 pub use outbox::{deliver_next, retry_delay_ms, try_deliver_next};
 pub use schedule::{try_expire_next, try_sweep_next};
 
@@ -171,6 +173,7 @@ async fn reconcile_loop(ctx: Arc<Context>, source: String) {
 /// lane when its helpdesk asks to wait.
 async fn outbox_lane(ctx: Arc<Context>, source: String) {
     let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
+    let enqueued = ctx.outbox_lanes.signal(&source);
     loop {
         give_way_to_acks(&ctx).await;
         match outbox::deliver_next(&ctx, Some(&source), ctx.settings.outbox_batch).await {
@@ -181,7 +184,7 @@ async fn outbox_lane(ctx: Arc<Context>, source: String) {
             }
             Ok(None) => {
                 tokio::select! {
-                    _ = ctx.effects_enqueued.notified() => {}
+                    _ = enqueued.notified() => {}
                     _ = tokio::time::sleep(poll) => {}
                 }
             }

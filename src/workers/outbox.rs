@@ -52,6 +52,13 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
     if claimed.is_empty() {
         return Ok(None);
     }
+    if let Some(lane) = lane
+        && claimed.len() == limit
+    {
+        // More may be due than one claim took: the lane's next worker claims
+        // them while these are delivered.
+        ctx.outbox_lanes.wake(lane);
+    }
     // One ticket's messages in order; tickets side by side.
     let tickets = super::grouped(claimed, |msg| msg.ticket.clone());
     let delivered = futures_util::future::join_all(tickets.iter().map(|messages| async move {
