@@ -134,17 +134,18 @@ fn serve_fake(seen: Arc<Seen>, epoch: Instant, hang: bool) -> (String, actix_web
 
 /// Where a fresh store lives: a new SQLite file, or a new database on the
 /// PostgreSQL server at `pg`.
-/// The URL of a fresh store, and on PostgreSQL the database made for it.
-async fn fresh_store(dir: &std::path::Path, pg: Option<&str>) -> (String, Option<String>) {
+/// The URL of a fresh store; on PostgreSQL a new database, dropped at the end.
+async fn fresh_store(dir: &std::path::Path, pg: Option<&str>) -> String {
     let name = uuid::Uuid::new_v4().simple().to_string();
     match pg {
-        None => (format!("sqlite://{}", dir.join(format!("{name}.db")).display()), None),
+        None => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
         Some(base) => {
             use sqlx::{Connection, Executor};
             let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
             let db = format!("cg_bench_{}", &name[..12]);
             admin.execute(format!("CREATE DATABASE {db}").as_str()).await.unwrap();
-            (format!("{base}/{db}"), Some(db))
+            MADE.lock().unwrap().push((base.to_string(), db.clone()));
+            format!("{base}/{db}")
         }
     }
 }
@@ -287,31 +288,38 @@ struct Launched {
     ctx: Arc<closegate::context::Context>,
     handle: actix_web::dev::ServerHandle,
     running: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The PostgreSQL server and the database made for this store.
-    pg_database: Option<(String, String)>,
 }
 
 impl Launched {
-    /// Stops it, its stop (the store's checkpoint) included, and drops the
-    /// PostgreSQL database made for it.
+    /// Stops it, its stop (the store's checkpoint) included.
     async fn stop(self, graceful: bool) {
         self.handle.stop(graceful).await;
         self.running.await.unwrap().unwrap();
-        if let Some((base, db)) = self.pg_database {
-            use sqlx::{Connection, Executor};
-            let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
-            admin
-                .execute(format!("DROP DATABASE {db} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
-        }
+    }
+}
+
+/// The PostgreSQL databases made for the stores, as (server, database).
+static MADE: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Drops the PostgreSQL databases made for the stores. Once, at the end: a
+/// dropped database makes PostgreSQL write a checkpoint, which would slow
+/// the figure measured after it.
+async fn drop_made_databases() {
+    use sqlx::{Connection, Executor};
+    let made = std::mem::take(&mut *MADE.lock().unwrap());
+    for (base, db) in made {
+        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+        admin
+            .execute(format!("DROP DATABASE {db} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
     }
 }
 
 /// Starts closegate on a fresh store (SQLite, or a new database on the
 /// PostgreSQL server `pg`).
 async fn launch(dir: &std::path::Path, pg: Option<&str>, github: &str, hung: &str, workers_on: bool) -> Launched {
-    let (database_url, pg_database) = fresh_store(dir, pg).await;
+    let database_url = fresh_store(dir, pg).await;
     let app = Application::build(settings(dir, &database_url, github, hung, workers_on))
         .await
         .unwrap();
@@ -320,7 +328,6 @@ async fn launch(dir: &std::path::Path, pg: Option<&str>, github: &str, hung: &st
         ctx: app.context(),
         handle: app.server_handle(),
         running: tokio::spawn(app.run_until_stopped()),
-        pg_database: pg.zip(pg_database).map(|(base, db)| (base.to_string(), db)),
     }
 }
 
@@ -335,6 +342,7 @@ async fn main() {
     if let Some(pg) = &pg {
         sustained(Some(pg)).await;
     }
+    drop_made_databases().await;
 }
 
 /// Every figure on one store: SQLite, or PostgreSQL at `pg`.
