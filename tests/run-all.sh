@@ -23,10 +23,14 @@ ensure_postgres() {
     export CLOSEGATE_TEST_PG="postgres://postgres:postgres@127.0.0.1:5432"
   fi
   # Each test and benchmark makes a database of its own; those left by earlier
-  # runs are dropped, so that the cluster does not grow run after run.
+  # runs (and not in use by one still running) are dropped, so that the
+  # cluster does not grow run after run.
   local pg="${CLOSEGATE_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
-  for db in $(psql -qAt -w "$pg/postgres" -c "SELECT datname FROM pg_database WHERE datname ~ '^cg_(store|bench)_[0-9a-f]+$'"); do
-    psql -q -w "$pg/postgres" -c "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null || echo "could not drop $db" >&2
+  pg="${pg%/}"
+  for db in $(psql -qAt -w "$pg/postgres" -c "SELECT datname FROM pg_database
+      WHERE datname ~ '^cg_(store|bench)_[0-9a-f]+$'
+      AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)"); do
+    psql -q -w "$pg/postgres" -c "DROP DATABASE \"$db\"" >/dev/null 2>&1 || echo "left $db: in use" >&2
   done
 }
 

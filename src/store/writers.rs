@@ -10,7 +10,8 @@
 //! and a governed request's snapshot; the reconcile watermark's lease and the
 //! housekeeping's deletions), so that the connection is never held by a
 //! thread the kernel runs last (`worker.nice`). Only the request handlers'
-//! own writes (a synchronous gate check's claim) run where they are asked.
+//! own writes (a synchronous gate check's claim and its give-back) run where
+//! they are asked.
 //!
 //! On PostgreSQL the thread has its own two connections, opened from the
 //! thread and kept (sqlx renews them every 30 minutes), so that they are
