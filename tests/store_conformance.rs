@@ -334,6 +334,25 @@ async fn batch_story(url: &str) {
     let mut expected: Vec<String> = (0..N).map(|n| format!("first-{n}")).collect();
     expected.sort();
     assert_eq!(keys, expected);
+    // Each claimed message names the record that enqueued it, and those
+    // records are read at once, past one statement's worth of ids, the ids
+    // of no record left out.
+    let missing: Vec<String> = (0..N).map(|n| format!("no-such-record-{n}")).collect();
+    let ids: Vec<&str> = old
+        .iter()
+        .map(|m| m.evidence_id.as_str())
+        .chain(missing.iter().map(String::as_str))
+        .collect();
+    let records = store.evidence_by_ids(&ids).await.unwrap();
+    assert_eq!(records.len(), N);
+    for m in &old {
+        let record = records
+            .iter()
+            .find(|r| r.id == m.evidence_id)
+            .expect("the message's record");
+        let n = m.idempotency_key.trim_start_matches("first-");
+        assert_eq!(record.ticket, format!("acme/b#{n}"));
+    }
     let new = store.claim_effects(now + 2_000, 60_000, None, N).await.unwrap();
     assert_eq!(new.len(), N);
     let completion = |m: &closegate::store::ClaimedEffect| Recording {

@@ -238,7 +238,18 @@ impl Store {
 
     /// One evidence record by id.
     pub async fn evidence_by_id(&self, id: &str) -> StoreResult<Option<EvidenceRecord>> {
-        Ok(Self::typed(self.evidence_rows("id = $1", &[id], "").await?)?.pop())
+        Ok(self.evidence_by_ids(&[id]).await?.pop())
+    }
+
+    /// The evidence records of `ids` that exist, in any order: one read per
+    /// [`super::rows::CHUNK`] ids.
+    pub async fn evidence_by_ids(&self, ids: &[&str]) -> StoreResult<Vec<EvidenceRecord>> {
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::rows::CHUNK) {
+            let filter = format!("id IN ({})", super::rows::numbered(1, chunk.len()));
+            records.extend(Self::typed(self.evidence_rows(&filter, chunk, "").await?)?);
+        }
+        Ok(records)
     }
 
     async fn evidence_rows_after(&self, after: i64, limit: i64) -> StoreResult<Vec<EvidenceRow>> {

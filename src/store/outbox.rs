@@ -28,6 +28,8 @@ pub struct ClaimedEffect {
     pub lease_token: String,
     /// The trace of the decision that owes it.
     pub trace_id: Option<String>,
+    /// The evidence record that enqueued it.
+    pub evidence_id: String,
 }
 
 /// A message delivered under a claim, to be marked done if the claim still
@@ -58,7 +60,7 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE st
     UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
     WHERE id IN (SELECT id FROM picked) \
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id";
+    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id, evidence_id";
 
 impl Store {
     /// Claims the message due soonest (of `source`, when given), if any is due

@@ -1,7 +1,7 @@
 //! Delivering outbox messages through the helpdesk adapters: at least once,
 //! made exactly-once in effect by the adapters' idempotency checks.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use anyhow::Context as _;
 use rand::Rng;
@@ -14,7 +14,7 @@ use crate::{
     context::Context,
     decide::StoredMessage,
     render::CommentFormat,
-    store::ClaimedEffect,
+    store::{ClaimedEffect, EvidenceRecord},
 };
 
 /// Backoff before retry number `attempts`: doubling from `retry_base_ms`, capped
@@ -59,6 +59,8 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
         // them while these are delivered.
         ctx.outbox_lanes.wake(lane);
     }
+    let records = records_of(ctx, &claimed).await;
+    let records = &records;
     // One ticket's messages in order; tickets side by side.
     let tickets = super::grouped(claimed, |msg| msg.ticket.clone());
     let delivered = futures_util::future::join_all(tickets.iter().map(|messages| async move {
@@ -78,7 +80,7 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
             let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
                 attempt = msg.attempts, trace_id = %trace_id);
             crate::telemetry::adopt_trace(&span, &trace_id);
-            pause = pause.max(crate::telemetry::in_trace(trace_id, deliver(ctx, msg).instrument(span)).await?);
+            pause = pause.max(crate::telemetry::in_trace(trace_id, deliver(ctx, msg, records).instrument(span)).await?);
         }
         anyhow::Ok(pause)
     }))
@@ -92,17 +94,17 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
 
 /// Carries one claimed message out, renewing its lease while the helpdesk
 /// answers, and records the result under the claim's fencing token.
-async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Duration>> {
+async fn deliver(ctx: &Context, msg: &ClaimedEffect, records: &Records) -> anyhow::Result<Option<Duration>> {
     let work = async {
         if crate::export::Sinks::is_lane(&msg.source) {
-            return export(ctx, msg).await;
+            return export(ctx, msg, records).await;
         }
         match ctx.sources.get(&msg.source) {
             None => Err(EffectError::retryable(format!(
                 "source {} is not configured",
                 msg.source
             ))),
-            Some(adapter) => match effect(ctx, msg, adapter.comment_format()).await {
+            Some(adapter) => match effect(ctx, msg, adapter.comment_format(), records).await {
                 Ok(effect) => adapter.apply(&effect).await,
                 Err(e) => Err(e),
             },
@@ -158,16 +160,41 @@ async fn deliver(ctx: &Context, msg: &ClaimedEffect) -> anyhow::Result<Option<Du
 }
 
 /// Sends one evidence record to the sink the message names.
-async fn export(ctx: &Context, msg: &ClaimedEffect) -> Result<(), EffectError> {
+async fn export(ctx: &Context, msg: &ClaimedEffect, records: &Records) -> Result<(), EffectError> {
     let intent: crate::export::ExportIntent =
         serde_json::from_str(&msg.payload).map_err(|e| EffectError::permanent(format!("unreadable message: {e}")))?;
-    let record = ctx
-        .store
-        .evidence_by_id(&intent.evidence_id)
-        .await
-        .map_err(|e| EffectError::retryable(format!("cannot read evidence record {}: {e}", intent.evidence_id)))?
-        .ok_or_else(|| EffectError::permanent(format!("evidence record {} is missing", intent.evidence_id)))?;
+    let record = record(ctx, &intent.evidence_id, records).await?;
     ctx.sinks.send(&intent.export_to, &record, ctx.now_ms()).await
+}
+
+/// The evidence records of a claim's messages, by id, read at once. A read
+/// that fails leaves each message to read its own (and fail or retry alone).
+type Records = std::collections::HashMap<String, EvidenceRecord>;
+
+async fn records_of(ctx: &Context, claimed: &[ClaimedEffect]) -> Records {
+    let mut ids: Vec<&str> = claimed.iter().map(|m| m.evidence_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match ctx.store.evidence_by_ids(&ids).await {
+        Ok(found) => found.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        Err(e) => {
+            tracing::warn!(error.message = %e, "could not read the claimed messages' evidence at once");
+            Records::new()
+        }
+    }
+}
+
+/// The evidence record `id`: from those read with the claim, or else read now.
+async fn record<'a>(ctx: &Context, id: &str, records: &'a Records) -> Result<Cow<'a, EvidenceRecord>, EffectError> {
+    if let Some(record) = records.get(id) {
+        return Ok(Cow::Borrowed(record));
+    }
+    ctx.store
+        .evidence_by_id(id)
+        .await
+        .map_err(|e| EffectError::retryable(format!("cannot read evidence record {id}: {e}")))?
+        .map(Cow::Owned)
+        .ok_or_else(|| EffectError::permanent(format!("evidence record {id} is missing")))
 }
 
 /// Renews the lease every third of its length; returns only when it is lost.
@@ -185,19 +212,19 @@ async fn keep_lease(ctx: &Context, msg: &ClaimedEffect) -> String {
 }
 
 /// The effect a stored message asks for, rendered from its evidence record.
-async fn effect(ctx: &Context, msg: &ClaimedEffect, format: CommentFormat) -> Result<Effect, EffectError> {
+async fn effect(
+    ctx: &Context,
+    msg: &ClaimedEffect,
+    format: CommentFormat,
+    records: &Records,
+) -> Result<Effect, EffectError> {
     let stored: StoredMessage =
         serde_json::from_str(&msg.payload).map_err(|e| EffectError::permanent(format!("unreadable message: {e}")))?;
     let intent = match stored {
         StoredMessage::Rendered(effect) => return Ok(*effect),
         StoredMessage::Intent(intent) => intent,
     };
-    let record = ctx
-        .store
-        .evidence_by_id(&intent.evidence_id)
-        .await
-        .map_err(|e| EffectError::retryable(format!("cannot read evidence record {}: {e}", intent.evidence_id)))?
-        .ok_or_else(|| EffectError::permanent(format!("evidence record {} is missing", intent.evidence_id)))?;
+    let record = record(ctx, &intent.evidence_id, records).await?;
     let head = match ctx.log.head_covering(record.seq, ctx.now_ms()).await {
         Ok(head) => head.and_then(|h| h.verified(None).ok()),
         Err(e) => {
