@@ -73,6 +73,44 @@ async fn a_hung_helpdesk_delays_only_its_own_lane() {
 }
 
 #[tokio::test]
+async fn a_decision_wakes_its_own_lane_at_once_rather_than_at_the_next_poll() {
+    // Arrange: workers that poll only every 5 s, already idle, waiting.
+    let app = spawn_app_with(Options {
+        worker: Some(json!({ "enabled": true, "poll_interval_ms": 5000 })),
+        ..Default::default()
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&app.helpdesk)
+        .await;
+    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Act: a blocked close, decided by the workers, owes the generic source a
+    // callback.
+    let started = Instant::now();
+    let close = generic_close("T-9", &[("request_type", "grant"), ("database_role", "nobody")]);
+    let response = app
+        .post_generic("msg_lane_wake", chrono::Utc::now().timestamp(), &close)
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+    while callbacks(&app).await == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = started.elapsed();
+    workers.abort();
+
+    // Assert: decided and delivered on wake-ups, not after a 5 s poll.
+    assert_eq!(callbacks(&app).await, 1);
+    assert!(
+        waited < Duration::from_secs(2),
+        "the message waited {waited:?} for its lane"
+    );
+}
+
+#[tokio::test]
 async fn a_delivery_slower_than_the_lease_on_two_replicas_is_made_exactly_once() {
     // Arrange: a 2 s lease and a helpdesk that takes 4.5 s to answer.
     let app = spawn_app_with(Options {
