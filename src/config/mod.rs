@@ -243,11 +243,12 @@ pub struct WorkerSettings {
     /// Claims re-verified per batch: one round trip per system per batch.
     #[serde(default = "default_sweep_batch")]
     pub sweep_batch: i64,
-    /// Outbox workers per source (each source is its own lane).
+    /// With `outbox_batch`, the messages a lane (a source, or an export sink)
+    /// delivers at once: up to `outbox_concurrency × outbox_batch`.
     #[serde(default = "default_outbox_concurrency")]
     pub outbox_concurrency: usize,
-    /// Messages one outbox worker claims at once (one commit) and delivers side
-    /// by side, each under its own lease.
+    /// See `outbox_concurrency`. A lane claims in one statement, and claims
+    /// again once half of its messages in flight are done.
     #[serde(default = "default_outbox_batch")]
     pub outbox_batch: usize,
     /// Finished deliveries are deleted this many days after their decision

@@ -53,9 +53,12 @@ pub(super) const ENQUEUE: (&str, &str) = (
     "ON CONFLICT (idempotency_key) DO NOTHING",
 );
 
-/// Picked once, in a materialised CTE (see the deliveries' claim).
-const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' \
-        AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) AND ($3 IS NULL OR source = $3) \
+/// Picked once, in a materialised CTE (see the deliveries' claim). `{lane}`
+/// is `source = $3` for one lane's claim, which then walks that lane's part of
+/// `outbox_lane_due` in order and stops at the batch; a claim of any lane
+/// (`$3` bound to NULL) is for tests and tools only.
+const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' AND {lane} \
+        AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
         ORDER BY next_attempt_at, created_at LIMIT $5 {lock}) \
     UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
     WHERE id IN (SELECT id FROM picked) \
@@ -83,7 +86,10 @@ impl Store {
         source: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<ClaimedEffect>> {
-        let sql = self.with_claim_lock(CLAIM);
+        // Two statements rather than `($3 IS NULL OR source = $3)`, which no
+        // index can serve in order.
+        let lane = if source.is_some() { "source = $3" } else { "$3 IS NULL" };
+        let sql = self.with_claim_lock(&CLAIM.replace("{lane}", lane));
         let token = uuid::Uuid::new_v4().to_string();
         let (db, source) = (self.db.clone(), source.map(str::to_string));
         self.on_writer(async move {

@@ -1,8 +1,7 @@
-//! Waking an outbox lane's workers when messages are enqueued for it: only
-//! that lane's, one worker per signal, and a worker that claimed a full batch
-//! wakes the next. A lane's workers then wake for their own messages only, as
-//! many as there is work for, instead of every worker of every lane claiming
-//! (mostly nothing) on every decision.
+//! Waking an outbox lane's claimer when messages are enqueued for it: only
+//! that lane's, and a signal given while it is busy is kept until it next
+//! waits. A lane then claims for its own messages only, instead of every lane
+//! claiming (mostly nothing) on every decision.
 
 use std::{
     collections::HashMap,
@@ -18,14 +17,14 @@ pub struct LaneSignals {
 }
 
 impl LaneSignals {
-    /// The lane's signal, for its workers to wait on.
+    /// The lane's signal, for its claimer to wait on.
     pub fn signal(&self, lane: &str) -> Arc<Notify> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         lanes.entry(lane.to_string()).or_default().clone()
     }
 
-    /// Messages were enqueued for `lane`, or more are left than one claim
-    /// took: one of its workers wakes (or the next to wait does not wait).
+    /// Messages were enqueued for `lane`: its claimer wakes (or, when busy,
+    /// does not wait the next time).
     pub fn wake(&self, lane: &str) {
         self.signal(lane).notify_one();
     }

@@ -93,13 +93,12 @@ pub async fn run_until_stopped(ctx: Arc<Context>) {
         ),
         on,
     );
-    // One lane per source, each with its own workers: a slow or hung helpdesk,
-    // or one that asked to wait, delays only its own messages.
+    // One lane per source (and per export sink), each with its own messages in
+    // flight: a slow or hung helpdesk, or one that asked to wait, delays only
+    // its own messages.
     let sinks = ctx.sinks.names().map(|s| crate::export::lane(s));
     for lane in ctx.sources.names().into_iter().chain(sinks.collect::<Vec<_>>()) {
-        for _ in 0..ctx.settings.outbox_concurrency.max(1) {
-            tasks.spawn_on(outbox_lane(ctx.clone(), lane.clone()), on);
-        }
+        tasks.spawn_on(outbox::run_lane(ctx.clone(), lane), on);
     }
     if ctx.reconcile.enabled {
         for source in ctx.sources.names() {
@@ -166,34 +165,6 @@ async fn reconcile_loop(ctx: Arc<Context>, source: String) {
             }
         }
         tokio::time::sleep(every).await;
-    }
-}
-
-/// Delivers one source's messages until the future is dropped, pausing the
-/// lane when its helpdesk asks to wait.
-async fn outbox_lane(ctx: Arc<Context>, source: String) {
-    let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
-    let enqueued = ctx.outbox_lanes.signal(&source);
-    loop {
-        give_way_to_acks(&ctx).await;
-        match outbox::deliver_next(&ctx, Some(&source), ctx.settings.outbox_batch).await {
-            Ok(Some(None)) => {}
-            Ok(Some(Some(pause))) => {
-                tracing::info!(source = %source, pause_ms = pause.as_millis() as u64, "helpdesk asked to wait");
-                tokio::time::sleep(pause).await;
-            }
-            Ok(None) => {
-                tokio::select! {
-                    _ = enqueued.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!(worker = "outbox", source = %source, error.cause_chain = ?e, error.message = %e,
-                    "worker step failed");
-                tokio::time::sleep(poll).await;
-            }
-        }
     }
 }
 

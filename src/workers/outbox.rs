@@ -1,10 +1,12 @@
 //! Delivering outbox messages through the helpdesk adapters: at least once,
 //! made exactly-once in effect by the adapters' idempotency checks.
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use rand::Rng;
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::ExecutionOutcome;
@@ -43,53 +45,123 @@ pub async fn try_deliver_next(ctx: &Context) -> anyhow::Result<ExecutionOutcome>
 /// nothing was due; otherwise the longest the helpdesk asked the lane to wait,
 /// if it did (`Retry-After`).
 pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> anyhow::Result<Option<Option<Duration>>> {
-    let lease_ms = ctx.settings.lease_seconds * 1000;
-    let claimed = ctx
-        .store
-        .claim_effects(ctx.now_ms(), lease_ms, lane, limit)
-        .await
-        .context("Failed to claim outbox messages")?;
+    let claimed = claim(ctx, lane, limit).await?;
     if claimed.is_empty() {
         return Ok(None);
     }
-    if let Some(lane) = lane
-        && claimed.len() == limit
-    {
-        // More may be due than one claim took: the lane's next worker claims
-        // them while these are delivered.
-        ctx.outbox_lanes.wake(lane);
-    }
     let records = records_of(ctx, &claimed).await;
-    let records = &records;
-    // One ticket's messages in order; tickets side by side.
     let tickets = super::grouped(claimed, |msg| msg.ticket.clone());
-    let delivered = futures_util::future::join_all(tickets.iter().map(|messages| async move {
-        let mut pause = None;
-        for (i, msg) in messages.iter().enumerate() {
-            // A message that waited for the one before it renews its claim
-            // first: if the lease passed to another replica meanwhile, that
-            // replica delivers it, not this one.
-            if i > 0 && !ctx.store.renew_effect(msg, ctx.now_ms() + lease_ms).await? {
-                tracing::warn!(message = %msg.id, "lost the lease while waiting; left to its new holder");
-                continue;
-            }
-            let trace_id = msg
-                .trace_id
-                .clone()
-                .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
-            let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
-                attempt = msg.attempts, trace_id = %trace_id);
-            crate::telemetry::adopt_trace(&span, &trace_id);
-            pause = pause.max(crate::telemetry::in_trace(trace_id, deliver(ctx, msg, records).instrument(span)).await?);
-        }
-        anyhow::Ok(pause)
-    }))
-    .await;
+    let delivered =
+        futures_util::future::join_all(tickets.iter().map(|messages| deliver_in_order(ctx, messages, &records))).await;
     let mut pause = None;
     for result in delivered {
         pause = pause.max(result?);
     }
     Ok(Some(pause))
+}
+
+/// Delivers one lane's messages until the future is dropped: one claimer that
+/// keeps up to `outbox_concurrency × outbox_batch` messages in flight, claiming
+/// again once half of them are done (so that a busy lane claims in batches,
+/// not message by message), and that stops claiming while the helpdesk asked
+/// the lane to wait. A slow or hung helpdesk holds only its own lane's slots.
+pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
+    let capacity = ctx.settings.outbox_concurrency.max(1) * ctx.settings.outbox_batch.max(1);
+    let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
+    let enqueued = ctx.outbox_lanes.signal(&lane);
+    let mut running = tokio::task::JoinSet::new();
+    let mut in_flight = 0;
+    // Until when the helpdesk asked the lane to wait.
+    let mut resume_at: Option<Instant> = None;
+    // The last claim took all that was due (or failed): wait for a decision's
+    // signal or the poll interval before claiming again.
+    let mut drained = false;
+    loop {
+        let paused = resume_at.is_some_and(|at| at > Instant::now());
+        if !drained && !paused && in_flight <= capacity / 2 {
+            super::give_way_to_acks(&ctx).await;
+            let limit = capacity - in_flight;
+            match claim(&ctx, Some(&lane), limit).await {
+                Ok(claimed) => {
+                    drained = claimed.len() < limit;
+                    let records = Arc::new(records_of(&ctx, &claimed).await);
+                    for messages in super::grouped(claimed, |msg| msg.ticket.clone()) {
+                        in_flight += messages.len();
+                        let (ctx, records) = (ctx.clone(), records.clone());
+                        running.spawn(async move {
+                            let delivered = std::panic::AssertUnwindSafe(deliver_in_order(&ctx, &messages, &records))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| Err(anyhow::anyhow!("a delivery panicked")));
+                            (messages.len(), delivered)
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(worker = "outbox", source = %lane, error.cause_chain = ?e, error.message = %e,
+                        "worker step failed");
+                    drained = true;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            Some(done) = running.join_next() => {
+                let Ok((count, delivered)) = done else { continue };
+                in_flight -= count;
+                match delivered {
+                    Ok(None) => {}
+                    Ok(Some(pause)) => {
+                        tracing::info!(source = %lane, pause_ms = pause.as_millis() as u64, "helpdesk asked to wait");
+                        resume_at = resume_at.max(Some(Instant::now() + pause));
+                    }
+                    Err(e) => tracing::error!(worker = "outbox", source = %lane, error.cause_chain = ?e,
+                        error.message = %e, "worker step failed"),
+                }
+            }
+            _ = enqueued.notified(), if drained => drained = false,
+            _ = tokio::time::sleep(poll), if drained => drained = false,
+            _ = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if paused => resume_at = None,
+        }
+    }
+}
+
+/// Claims up to `limit` of the due messages of `lane` (any when `None`).
+async fn claim(ctx: &Context, lane: Option<&str>, limit: usize) -> anyhow::Result<Vec<ClaimedEffect>> {
+    let lease_ms = ctx.settings.lease_seconds * 1000;
+    ctx.store
+        .claim_effects(ctx.now_ms(), lease_ms, lane, limit)
+        .await
+        .context("Failed to claim outbox messages")
+}
+
+/// Delivers one ticket's claimed messages in order; the longest the helpdesk
+/// asked to wait, if it did.
+async fn deliver_in_order(
+    ctx: &Context,
+    messages: &[ClaimedEffect],
+    records: &Records,
+) -> anyhow::Result<Option<Duration>> {
+    let lease_ms = ctx.settings.lease_seconds * 1000;
+    let mut pause = None;
+    for (i, msg) in messages.iter().enumerate() {
+        // A message that waited for the one before it renews its claim
+        // first: if the lease passed to another replica meanwhile, that
+        // replica delivers it, not this one.
+        if i > 0 && !ctx.store.renew_effect(msg, ctx.now_ms() + lease_ms).await? {
+            tracing::warn!(message = %msg.id, "lost the lease while waiting; left to its new holder");
+            continue;
+        }
+        let trace_id = msg
+            .trace_id
+            .clone()
+            .unwrap_or_else(|| crate::telemetry::trace_id_from(None));
+        let span = tracing::info_span!("effect", message = %msg.id, source = %msg.source, ticket = %msg.ticket,
+            attempt = msg.attempts, trace_id = %trace_id);
+        crate::telemetry::adopt_trace(&span, &trace_id);
+        pause = pause.max(crate::telemetry::in_trace(trace_id, deliver(ctx, msg, records).instrument(span)).await?);
+    }
+    Ok(pause)
 }
 
 /// Carries one claimed message out, renewing its lease while the helpdesk

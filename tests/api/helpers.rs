@@ -680,6 +680,17 @@ impl Db {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// How many delivered outbox messages each claim took (messages claimed
+    /// together share a fencing token), the first claim first.
+    pub async fn outbox_claim_sizes(&self) -> Vec<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM outbox WHERE state = 'done' GROUP BY lease_token \
+            ORDER BY MIN(created_at)";
+        match &self.0 {
+            Backend::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await.unwrap(),
+            Backend::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await.unwrap(),
+        }
+    }
+
     /// (seq, record) of every row.
     pub async fn records(&self) -> Vec<(i64, String)> {
         const SQL: &str = "SELECT seq, record FROM evidence ORDER BY seq";

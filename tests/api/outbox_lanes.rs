@@ -111,6 +111,52 @@ async fn a_decision_wakes_its_own_lane_at_once_rather_than_at_the_next_poll() {
 }
 
 #[tokio::test]
+async fn a_lane_delivers_up_to_its_limit_at_once_and_no_more() {
+    // Arrange: a lane of 2 × 2 messages in flight, a helpdesk that takes 1.5 s
+    // to answer each, and 10 blocked closes owing it a callback.
+    let app = spawn_app_with(Options {
+        worker: Some(json!({ "outbox_concurrency": 2, "outbox_batch": 2 })),
+        ..Default::default()
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
+        .mount(&app.helpdesk)
+        .await;
+    for i in 0..10 {
+        app.close_generic(
+            &format!("T-{i}"),
+            &[("request_type", "grant"), ("database_role", "nobody")],
+        )
+        .await;
+    }
+
+    // Act
+    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let at_once = callbacks(&app).await;
+    let started = Instant::now();
+    while app.stats().await.outbox_done < 10 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Read before the workers stop: the store's connections they opened go
+    // with their runtime.
+    let done = app.stats().await.outbox_done;
+    let claims = Db::open(&app).await.outbox_claim_sizes().await;
+    workers.abort();
+
+    // Assert: four side by side (not one, not all ten), then the rest, each
+    // once; claimed four at once, then whenever half of them were done (not
+    // a claim per pair of slots).
+    assert_eq!(at_once, 4, "callbacks in flight before the first answer");
+    assert_eq!(done, 10);
+    assert_eq!(callbacks(&app).await, 10);
+    assert_eq!(claims.iter().sum::<i64>(), 10);
+    assert!(claims[0] == 4 && claims.len() <= 4, "claims of {claims:?}");
+}
+
+#[tokio::test]
 async fn a_delivery_slower_than_the_lease_on_two_replicas_is_made_exactly_once() {
     // Arrange: a 2 s lease and a helpdesk that takes 4.5 s to answer.
     let app = spawn_app_with(Options {
