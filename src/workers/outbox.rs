@@ -4,7 +4,6 @@
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use futures_util::FutureExt as _;
 use rand::Rng;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -70,6 +69,8 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
     let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
     let enqueued = ctx.outbox_lanes.signal(&lane);
     let mut running = tokio::task::JoinSet::new();
+    // The messages each running task delivers, and their sum.
+    let mut counts = std::collections::HashMap::new();
     let mut in_flight = 0;
     // Until when the helpdesk asked the lane to wait.
     let mut resume_at: Option<Instant> = None;
@@ -87,14 +88,10 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
                     let records = Arc::new(records_of(&ctx, &claimed).await);
                     for messages in super::grouped(claimed, |msg| msg.ticket.clone()) {
                         in_flight += messages.len();
+                        let count = messages.len();
                         let (ctx, records) = (ctx.clone(), records.clone());
-                        running.spawn(async move {
-                            let delivered = std::panic::AssertUnwindSafe(deliver_in_order(&ctx, &messages, &records))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| Err(anyhow::anyhow!("a delivery panicked")));
-                            (messages.len(), delivered)
-                        });
+                        let task = running.spawn(async move { deliver_in_order(&ctx, &messages, &records).await });
+                        counts.insert(task.id(), count);
                     }
                 }
                 Err(e) => {
@@ -106,15 +103,20 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
             continue;
         }
         tokio::select! {
-            Some(done) = running.join_next() => {
-                let Ok((count, delivered)) = done else { continue };
-                in_flight -= count;
+            Some(done) = running.join_next_with_id() => {
+                let (id, delivered) = match done {
+                    Ok((id, delivered)) => (id, delivered),
+                    Err(e) => (e.id(), Err(anyhow::anyhow!("a delivery task ended early: {e}"))),
+                };
+                in_flight -= counts.remove(&id).unwrap_or(0);
                 match delivered {
                     Ok(None) => {}
                     Ok(Some(pause)) => {
                         tracing::info!(source = %lane, pause_ms = pause.as_millis() as u64, "helpdesk asked to wait");
                         resume_at = resume_at.max(Some(Instant::now() + pause));
                     }
+                    // What it had not delivered stays claimed until its lease
+                    // runs out, and is delivered then.
                     Err(e) => tracing::error!(worker = "outbox", source = %lane, error.cause_chain = ?e,
                         error.message = %e, "worker step failed"),
                 }

@@ -223,3 +223,54 @@ async fn a_429_with_retry_after_makes_the_message_wait_that_long() {
     assert_eq!(app.stats().await.outbox_done, 1);
     assert_eq!(callbacks(&app).await, 2);
 }
+
+#[tokio::test]
+async fn a_429_with_retry_after_pauses_its_lane_for_that_long() {
+    // Arrange: a lane of one message at a time; the helpdesk answers the first
+    // callback with 429 and `Retry-After: 2`, then 200; two closes owe it one.
+    let app = spawn_app_with(Options {
+        worker: Some(json!({ "outbox_concurrency": 1, "outbox_batch": 1 })),
+        ..Default::default()
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&app.helpdesk)
+        .await;
+    for ticket in ["T-1", "T-2"] {
+        app.close_generic(ticket, &[("request_type", "grant"), ("database_role", "nobody")])
+            .await;
+    }
+
+    // Act: note when the first callback and the next one arrive.
+    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
+    let started = Instant::now();
+    let (mut first, mut next) = (None, None);
+    while next.is_none() && started.elapsed() < Duration::from_secs(15) {
+        let (count, at) = (callbacks(&app).await, started.elapsed());
+        if count >= 1 {
+            first.get_or_insert(at);
+        }
+        if count >= 2 {
+            next = Some(at);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workers.abort();
+
+    // Assert: the other message, due all along, waited for the lane's pause.
+    let (first, next) = (first.expect("a first callback"), next.expect("a second callback"));
+    assert!(
+        next - first >= Duration::from_millis(1900),
+        "the lane claimed again {:?} after the 429",
+        next - first
+    );
+}
