@@ -5,7 +5,7 @@ use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use rand::Rng;
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 use tracing::Instrument as _;
 
 use super::ExecutionOutcome;
@@ -50,8 +50,12 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
     }
     let records = records_of(ctx, &claimed).await;
     let tickets = super::grouped(claimed, |msg| msg.ticket.clone());
-    let delivered =
-        futures_util::future::join_all(tickets.iter().map(|messages| deliver_in_order(ctx, messages, &records))).await;
+    let delivered = futures_util::future::join_all(
+        tickets
+            .iter()
+            .map(|messages| deliver_in_order(ctx, messages, &records, false)),
+    )
+    .await;
     let mut pause = None;
     for result in delivered {
         pause = pause.max(result?);
@@ -64,6 +68,8 @@ pub async fn deliver_next(ctx: &Context, lane: Option<&str>, limit: usize) -> an
 /// again once half of them are done (so that a busy lane claims in batches,
 /// not message by message), and that stops claiming while the helpdesk asked
 /// the lane to wait. A slow or hung helpdesk holds only its own lane's slots.
+/// One ticket's messages go out in order, also across claims: a claim's
+/// messages for a ticket still being delivered wait for those before them.
 pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
     let capacity = ctx.settings.outbox_concurrency.max(1) * ctx.settings.outbox_batch.max(1);
     let poll = Duration::from_millis(ctx.settings.poll_interval_ms);
@@ -72,6 +78,10 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
     // The messages each running task delivers, and their sum.
     let mut counts = std::collections::HashMap::new();
     let mut in_flight = 0;
+    // Per ticket being delivered, the end of its last task: the next waits for it.
+    let mut tickets: std::collections::HashMap<String, oneshot::Receiver<()>> = std::collections::HashMap::new();
+    // When the lane looks again without a signal, once drained.
+    let mut poll_at = Instant::now();
     // Until when the helpdesk asked the lane to wait.
     let mut resume_at: Option<Instant> = None;
     // The last claim took all that was due (or failed): wait for a decision's
@@ -89,8 +99,19 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
                     for messages in super::grouped(claimed, |msg| msg.ticket.clone()) {
                         in_flight += messages.len();
                         let count = messages.len();
+                        let (ended, end) = oneshot::channel::<()>();
+                        let before = tickets.insert(messages[0].ticket.clone(), end);
                         let (ctx, records) = (ctx.clone(), records.clone());
-                        let task = running.spawn(async move { deliver_in_order(&ctx, &messages, &records).await });
+                        let task = running.spawn(async move {
+                            // Resolves when the task before it ends.
+                            let waited = before.is_some();
+                            if let Some(before) = before {
+                                let _ = before.await;
+                            }
+                            let delivered = deliver_in_order(&ctx, &messages, &records, waited).await;
+                            drop(ended);
+                            delivered
+                        });
                         counts.insert(task.id(), count);
                     }
                 }
@@ -99,6 +120,9 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
                         "worker step failed");
                     drained = true;
                 }
+            }
+            if drained {
+                poll_at = Instant::now() + poll;
             }
             continue;
         }
@@ -109,6 +133,8 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
                     Err(e) => (e.id(), Err(anyhow::anyhow!("a delivery task ended early: {e}"))),
                 };
                 in_flight -= counts.remove(&id).unwrap_or(0);
+                // Tickets whose last task has ended need no waiting.
+                tickets.retain(|_, end| matches!(end.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
                 match delivered {
                     Ok(None) => {}
                     Ok(Some(pause)) => {
@@ -122,7 +148,7 @@ pub(super) async fn run_lane(ctx: Arc<Context>, lane: String) {
                 }
             }
             _ = enqueued.notified(), if drained => drained = false,
-            _ = tokio::time::sleep(poll), if drained => drained = false,
+            _ = tokio::time::sleep_until(poll_at), if drained => drained = false,
             _ = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if paused => resume_at = None,
         }
     }
@@ -137,12 +163,14 @@ async fn claim(ctx: &Context, lane: Option<&str>, limit: usize) -> anyhow::Resul
         .context("Failed to claim outbox messages")
 }
 
-/// Delivers one ticket's claimed messages in order; the longest the helpdesk
-/// asked to wait, if it did.
+/// Delivers one ticket's claimed messages in order (`waited` when the first
+/// of them waited for an earlier claim's); the longest the helpdesk asked to
+/// wait, if it did.
 async fn deliver_in_order(
     ctx: &Context,
     messages: &[ClaimedEffect],
     records: &Records,
+    waited: bool,
 ) -> anyhow::Result<Option<Duration>> {
     let lease_ms = ctx.settings.lease_seconds * 1000;
     let mut pause = None;
@@ -150,7 +178,7 @@ async fn deliver_in_order(
         // A message that waited for the one before it renews its claim
         // first: if the lease passed to another replica meanwhile, that
         // replica delivers it, not this one.
-        if i > 0 && !ctx.store.renew_effect(msg, ctx.now_ms() + lease_ms).await? {
+        if (i > 0 || waited) && !ctx.store.renew_effect(msg, ctx.now_ms() + lease_ms).await? {
             tracing::warn!(message = %msg.id, "lost the lease while waiting; left to its new holder");
             continue;
         }
