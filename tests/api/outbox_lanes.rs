@@ -12,13 +12,59 @@ use wiremock::{
 use crate::helpers::*;
 
 async fn callbacks(app: &TestApp) -> usize {
+    callbacks_naming(app, "").await
+}
+
+/// The callbacks received so far whose body holds `text`.
+async fn callbacks_naming(app: &TestApp, text: &str) -> usize {
     app.helpdesk
         .received_requests()
         .await
         .unwrap_or_default()
         .iter()
-        .filter(|r| r.url.path() == "/callback")
+        .filter(|r| r.url.path() == "/callback" && String::from_utf8_lossy(&r.body).contains(text))
         .count()
+}
+
+/// The helpdesk answers every callback with `response`.
+async fn answer_callbacks(app: &TestApp, response: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(response)
+        .mount(&app.helpdesk)
+        .await;
+}
+
+/// The helpdesk answers the first callback with `first`, the rest with 200.
+async fn answer_first_callback(app: &TestApp, first: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/callback"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.helpdesk)
+        .await;
+    answer_callbacks(app, ResponseTemplate::new(200)).await;
+}
+
+/// Runs the workers until `count` reaches 2 (at most 15 s), sampling it every
+/// 20 ms, and answers how long after it reached 1 it did.
+async fn between_first_two(app: &TestApp, count: impl AsyncFn() -> usize) -> Duration {
+    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
+    let started = Instant::now();
+    let (mut first, mut second) = (None, None);
+    while second.is_none() && started.elapsed() < Duration::from_secs(15) {
+        let (count, at) = (count().await, started.elapsed());
+        if count >= 1 {
+            first.get_or_insert(at);
+        }
+        if count >= 2 {
+            second = Some(at);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workers.abort();
+    second.expect("a second one") - first.expect("a first one")
 }
 
 #[tokio::test]
@@ -38,11 +84,7 @@ async fn a_hung_helpdesk_delays_only_its_own_lane() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(20)))
         .mount(&app.helpdesk)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.helpdesk)
-        .await;
+    answer_callbacks(&app, ResponseTemplate::new(200)).await;
     for i in 0..4 {
         let mut event: serde_json::Value =
             serde_json::from_slice(&grant_event("nobody", "public.none", "SELECT")).unwrap();
@@ -80,11 +122,7 @@ async fn a_decision_wakes_its_own_lane_at_once_rather_than_at_the_next_poll() {
         ..Default::default()
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.helpdesk)
-        .await;
+    answer_callbacks(&app, ResponseTemplate::new(200)).await;
     let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -119,11 +157,7 @@ async fn a_lane_delivers_up_to_its_limit_at_once_and_no_more() {
         ..Default::default()
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
-        .mount(&app.helpdesk)
-        .await;
+    answer_callbacks(&app, ResponseTemplate::new(200).set_delay(Duration::from_millis(1500))).await;
     for i in 0..10 {
         app.close_generic(
             &format!("T-{i}"),
@@ -203,18 +237,7 @@ async fn a_delivery_slower_than_the_lease_on_two_replicas_is_made_exactly_once()
 #[tokio::test]
 async fn a_429_with_retry_after_makes_the_message_wait_that_long() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "120"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.helpdesk)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.helpdesk)
-        .await;
+    answer_first_callback(&app, ResponseTemplate::new(429).insert_header("retry-after", "120")).await;
     app.close_generic("T-1", &[("request_type", "grant"), ("database_role", "nobody")])
         .await;
 
@@ -237,45 +260,19 @@ async fn a_429_with_retry_after_pauses_its_lane_for_that_long() {
         ..Default::default()
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.helpdesk)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.helpdesk)
-        .await;
+    answer_first_callback(&app, ResponseTemplate::new(429).insert_header("retry-after", "2")).await;
     for ticket in ["T-1", "T-2"] {
         app.close_generic(ticket, &[("request_type", "grant"), ("database_role", "nobody")])
             .await;
     }
 
     // Act: note when the first callback and the next one arrive.
-    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
-    let started = Instant::now();
-    let (mut first, mut next) = (None, None);
-    while next.is_none() && started.elapsed() < Duration::from_secs(15) {
-        let (count, at) = (callbacks(&app).await, started.elapsed());
-        if count >= 1 {
-            first.get_or_insert(at);
-        }
-        if count >= 2 {
-            next = Some(at);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    workers.abort();
+    let gap = between_first_two(&app, async || callbacks(&app).await).await;
 
     // Assert: the other message, due all along, waited for the lane's pause.
-    let (first, next) = (first.expect("a first callback"), next.expect("a second callback"));
     assert!(
-        next - first >= Duration::from_millis(1500),
-        "the lane claimed again {:?} after the 429",
-        next - first
+        gap >= Duration::from_millis(1500),
+        "the lane claimed again {gap:?} after the 429"
     );
 }
 
@@ -297,11 +294,7 @@ async fn a_tickets_later_message_waits_for_its_earlier_one_across_claims() {
         .with_priority(1)
         .mount(&app.helpdesk)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/callback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.helpdesk)
-        .await;
+    answer_callbacks(&app, ResponseTemplate::new(200)).await;
     for ticket in ["T-1", "T-2"] {
         app.close_generic(ticket, &[("request_type", "grant"), ("database_role", "nobody")])
             .await;
@@ -316,42 +309,13 @@ async fn a_tickets_later_message_waits_for_its_earlier_one_across_claims() {
             &[],
         )
         .await;
-    let t1_callbacks = async || {
-        app.helpdesk
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path() == "/callback" && String::from_utf8_lossy(&r.body).contains("T-1"))
-            .count()
-    };
 
     // Act: note when each of T-1's callbacks leaves.
-    let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
-    let started = Instant::now();
-    let (mut first, mut second) = (None, None);
-    while second.is_none() && started.elapsed() < Duration::from_secs(15) {
-        let (count, at) = (t1_callbacks().await, started.elapsed());
-        if count >= 1 {
-            first.get_or_insert(at);
-        }
-        if count >= 2 {
-            second = Some(at);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let done = app.stats().await.outbox_done;
-    workers.abort();
+    let gap = between_first_two(&app, async || callbacks_naming(&app, "T-1").await).await;
 
     // Assert: the second left only once the first had its answer.
-    let (first, second) = (
-        first.expect("a first T-1 callback"),
-        second.expect("a second T-1 callback"),
-    );
     assert!(
-        second - first >= Duration::from_millis(800),
-        "T-1's second message left {:?} after its first",
-        second - first
+        gap >= Duration::from_millis(800),
+        "T-1's second message left {gap:?} after its first"
     );
-    assert!(done >= 2, "{done} messages delivered");
 }
