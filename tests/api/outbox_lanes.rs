@@ -26,6 +26,15 @@ async fn callbacks_naming(app: &TestApp, text: &str) -> usize {
         .count()
 }
 
+/// Waits (at most 10 s) until a callback has been received; how long after
+/// `started` one was.
+async fn until_a_callback(app: &TestApp, started: Instant) -> Duration {
+    while callbacks(app).await == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
 /// The helpdesk answers every callback with `response`.
 async fn answer_callbacks(app: &TestApp, response: ResponseTemplate) {
     Mock::given(method("POST"))
@@ -100,10 +109,7 @@ async fn a_hung_helpdesk_delays_only_its_own_lane() {
     // Act
     let started = Instant::now();
     let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
-    while callbacks(&app).await == 0 && started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let waited = started.elapsed();
+    let waited = until_a_callback(&app, started).await;
     workers.abort();
 
     // Assert
@@ -134,10 +140,7 @@ async fn a_decision_wakes_its_own_lane_at_once_rather_than_at_the_next_poll() {
         .post_generic("msg_lane_wake", chrono::Utc::now().timestamp(), &close)
         .await;
     assert_eq!(response.status().as_u16(), 202);
-    while callbacks(&app).await == 0 && started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let waited = started.elapsed();
+    let waited = until_a_callback(&app, started).await;
     workers.abort();
 
     // Assert: decided and delivered on wake-ups, not after a 5 s poll.
@@ -169,9 +172,7 @@ async fn a_lane_delivers_up_to_its_limit_at_once_and_no_more() {
     // Act
     let workers = tokio::spawn(closegate::workers::run_until_stopped(app.ctx.clone()));
     let started = Instant::now();
-    while callbacks(&app).await == 0 && started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_a_callback(&app, started).await;
     // Less than the helpdesk's 1.5 s: none of the first claim has its answer yet.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let at_once = callbacks(&app).await;
