@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod audit_pack;
 pub mod clock;
+pub mod coalesce;
 pub mod config;
 pub mod context;
 pub mod decide;

@@ -529,6 +529,76 @@ async fn a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_po
     once_story(&pg::fresh_database().await).await;
 }
 
+/// Decisions side by side read their tickets' pasts at once; the reads are
+/// merged, and each decision still gets its own ticket's past: its governing
+/// policies in name order and the reconciler's records, nothing of another
+/// ticket or another source's ticket of the same key, nothing of other
+/// triggers' records.
+async fn past_story(url: &str) {
+    let store = Store::connect(url).await.expect("store opens");
+    let ticket = |source: &str, i: usize| TicketRef {
+        source: source.into(),
+        key: format!("acme/o#{i}"),
+    };
+    let governing = |i: usize| -> Vec<String> {
+        match i % 3 {
+            0 => vec!["b-policy".into(), "a-policy".into()],
+            1 => vec!["a-policy".into()],
+            _ => Vec::new(),
+        }
+    };
+    for i in 0..70 {
+        store
+            .remember_governed(&ticket("github", i), &governing(i), 1_000)
+            .await
+            .unwrap();
+    }
+    store
+        .remember_governed(&ticket("gitlab", 1), &["z-policy".to_string()], 1_000)
+        .await
+        .unwrap();
+    for i in [5, 6] {
+        let trigger = Trigger::new(
+            TriggerKind::Reconcile,
+            format!("github:acme/o#{i}@2026-11-29T00:00:00Z"),
+        );
+        let recording = Recording::evidence(evidence(trigger, &format!("acme/o#{i}")), Vec::new());
+        store.record(recording, 1_000).await.unwrap();
+    }
+    let gate_check = Trigger::new(TriggerKind::SyncCheck, "snow/r-7");
+    let recording = Recording::evidence(evidence(gate_check, "acme/o#7"), Vec::new());
+    store.record(recording, 1_000).await.unwrap();
+
+    let asks = (0..140).map(|n| {
+        let (store, ticket) = (store.clone(), ticket("github", n % 70));
+        async move { (n % 70, store.ticket_past(&ticket).await) }
+    });
+    for (i, past) in futures_util::future::join_all(asks).await {
+        let past = past.unwrap();
+        let mut expected = governing(i);
+        expected.sort();
+        assert_eq!(past.governed_by, expected, "ticket {i}");
+        let reconciled = usize::from(i == 5 || i == 6);
+        assert_eq!(past.reconciled.len(), reconciled, "ticket {i}");
+    }
+    let other = store.ticket_past(&ticket("gitlab", 1)).await.unwrap();
+    assert_eq!(
+        (other.governed_by, other.reconciled.len()),
+        (vec!["z-policy".to_string()], 0)
+    );
+}
+
+#[tokio::test]
+async fn decisions_reading_their_tickets_pasts_at_once_each_get_their_own_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    past_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
+}
+
+#[tokio::test]
+async fn decisions_reading_their_tickets_pasts_at_once_each_get_their_own_on_postgres() {
+    past_story(&pg::fresh_database().await).await;
+}
+
 /// A store at the schema before triggers, holding one decided delivery, its
 /// evidence record and its outbox message; then opened by this version.
 async fn upgrade_story(url: &str) {

@@ -103,6 +103,8 @@ pub struct Store {
     new_deliveries: Arc<Notify>,
     /// Deliveries waiting for their ack's commit right now.
     acks_waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// Decisions' reads of their tickets' pasts, merged.
+    pasts: Arc<prior::Pasts>,
 }
 
 /// Counts by state, for tests, `/readyz` and operators.
@@ -185,6 +187,7 @@ impl Store {
         let (recorder, recorder_task) = decisions::recorder();
         let writer = writers::start(&db, pg_options, vec![Box::new(ingest_task), Box::new(recorder_task)]).await?;
         Ok(Store {
+            pasts: Arc::new(prior::pasts(db.clone())),
             db,
             ingest,
             recorder,

@@ -1,8 +1,12 @@
-//! What a decision reads about its ticket before it decides, in one round
-//! trip: the policies that governed it, and the closes the reconciler judged.
+//! What a decision reads about its ticket before it decides: the policies that
+//! governed it, and the closes the reconciler judged. Decisions side by side
+//! ask at once, and their reads are merged ([`crate::coalesce`]): one
+//! statement for a batch of tickets instead of one per decision.
 
-use super::{Store, StoreResult, with_pool};
-use crate::domain::TicketRef;
+use futures_util::future::BoxFuture;
+
+use super::{Db, Store, StoreError, StoreResult, rows::MultiRow, with_pool};
+use crate::{coalesce::Coalescer, domain::TicketRef};
 
 /// A ticket's past, as a decision needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,27 +18,117 @@ pub struct TicketPast {
     pub reconciled: Vec<String>,
 }
 
-impl Store {
-    /// The ticket's past: see [`TicketPast`].
-    pub async fn ticket_past(&self, ticket: &TicketRef) -> StoreResult<TicketPast> {
-        const SQL: &str = "SELECT 'governed', policy FROM governed_tickets WHERE source = $1 AND ticket = $2 \
-            UNION ALL SELECT 'reconciled', record FROM evidence \
-            WHERE source = $1 AND ticket = $2 AND trigger_kind = 'reconcile'";
-        let rows: Vec<(String, String)> = with_pool!(&self.db, read, |pool| {
-            sqlx::query_as(SQL)
-                .bind(&ticket.source)
-                .bind(&ticket.key)
-                .fetch_all(pool)
-                .await?
+/// The merged reads of ticket pasts.
+pub(super) type Pasts = Coalescer<TicketRef, StoreResult<TicketPast>>;
+
+/// The merged reads on `db`.
+pub(super) fn pasts(db: Db) -> Pasts {
+    Coalescer::new(move |tickets: Vec<TicketRef>| {
+        let db = db.clone();
+        Box::pin(async move {
+            match read(&db, &tickets).await {
+                Ok(pasts) => pasts.into_iter().map(Ok).collect(),
+                Err(e) => tickets.iter().map(|_| Err(copy(&e))).collect(),
+            }
+        }) as BoxFuture<'static, Vec<StoreResult<TicketPast>>>
+    })
+}
+
+/// A merged read's error, for each of its callers.
+fn copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}
+
+/// For 1 to [`super::rows::CHUNK`] tickets (powers of two): each one's governing policies and reconciled
+/// records, tagged with the ticket's place in the list.
+fn statements() -> &'static MultiRow {
+    static STATEMENTS: std::sync::OnceLock<MultiRow> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        MultiRow::per_rows(|n| {
+            let tickets = |table: &str| {
+                (0..n)
+                    .map(|i| format!("({table}.source = ${} AND {table}.ticket = ${})", 2 * i + 1, 2 * i + 2))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            };
+            format!(
+                "SELECT source, ticket, 'governed', policy FROM governed_tickets WHERE {} \
+                 UNION ALL SELECT source, ticket, 'reconciled', record FROM evidence \
+                 WHERE evidence.trigger_kind = 'reconcile' AND ({})",
+                tickets("governed_tickets"),
+                tickets("evidence")
+            )
+        })
+        .in_powers_of_two()
+    })
+}
+
+/// The pasts of `tickets`, one each, in order.
+async fn read(db: &Db, tickets: &[TicketRef]) -> StoreResult<Vec<TicketPast>> {
+    let mut unique: Vec<&TicketRef> = tickets.iter().collect();
+    unique.sort_by(|a, b| (&a.source, &a.key).cmp(&(&b.source, &b.key)));
+    unique.dedup();
+    let mut found: std::collections::HashMap<(String, String), TicketPast> = Default::default();
+    for piece in statements().pieces(&unique) {
+        let rows: Vec<(String, String, String, String)> = with_pool!(db, read, |pool| {
+            let mut query = sqlx::query_as(statements().sql(piece.len()));
+            for ticket in piece {
+                query = query.bind(&ticket.source).bind(&ticket.key);
+            }
+            query.fetch_all(pool).await?
         });
-        let mut past = TicketPast::default();
-        for (part, value) in rows {
+        for (source, ticket, part, value) in rows {
+            let past = found.entry((source, ticket)).or_default();
             match part.as_str() {
                 "governed" => past.governed_by.push(value),
                 _ => past.reconciled.push(value),
             }
         }
-        past.governed_by.sort();
-        Ok(past)
+    }
+    Ok(tickets
+        .iter()
+        .map(|t| {
+            let mut past = found
+                .get(&(t.source.clone(), t.key.clone()))
+                .cloned()
+                .unwrap_or_default();
+            past.governed_by.sort();
+            past
+        })
+        .collect())
+}
+
+impl Store {
+    /// The ticket's past: see [`TicketPast`]. Read together with the pasts
+    /// other decisions ask for at the same time.
+    pub async fn ticket_past(&self, ticket: &TicketRef) -> StoreResult<TicketPast> {
+        match self.pasts.ask(vec![ticket.clone()]).await {
+            Ok(mut past) => past
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Other("no past was read".into()))),
+            // The merged read went away: read this one alone.
+            Err(_) => read(&self.db, std::slice::from_ref(ticket))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Other("no past was read".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::rows::CHUNK, statements};
+
+    #[test]
+    fn each_statement_binds_two_parameters_per_ticket() {
+        for n in (0..=CHUNK.ilog2()).map(|p| 1usize << p) {
+            let sql = statements().sql(n);
+            assert!(sql.contains(&format!("${}", 2 * n)), "{sql}");
+            assert!(!sql.contains(&format!("${}", 2 * n + 1)), "{sql}");
+            assert_eq!(sql.matches(" OR ").count(), 2 * (n - 1));
+        }
     }
 }

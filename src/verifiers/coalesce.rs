@@ -7,95 +7,37 @@
 //! every failure of a merged call (an error, a wrong number of answers, the
 //! system's timeout) is every merged check's failure: could not verify.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Verifier, VerifyError};
-use crate::domain::{CheckSpec, Observation};
+use crate::{
+    coalesce::Coalescer,
+    domain::{CheckSpec, Observation},
+};
 
 type Answers = Vec<Result<Observation, VerifyError>>;
-
-/// Most callers merged into one call.
-const MAX_CALLERS: usize = 64;
-/// Merged calls in flight at once on one system; callers arriving meanwhile
-/// wait together for the next one.
-const IN_FLIGHT: usize = 2;
-
-struct Ask {
-    checks: Vec<CheckSpec>,
-    reply: oneshot::Sender<Answers>,
-}
 
 /// A verifier whose concurrent calls are merged.
 pub struct Coalescing {
     system: String,
     inner: Arc<dyn Verifier>,
-    /// One queue per runtime that asks, served on that runtime: the workers'
-    /// checks are merged on the workers' runtime, at its priority
-    /// (`worker.nice`), a gate check's on the runtime serving its request. A
-    /// queue whose runtime has stopped is dropped and started afresh.
-    queues: Mutex<HashMap<tokio::runtime::Id, mpsc::Sender<Ask>>>,
+    merged: Coalescer<CheckSpec, Result<Observation, VerifyError>>,
 }
 
 impl Coalescing {
     pub fn new(system: &str, inner: Arc<dyn Verifier>) -> Self {
+        let (name, verifier) = (system.to_string(), inner.clone());
         Self {
             system: system.to_string(),
             inner,
-            queues: Mutex::default(),
+            merged: Coalescer::new(move |checks: Vec<CheckSpec>| {
+                let (name, verifier) = (name.clone(), verifier.clone());
+                Box::pin(async move { bounded(&name, verifier.as_ref(), &checks).await })
+                    as futures_util::future::BoxFuture<'static, Answers>
+            }),
         }
-    }
-
-    /// The calling runtime's queue, started on first use.
-    fn queue(&self) -> mpsc::Sender<Ask> {
-        let runtime = tokio::runtime::Handle::current().id();
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.retain(|_, queue| !queue.is_closed());
-        queues
-            .entry(runtime)
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(4 * MAX_CALLERS);
-                tokio::spawn(serve(self.system.clone(), self.inner.clone(), rx));
-                tx
-            })
-            .clone()
-    }
-}
-
-/// Takes whatever callers are waiting whenever a call may start, and answers
-/// each from one merged call.
-async fn serve(system: String, inner: Arc<dyn Verifier>, mut rx: mpsc::Receiver<Ask>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut asks = Vec::with_capacity(MAX_CALLERS);
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        if rx.recv_many(&mut asks, MAX_CALLERS).await == 0 {
-            return;
-        }
-        let merged = std::mem::replace(&mut asks, Vec::with_capacity(MAX_CALLERS));
-        let (system, inner) = (system.clone(), inner.clone());
-        tokio::spawn(async move {
-            answer(&system, inner.as_ref(), merged).await;
-            drop(slot);
-        });
-    }
-}
-
-async fn answer(system: &str, inner: &dyn Verifier, asks: Vec<Ask>) {
-    let checks: Vec<CheckSpec> = asks.iter().flat_map(|a| a.checks.iter().cloned()).collect();
-    let mut answers = bounded(system, inner, &checks).await.into_iter();
-    for ask in asks {
-        let own: Answers = answers.by_ref().take(ask.checks.len()).collect();
-        // A caller that gave up (its own timeout) no longer listens.
-        let _ = ask.reply.send(own);
     }
 }
 
@@ -141,25 +83,13 @@ impl Verifier for Coalescing {
     }
 
     async fn observe_many(&self, checks: &[CheckSpec]) -> Answers {
-        if checks.is_empty() {
-            return Vec::new();
-        }
-        let (reply, answer) = oneshot::channel();
-        let ask = Ask {
-            checks: checks.to_vec(),
-            reply,
-        };
-        if self.queue().send(ask).await.is_err() {
-            // The runtime that served the queue has gone: ask directly.
-            return bounded(&self.system, self.inner.as_ref(), checks).await;
-        }
-        answer.await.unwrap_or_else(|_| {
+        self.merged.ask(checks.to_vec()).await.unwrap_or_else(|dropped| {
             checks
                 .iter()
                 .map(|_| {
                     Err(VerifyError::Query {
                         system: self.system.clone(),
-                        message: "the merged call was dropped".into(),
+                        message: dropped.to_string(),
                     })
                 })
                 .collect()
@@ -182,14 +112,12 @@ mod tests {
     use super::*;
     use crate::domain::Expect;
 
-    /// Answers each check with its subject; counts calls and names the
-    /// thread each ran on; fails a check whose role is `broken`; hangs on
-    /// `hang`.
+    /// Answers each check with its subject; counts calls; fails a check
+    /// whose role is `broken`; hangs on `hang`.
     #[derive(Default)]
     struct Counting {
         calls: AtomicUsize,
         largest: AtomicUsize,
-        threads: std::sync::Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -206,8 +134,6 @@ mod tests {
         async fn observe_many(&self, checks: &[CheckSpec]) -> Answers {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.largest.fetch_max(checks.len(), Ordering::SeqCst);
-            let thread = std::thread::current().name().unwrap_or_default().to_string();
-            self.threads.lock().unwrap().push(thread);
             if checks.iter().any(|c| c.params["role"] == "hang") {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
@@ -285,47 +211,5 @@ mod tests {
         assert!(merged.as_ref().map_or(true, |o| o.exists), "{merged:?}");
         let again = verifier.observe(&check("later")).await;
         assert_eq!(again.unwrap().subject, "later");
-    }
-
-    /// A runtime of one thread named `name`.
-    fn runtime(name: &str) -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn each_runtime_has_its_checks_merged_on_its_own_threads_and_a_stopped_ones_queue_is_dropped() {
-        let (inner, verifier) = coalescing();
-        let ask = |rt: &tokio::runtime::Runtime, role: &str| {
-            let (verifier, check) = (verifier.clone(), check(role));
-            rt.block_on(rt.spawn(async move { verifier.observe(&check).await }))
-                .unwrap()
-                .unwrap()
-                .subject
-        };
-        let (workers, requests) = (runtime("workers"), runtime("requests"));
-        assert_eq!(ask(&workers, "a"), "a");
-        assert_eq!(ask(&requests, "b"), "b");
-        assert_eq!(ask(&workers, "c"), "c");
-        assert_eq!(*inner.threads.lock().unwrap(), ["workers", "requests", "workers"]);
-        assert_eq!(verifier.queues.lock().unwrap().len(), 2);
-
-        // The workers' runtime stops: its queue goes with it, and the next
-        // runtime to ask is served on its own threads.
-        drop(workers);
-        let restarted = runtime("restarted");
-        assert_eq!(ask(&restarted, "d"), "d");
-        assert_eq!(inner.threads.lock().unwrap().last().unwrap(), "restarted");
-        assert_eq!(
-            verifier.queues.lock().unwrap().len(),
-            2,
-            "the stopped runtime's queue is kept"
-        );
-        assert_eq!(ask(&requests, "e"), "e");
-        assert_eq!(inner.threads.lock().unwrap().last().unwrap(), "requests");
     }
 }
