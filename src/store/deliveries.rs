@@ -1,7 +1,7 @@
 //! Stored deliveries waiting for a decision: claimed under a lease, finished
 //! in one transaction with the evidence and outbox messages they cause.
 
-use super::{EvidenceRecord, Store, StoreResult, with_pool};
+use super::{Db, EvidenceRecord, Store, StoreResult, with_pool};
 
 /// A delivery claimed by this replica until its lease runs out.
 #[derive(Debug, Clone)]
@@ -57,7 +57,22 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM deliveries WHER
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
     RETURNING id, source, delivery_id, attempts, received_at, trace_id";
 
-/// A claimed delivery's state, before its event is read.
+/// PostgreSQL: the claim and its deliveries' events in one statement, in one
+/// round trip and without a transaction around it (SQLite cannot use an
+/// `UPDATE ... RETURNING` as a CTE: there the events are read after it, in the
+/// claim's transaction).
+fn claim_with_events() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH claimed AS ({}) SELECT claimed.*, delivery_payloads.event FROM claimed \
+             LEFT JOIN delivery_payloads ON delivery_payloads.id = claimed.id",
+            CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED")
+        )
+    })
+}
+
+/// A claimed delivery's state, and its event once read.
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: String,
@@ -66,6 +81,8 @@ struct Claimed {
     attempts: i64,
     received_at: i64,
     trace_id: Option<String>,
+    #[sqlx(default)]
+    event: Option<String>,
 }
 
 impl Store {
@@ -77,42 +94,53 @@ impl Store {
     /// Claims up to `limit` of the oldest undecided deliveries for `lease_ms`
     /// in one statement (one commit), oldest first.
     pub async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedDelivery>> {
-        let sql = self.with_claim_lock(CLAIM);
-        let db = self.db.clone();
-        let (claimed, events): (Vec<Claimed>, Vec<(String, String)>) = self
+        let (db, sql) = (self.db.clone(), self.with_claim_lock(CLAIM));
+        let claimed: Vec<Claimed> = self
             .on_writer(async move {
-                Ok(with_pool!(&db, write, |pool| {
-                    let mut tx = pool.begin().await?;
-                    let claimed: Vec<Claimed> = sqlx::query_as(&sql)
-                        .bind(now + lease_ms)
-                        .bind(now)
-                        .bind(limit.max(1) as i64)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let mut events = Vec::with_capacity(claimed.len());
-                    if !claimed.is_empty() {
-                        let select = format!(
-                            "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
-                            super::rows::numbered(1, claimed.len())
-                        );
-                        let mut query = sqlx::query_as(&select);
-                        for c in &claimed {
-                            query = query.bind(&c.id);
-                        }
-                        events = query.fetch_all(&mut *tx).await?;
+                Ok(match &db {
+                    Db::Postgres(pool) => {
+                        sqlx::query_as(claim_with_events())
+                            .bind(now + lease_ms)
+                            .bind(now)
+                            .bind(limit.max(1) as i64)
+                            .fetch_all(pool)
+                            .await?
                     }
-                    tx.commit().await?;
-                    (claimed, events)
-                }))
+                    Db::Sqlite { write, .. } => {
+                        let mut tx = write.begin().await?;
+                        let mut claimed: Vec<Claimed> = sqlx::query_as(&sql)
+                            .bind(now + lease_ms)
+                            .bind(now)
+                            .bind(limit.max(1) as i64)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        if !claimed.is_empty() {
+                            let select = format!(
+                                "SELECT id, event FROM delivery_payloads WHERE id IN ({})",
+                                super::rows::numbered(1, claimed.len())
+                            );
+                            let mut query = sqlx::query_as(&select);
+                            for c in &claimed {
+                                query = query.bind(&c.id);
+                            }
+                            let events: Vec<(String, String)> = query.fetch_all(&mut *tx).await?;
+                            let mut events: std::collections::HashMap<String, String> = events.into_iter().collect();
+                            for c in &mut claimed {
+                                c.event = events.remove(&c.id);
+                            }
+                        }
+                        tx.commit().await?;
+                        claimed
+                    }
+                })
             })
             .await?;
-        let mut events: std::collections::HashMap<String, String> = events.into_iter().collect();
         let mut claimed: Vec<ClaimedDelivery> = claimed
             .into_iter()
             .map(|c| ClaimedDelivery {
                 // A payload is written with its delivery; without one the event
                 // does not parse and the delivery fails alone.
-                event: events.remove(&c.id).unwrap_or_default(),
+                event: c.event.unwrap_or_default(),
                 id: c.id,
                 source: c.source,
                 delivery_id: c.delivery_id,
