@@ -10,6 +10,23 @@ use closegate::{
 #[path = "support/pg.rs"]
 mod pg;
 
+/// A story as two tests: on a SQLite file in a directory of its own, and on a
+/// fresh PostgreSQL database.
+macro_rules! on_both_stores {
+    ($story:ident: $on_sqlite:ident, $on_postgres:ident) => {
+        #[tokio::test]
+        async fn $on_sqlite() {
+            let dir = tempfile::tempdir().unwrap();
+            $story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
+        }
+
+        #[tokio::test]
+        async fn $on_postgres() {
+            $story(&pg::fresh_database().await).await;
+        }
+    };
+}
+
 fn delivery(n: usize, body: &str) -> NewDelivery {
     NewDelivery {
         source: "github".into(),
@@ -267,16 +284,11 @@ async fn story(url: &str) {
     assert_eq!(reopened.verify_chain().await.unwrap().broken, None);
 }
 
-#[tokio::test]
-async fn the_store_story_holds_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
-}
-
-#[tokio::test]
-async fn the_store_story_holds_on_postgres() {
-    story(&pg::fresh_database().await).await;
-}
+on_both_stores!(
+    story:
+    the_store_story_holds_on_sqlite,
+    the_store_story_holds_on_postgres
+);
 
 /// Recordings sent together share one commit, with the effect of writing them
 /// one after another: of two recordings that finish the same delivery, or
@@ -376,16 +388,11 @@ async fn batch_story(url: &str) {
     assert_eq!((stats.outbox_pending, stats.outbox_done), (0, N as i64));
 }
 
-#[tokio::test]
-async fn recordings_in_one_batch_are_written_as_if_one_by_one_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    batch_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
-}
-
-#[tokio::test]
-async fn recordings_in_one_batch_are_written_as_if_one_by_one_on_postgres() {
-    batch_story(&pg::fresh_database().await).await;
-}
+on_both_stores!(
+    batch_story:
+    recordings_in_one_batch_are_written_as_if_one_by_one_on_sqlite,
+    recordings_in_one_batch_are_written_as_if_one_by_one_on_postgres
+);
 
 /// Acks in a steady stream from 64 callers, each sending its next delivery as
 /// soon as the last one is answered, with every tenth a replay of a delivery
@@ -461,16 +468,11 @@ async fn flood_story(url: &str) {
     assert_eq!(store.stats().await.unwrap().deliveries, (N - replays + 520) as i64);
 }
 
-#[tokio::test]
-async fn a_flood_of_acks_is_answered_in_full_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    flood_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
-}
-
-#[tokio::test]
-async fn a_flood_of_acks_is_answered_in_full_on_postgres() {
-    flood_story(&pg::fresh_database().await).await;
-}
+on_both_stores!(
+    flood_story:
+    a_flood_of_acks_is_answered_in_full_on_sqlite,
+    a_flood_of_acks_is_answered_in_full_on_postgres
+);
 
 /// A close found by the reconciler and a gate check are each recorded once,
 /// however many replicas record them at the same moment: the other tries end
@@ -518,16 +520,11 @@ async fn once_story(url: &str) {
     assert_eq!(a.verify_chain().await.unwrap().broken, None);
 }
 
-#[tokio::test]
-async fn a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    once_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
-}
-
-#[tokio::test]
-async fn a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_postgres() {
-    once_story(&pg::fresh_database().await).await;
-}
+on_both_stores!(
+    once_story:
+    a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_sqlite,
+    a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_postgres
+);
 
 /// Decisions side by side read their tickets' pasts at once; the reads are
 /// merged, and each decision still gets its own ticket's past: its governing
@@ -588,16 +585,11 @@ async fn past_story(url: &str) {
     );
 }
 
-#[tokio::test]
-async fn decisions_reading_their_tickets_pasts_at_once_each_get_their_own_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    past_story(&format!("sqlite://{}", dir.path().join("store.db").display())).await;
-}
-
-#[tokio::test]
-async fn decisions_reading_their_tickets_pasts_at_once_each_get_their_own_on_postgres() {
-    past_story(&pg::fresh_database().await).await;
-}
+on_both_stores!(
+    past_story:
+    decisions_reading_their_tickets_pasts_at_once_each_get_their_own_on_sqlite,
+    decisions_reading_their_tickets_pasts_at_once_each_get_their_own_on_postgres
+);
 
 /// A store at the schema before triggers, holding one decided delivery, its
 /// evidence record and its outbox message; then opened by this version.
@@ -683,13 +675,8 @@ async fn upgrade_story(url: &str) {
     assert_eq!((rec.seq, rec.prev_hash), (2, hash));
 }
 
-#[tokio::test]
-async fn records_written_before_triggers_survive_the_upgrade_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    upgrade_story(&format!("sqlite://{}", dir.path().join("old.db").display())).await;
-}
-
-#[tokio::test]
-async fn records_written_before_triggers_survive_the_upgrade_on_postgres() {
-    upgrade_story(&pg::fresh_database().await).await;
-}
+on_both_stores!(
+    upgrade_story:
+    records_written_before_triggers_survive_the_upgrade_on_sqlite,
+    records_written_before_triggers_survive_the_upgrade_on_postgres
+);
