@@ -10,7 +10,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use futures_util::future::BoxFuture;
@@ -30,9 +33,49 @@ struct Ask<A, R> {
     reply: oneshot::Sender<Vec<R>>,
 }
 
+/// What a coalescer merges, as its metric names it
+/// (`closegate_merged_call_asks`): `kind`, and the target system for checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merging {
+    pub kind: &'static str,
+    pub system: String,
+}
+
+/// How much was merged: the calls made, and the asks and items they carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merges {
+    pub calls: u64,
+    pub asks: u64,
+    pub items: u64,
+}
+
+/// The counts behind [`Merges`], kept by one coalescer and its serving tasks.
+#[derive(Default)]
+struct Counts {
+    calls: AtomicU64,
+    asks: AtomicU64,
+    items: AtomicU64,
+}
+
+impl Counts {
+    fn record(&self, merging: &Merging, asks: usize, items: usize) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.asks.fetch_add(asks as u64, Ordering::Relaxed);
+        self.items.fetch_add(items as u64, Ordering::Relaxed);
+        crate::metrics::merged_call(merging.kind, &merging.system, asks);
+    }
+}
+
+/// A merged call and what it is counted as.
+struct Caller<A, R> {
+    call: Call<A, R>,
+    merging: Merging,
+    counts: Counts,
+}
+
 /// Merges the concurrent asks of one kind into calls of `call`.
 pub struct Coalescer<A, R> {
-    call: Call<A, R>,
+    caller: Arc<Caller<A, R>>,
     /// One queue per runtime that asks, served on that runtime: the workers'
     /// asks are merged on the workers' runtime, at its priority
     /// (`worker.nice`), a gate check's on the runtime serving its request. A
@@ -47,10 +90,24 @@ pub struct Coalescer<A, R> {
 pub struct Dropped;
 
 impl<A: Send + 'static, R: Send + 'static> Coalescer<A, R> {
-    pub fn new(call: impl Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Send + Sync + 'static) -> Self {
+    pub fn new(merging: Merging, call: impl Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Send + Sync + 'static) -> Self {
         Self {
-            call: Arc::new(call),
+            caller: Arc::new(Caller {
+                call: Arc::new(call),
+                merging,
+                counts: Counts::default(),
+            }),
             queues: Mutex::default(),
+        }
+    }
+
+    /// How much was merged so far.
+    pub fn merges(&self) -> Merges {
+        let counts = &self.caller.counts;
+        Merges {
+            calls: counts.calls.load(Ordering::Relaxed),
+            asks: counts.asks.load(Ordering::Relaxed),
+            items: counts.items.load(Ordering::Relaxed),
         }
     }
 
@@ -64,7 +121,8 @@ impl<A: Send + 'static, R: Send + 'static> Coalescer<A, R> {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(ask)) = self.queue().send(Ask { items, reply }).await {
             let n = ask.items.len();
-            let answers = (self.call)(ask.items).await;
+            self.caller.counts.record(&self.caller.merging, 1, n);
+            let answers = (self.caller.call)(ask.items).await;
             return (answers.len() == n).then_some(answers).ok_or(Dropped);
         }
         answer.await.map_err(|_| Dropped)
@@ -79,7 +137,7 @@ impl<A: Send + 'static, R: Send + 'static> Coalescer<A, R> {
             .entry(runtime)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(4 * MAX_ASKS);
-                tokio::spawn(serve(self.call.clone(), rx));
+                tokio::spawn(serve(self.caller.clone(), rx));
                 tx
             })
             .clone()
@@ -88,7 +146,7 @@ impl<A: Send + 'static, R: Send + 'static> Coalescer<A, R> {
 
 /// Takes whatever asks are waiting whenever a call may start, and answers
 /// each from one merged call.
-async fn serve<A: Send + 'static, R: Send + 'static>(call: Call<A, R>, mut rx: mpsc::Receiver<Ask<A, R>>) {
+async fn serve<A: Send + 'static, R: Send + 'static>(caller: Arc<Caller<A, R>>, mut rx: mpsc::Receiver<Ask<A, R>>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut asks = Vec::with_capacity(MAX_ASKS);
     loop {
@@ -99,15 +157,15 @@ async fn serve<A: Send + 'static, R: Send + 'static>(call: Call<A, R>, mut rx: m
             return;
         }
         let merged = std::mem::replace(&mut asks, Vec::with_capacity(MAX_ASKS));
-        let call = call.clone();
+        let caller = caller.clone();
         tokio::spawn(async move {
-            answer(call.as_ref(), merged).await;
+            answer(&caller, merged).await;
             drop(slot);
         });
     }
 }
 
-async fn answer<A, R>(call: &(dyn Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Send + Sync), asks: Vec<Ask<A, R>>) {
+async fn answer<A, R>(caller: &Caller<A, R>, asks: Vec<Ask<A, R>>) {
     let mut replies = Vec::with_capacity(asks.len());
     let mut items = Vec::new();
     for ask in asks {
@@ -115,7 +173,8 @@ async fn answer<A, R>(call: &(dyn Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Sen
         items.extend(ask.items);
     }
     let n = items.len();
-    let answers = call(items).await;
+    caller.counts.record(&caller.merging, replies.len(), n);
+    let answers = (caller.call)(items).await;
     if answers.len() != n {
         // Every merged ask fails: its reply is dropped.
         return;
@@ -145,7 +204,11 @@ mod tests {
     fn doubling() -> (Arc<Doubling>, Arc<Coalescer<u32, u32>>) {
         let seen = Arc::new(Doubling::default());
         let counted = seen.clone();
-        let coalescer = Coalescer::new(move |items: Vec<u32>| {
+        let merging = Merging {
+            kind: "doubling",
+            system: String::new(),
+        };
+        let coalescer = Coalescer::new(merging, move |items: Vec<u32>| {
             let seen = counted.clone();
             Box::pin(async move {
                 seen.calls.fetch_add(1, Ordering::SeqCst);
@@ -176,6 +239,12 @@ mod tests {
         }
         let calls = seen.calls.load(Ordering::SeqCst);
         assert!(calls < 40, "40 asks took {calls} calls");
+        let counted = Merges {
+            calls: calls as u64,
+            asks: 40,
+            items: 80,
+        };
+        assert_eq!(coalescer.merges(), counted);
         assert!(
             seen.largest.load(Ordering::SeqCst) > 2,
             "no call carried more than one ask"

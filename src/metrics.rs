@@ -30,6 +30,7 @@ pub const NAMES: &[&str] = &[
     "closegate_decision_duration_seconds",
     "closegate_verifier_duration_seconds",
     "closegate_verifier_errors_total",
+    "closegate_merged_call_asks",
     "closegate_outbox_backlog",
     "closegate_outbox_oldest_age_seconds",
     "closegate_outbox_dead",
@@ -43,6 +44,9 @@ pub const NAMES: &[&str] = &[
     "closegate_reconcile_last_success_timestamp_seconds",
 ];
 
+/// Asks per merged call: 1 to 64, the most one call takes.
+const ASK_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 /// How often histogram buffers are drained.
 const UPKEEP: Duration = Duration::from_secs(1);
 
@@ -55,6 +59,8 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full("closegate_merged_call_asks".into()), ASK_BUCKETS)
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -104,6 +110,11 @@ fn describe() {
     describe_counter!(
         "closegate_verifier_errors_total",
         "Checks a target system could not answer, by kind of error."
+    );
+    describe_histogram!(
+        "closegate_merged_call_asks",
+        "Asks merged into one call: checks of one target system (kind checks), or decisions' reads of their \
+         tickets' pasts (kind ticket_pasts)."
     );
     describe_gauge!(
         "closegate_outbox_backlog",
@@ -184,6 +195,11 @@ pub fn verifier(system: &str, took: Duration, errors: impl IntoIterator<Item = &
     for kind in errors {
         counter!("closegate_verifier_errors_total", "system" => system.to_string(), "kind" => kind).increment(1);
     }
+}
+
+/// One merged call of `kind` (for checks, to `system`) carrying `asks` asks.
+pub fn merged_call(kind: &'static str, system: &str, asks: usize) {
+    histogram!("closegate_merged_call_asks", "kind" => kind, "system" => system.to_string()).record(asks as f64);
 }
 
 /// One outbox delivery attempt: `delivered`, `retry` or `dead`.

@@ -566,6 +566,7 @@ async fn past_story(url: &str) {
     let recording = Recording::evidence(evidence(gate_check, "acme/o#7"), Vec::new());
     store.record(recording, 1_000).await.unwrap();
 
+    let before = store.ticket_past_merges();
     let asks = (0..140).map(|n| {
         let (store, ticket) = (store.clone(), ticket("github", n % 70));
         async move { (n % 70, store.ticket_past(&ticket).await) }
@@ -578,6 +579,12 @@ async fn past_story(url: &str) {
         let reconciled = usize::from(i == 5 || i == 6);
         assert_eq!(past.reconciled.len(), reconciled, "ticket {i}");
     }
+    // The reads travelled together: every ask was served by a merged call
+    // carrying at least one other.
+    let merged = store.ticket_past_merges();
+    let (calls, asks) = (merged.calls - before.calls, merged.asks - before.asks);
+    assert_eq!(asks, 140);
+    assert!(2 * calls <= asks, "140 reads took {calls} statements");
     let other = store.ticket_past(&ticket("gitlab", 1)).await.unwrap();
     assert_eq!(
         (other.governed_by, other.reconciled.len()),

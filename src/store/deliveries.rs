@@ -57,19 +57,23 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM deliveries WHER
     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
     RETURNING id, source, delivery_id, attempts, received_at, trace_id";
 
-/// PostgreSQL: the claim and its deliveries' events in one statement, in one
-/// round trip and without a transaction around it (SQLite cannot use an
-/// `UPDATE ... RETURNING` as a CTE: there the events are read after it, in the
-/// claim's transaction).
-fn claim_with_events() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "WITH claimed AS ({}) SELECT claimed.*, delivery_payloads.event FROM claimed \
-             LEFT JOIN delivery_payloads ON delivery_payloads.id = claimed.id",
-            CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED")
-        )
-    })
+/// The claim on `db`, made once per backend. On PostgreSQL it reads its
+/// deliveries' events too, in one statement, in one round trip and without a
+/// transaction around it (SQLite cannot use an `UPDATE ... RETURNING` as a
+/// CTE: there the events are read after it, in the claim's transaction).
+fn claim_statement(db: &Db) -> &'static str {
+    static SQLITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match db {
+        Db::Sqlite { .. } => SQLITE.get_or_init(|| db.with_claim_lock(CLAIM)),
+        Db::Postgres(_) => POSTGRES.get_or_init(|| {
+            format!(
+                "WITH claimed AS ({}) SELECT claimed.*, delivery_payloads.event FROM claimed \
+                 LEFT JOIN delivery_payloads ON delivery_payloads.id = claimed.id",
+                db.with_claim_lock(CLAIM)
+            )
+        }),
+    }
 }
 
 /// A claimed delivery's state, and its event once read.
@@ -94,12 +98,12 @@ impl Store {
     /// Claims up to `limit` of the oldest undecided deliveries for `lease_ms`
     /// in one statement (one commit), oldest first.
     pub async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedDelivery>> {
-        let (db, sql) = (self.db.clone(), self.with_claim_lock(CLAIM));
+        let (db, sql) = (self.db.clone(), claim_statement(&self.db));
         let claimed: Vec<Claimed> = self
             .on_writer(async move {
                 Ok(match &db {
                     Db::Postgres(pool) => {
-                        sqlx::query_as(claim_with_events())
+                        sqlx::query_as(sql)
                             .bind(now + lease_ms)
                             .bind(now)
                             .bind(limit.max(1) as i64)
@@ -108,7 +112,7 @@ impl Store {
                     }
                     Db::Sqlite { write, .. } => {
                         let mut tx = write.begin().await?;
-                        let mut claimed: Vec<Claimed> = sqlx::query_as(&sql)
+                        let mut claimed: Vec<Claimed> = sqlx::query_as(sql)
                             .bind(now + lease_ms)
                             .bind(now)
                             .bind(limit.max(1) as i64)

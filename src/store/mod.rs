@@ -74,6 +74,17 @@ pub(crate) enum Db {
     Postgres(PgPool),
 }
 
+impl Db {
+    /// Fills a claim query's `{lock}`: see [`Store::with_claim_lock`].
+    pub(crate) fn with_claim_lock(&self, sql: &str) -> String {
+        let lock = match self {
+            Db::Sqlite { .. } => "",
+            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        };
+        sql.replace("{lock}", lock)
+    }
+}
+
 /// Runs `$body` with `$pool` bound to the backend's writer (`write`) or reader
 /// (`read`) pool. The body is written once and compiled for each backend.
 macro_rules! with_pool {
@@ -208,11 +219,7 @@ impl Store {
     /// Fills a claim query's `{lock}`: PostgreSQL skips rows another replica is
     /// claiming; SQLite has a single writer and needs nothing.
     pub(crate) fn with_claim_lock(&self, sql: &str) -> String {
-        let lock = match self.db {
-            Db::Sqlite { .. } => "",
-            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
-        };
-        sql.replace("{lock}", lock)
+        self.db.with_claim_lock(sql)
     }
 
     /// Runs one of the workers' writes on the store's writer thread. On SQLite

@@ -6,7 +6,10 @@
 use futures_util::future::BoxFuture;
 
 use super::{Db, Store, StoreError, StoreResult, rows::MultiRow, with_pool};
-use crate::{coalesce::Coalescer, domain::TicketRef};
+use crate::{
+    coalesce::{Coalescer, Merges, Merging},
+    domain::TicketRef,
+};
 
 /// A ticket's past, as a decision needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,7 +26,11 @@ pub(super) type Pasts = Coalescer<TicketRef, StoreResult<TicketPast>>;
 
 /// The merged reads on `db`.
 pub(super) fn pasts(db: Db) -> Pasts {
-    Coalescer::new(move |tickets: Vec<TicketRef>| {
+    let merging = Merging {
+        kind: "ticket_pasts",
+        system: String::new(),
+    };
+    Coalescer::new(merging, move |tickets: Vec<TicketRef>| {
         let db = db.clone();
         Box::pin(async move {
             match read(&db, &tickets).await {
@@ -115,6 +122,12 @@ impl Store {
                 .pop()
                 .ok_or_else(|| StoreError::Other("no past was read".into())),
         }
+    }
+
+    /// How many merged reads of tickets' pasts this store made, and for how
+    /// many asks (as `closegate_merged_call_asks{kind="ticket_pasts"}`).
+    pub fn ticket_past_merges(&self) -> Merges {
+        self.pasts.merges()
     }
 }
 
