@@ -11,7 +11,8 @@
 //! 5. resident memory idle and after the load (this process: closegate, the
 //!    fake helpdesks and the load generator);
 //! 6. the ack rate sustained for a fixed time (as wrk measures it) with the
-//!    workers deciding, beside the same with the workers off.
+//!    workers deciding, beside the same with the workers off, before and
+//!    after.
 //!
 //! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`);
 //! CLOSEGATE_BENCH_SUSTAIN_SECONDS (default 10; 1 under `cargo test`).
@@ -446,9 +447,12 @@ async fn run(pg: Option<&str>) {
 
 /// The ack rate sustained, as wrk measures it: closes for a fixed time with
 /// the workers off, then with them deciding and delivering as fast as they
-/// are let, each on a fresh store (SQLite, or PostgreSQL at `pg`). Run after
-/// every other figure, so that the resident memory printed before is not
-/// that of its far larger backlog.
+/// are let, then off again, each on a fresh store (SQLite, or PostgreSQL at
+/// `pg`). The reference is the mean of the two windows with the workers off,
+/// so that the machine drifting during the run (another tenant, the page
+/// cache, PostgreSQL's checkpoints) does not read as the workers' cost. Run
+/// after every other figure, so that the resident memory printed before is
+/// not that of its far larger backlog.
 async fn sustained(pg: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let epoch = Instant::now();
@@ -456,7 +460,7 @@ async fn sustained(pg: Option<&str>) {
     let (stuck, stuck_handle) = serve_fake(Arc::new(Seen::default()), epoch, true);
     let window = sustained_window();
     let mut rates = Vec::new();
-    for workers_on in [false, true] {
+    for workers_on in [false, true, false] {
         let launched = launch(dir.path(), pg, &github, &stuck, workers_on).await;
         let start = Instant::now();
         let rate = send(&launched.base, "github", 1_000_000, Load::For(window)).await;
@@ -464,12 +468,13 @@ async fn sustained(pg: Option<&str>) {
         rates.push((rate, decided as f64 / start.elapsed().as_secs_f64()));
         launched.stop(false).await;
     }
-    let [(off, _), (on, deciding)] = rates[..] else {
+    let [(before, _), (on, deciding), (after, _)] = rates[..] else {
         unreachable!()
     };
+    let off = (before + after) / 2.0;
     println!(
         "ack rate sustained {} s, {} store: {on:.0} req/s while deciding ({:.2} of {off:.0} req/s with the workers \
-         off; {deciding:.0} decisions/s meanwhile)",
+         off, the mean of {before:.0} before and {after:.0} after; {deciding:.0} decisions/s meanwhile)",
         window.as_secs(),
         if pg.is_some() { "PostgreSQL" } else { "SQLite" },
         on / off
