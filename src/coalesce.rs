@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most asks merged into one call.
-const MAX_ASKS: usize = 64;
+pub(crate) const MAX_ASKS: usize = 64;
 /// Merged calls in flight at once; asks arriving meanwhile wait together for
 /// the next one.
 const IN_FLIGHT: usize = 2;
@@ -38,7 +38,25 @@ struct Ask<A, R> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merging {
     pub kind: &'static str,
-    pub system: String,
+    pub system: Option<String>,
+}
+
+impl Merging {
+    /// The checks asked of one target system.
+    pub fn checks(system: &str) -> Self {
+        Self {
+            kind: "checks",
+            system: Some(system.to_string()),
+        }
+    }
+
+    /// Decisions' reads of their tickets' pasts.
+    pub fn ticket_pasts() -> Self {
+        Self {
+            kind: "ticket_pasts",
+            system: None,
+        }
+    }
 }
 
 /// How much was merged: the calls made, and the asks and items they carried.
@@ -62,7 +80,7 @@ impl Counts {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.asks.fetch_add(asks as u64, Ordering::Relaxed);
         self.items.fetch_add(items as u64, Ordering::Relaxed);
-        crate::metrics::merged_call(merging.kind, &merging.system, asks);
+        crate::metrics::merged_call(merging.kind, merging.system.as_deref(), asks);
     }
 }
 
@@ -206,7 +224,7 @@ mod tests {
         let counted = seen.clone();
         let merging = Merging {
             kind: "doubling",
-            system: String::new(),
+            system: None,
         };
         let coalescer = Coalescer::new(merging, move |items: Vec<u32>| {
             let seen = counted.clone();

@@ -44,7 +44,8 @@ pub const NAMES: &[&str] = &[
     "closegate_reconcile_last_success_timestamp_seconds",
 ];
 
-/// Asks per merged call: 1 to 64, the most one call takes.
+/// Asks per merged call: 1 to 64, the most one call takes
+/// ([`crate::coalesce::MAX_ASKS`]).
 const ASK_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// How often histogram buffers are drained.
@@ -113,7 +114,7 @@ fn describe() {
     );
     describe_histogram!(
         "closegate_merged_call_asks",
-        "Asks merged into one call: checks of one target system (kind checks), or decisions' reads of their \
+        "Asks carried by one merged call: checks of one target system (kind checks), or decisions' reads of their \
          tickets' pasts (kind ticket_pasts)."
     );
     describe_gauge!(
@@ -198,8 +199,13 @@ pub fn verifier(system: &str, took: Duration, errors: impl IntoIterator<Item = &
 }
 
 /// One merged call of `kind` (for checks, to `system`) carrying `asks` asks.
-pub fn merged_call(kind: &'static str, system: &str, asks: usize) {
-    histogram!("closegate_merged_call_asks", "kind" => kind, "system" => system.to_string()).record(asks as f64);
+pub fn merged_call(kind: &'static str, system: Option<&str>, asks: usize) {
+    match system {
+        Some(system) => {
+            histogram!("closegate_merged_call_asks", "kind" => kind, "system" => system.to_string()).record(asks as f64)
+        }
+        None => histogram!("closegate_merged_call_asks", "kind" => kind).record(asks as f64),
+    }
 }
 
 /// One outbox delivery attempt: `delivered`, `retry` or `dead`.
@@ -247,4 +253,15 @@ pub fn store_gauges(gauges: &StoreGauges, sources: impl IntoIterator<Item = Stri
     }
     gauge!("closegate_claims_active").set(gauges.claims_active as f64);
     gauge!("closegate_expiries_due").set(gauges.expiries_due as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_asks_buckets_end_at_the_most_asks_one_call_takes() {
+        assert_eq!(
+            super::ASK_BUCKETS.last().copied(),
+            Some(crate::coalesce::MAX_ASKS as f64)
+        );
+    }
 }

@@ -202,7 +202,7 @@ impl NewClaim {
 impl Store {
     /// Claims the claims of one decision whose expiry check is due, for `lease_ms`.
     pub async fn claim_expiry(&self, now: i64, lease_ms: i64) -> StoreResult<Vec<Claim>> {
-        let sql = self.with_claim_lock(&format!(
+        let sql = self.db.with_claim_lock(&format!(
             "UPDATE claims SET lease_until = $1, expiry_attempts = expiry_attempts + 1 \
              WHERE evidence_id = (SELECT evidence_id FROM claims WHERE next_expiry_at <= $2 AND state = 'active' \
                  AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_expiry_at LIMIT 1 {{lock}}) \
@@ -241,7 +241,7 @@ impl Store {
         // PostgreSQL may evaluate an `IN (… LIMIT …)` subquery once per row and
         // lease more than the batch: there the rows are picked once, in a
         // materialised CTE. SQLite evaluates the subquery once already.
-        let sql = self.with_claim_lock(&match self.backend() {
+        let sql = self.db.with_claim_lock(&match self.backend() {
             "postgres" => format!(
                 "WITH picked AS MATERIALIZED ({pick}) UPDATE claims SET lease_until = $1 \
                  WHERE id IN (SELECT id FROM picked) RETURNING {COLUMNS}"

@@ -75,7 +75,8 @@ pub(crate) enum Db {
 }
 
 impl Db {
-    /// Fills a claim query's `{lock}`: see [`Store::with_claim_lock`].
+    /// Fills a claim query's `{lock}`: PostgreSQL skips rows another replica is
+    /// claiming; SQLite has a single writer and needs nothing.
     pub(crate) fn with_claim_lock(&self, sql: &str) -> String {
         let lock = match self {
             Db::Sqlite { .. } => "",
@@ -214,12 +215,6 @@ impl Store {
             Db::Sqlite { .. } => "sqlite",
             Db::Postgres(_) => "postgres",
         }
-    }
-
-    /// Fills a claim query's `{lock}`: PostgreSQL skips rows another replica is
-    /// claiming; SQLite has a single writer and needs nothing.
-    pub(crate) fn with_claim_lock(&self, sql: &str) -> String {
-        self.db.with_claim_lock(sql)
     }
 
     /// Runs one of the workers' writes on the store's writer thread. On SQLite

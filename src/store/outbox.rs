@@ -89,7 +89,7 @@ impl Store {
         // Two statements rather than `($3 IS NULL OR source = $3)`, which no
         // index can serve in order.
         let lane = if source.is_some() { "source = $3" } else { "$3 IS NULL" };
-        let sql = self.with_claim_lock(&CLAIM.replace("{lane}", lane));
+        let sql = self.db.with_claim_lock(&CLAIM.replace("{lane}", lane));
         let token = uuid::Uuid::new_v4().to_string();
         let (db, source) = (self.db.clone(), source.map(str::to_string));
         self.on_writer(async move {

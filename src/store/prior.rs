@@ -26,11 +26,7 @@ pub(super) type Pasts = Coalescer<TicketRef, StoreResult<TicketPast>>;
 
 /// The merged reads on `db`.
 pub(super) fn pasts(db: Db) -> Pasts {
-    let merging = Merging {
-        kind: "ticket_pasts",
-        system: String::new(),
-    };
-    Coalescer::new(merging, move |tickets: Vec<TicketRef>| {
+    Coalescer::new(Merging::ticket_pasts(), move |tickets: Vec<TicketRef>| {
         let db = db.clone();
         Box::pin(async move {
             match read(&db, &tickets).await {
@@ -125,7 +121,8 @@ impl Store {
     }
 
     /// How many merged reads of tickets' pasts this store made, and for how
-    /// many asks (as `closegate_merged_call_asks{kind="ticket_pasts"}`).
+    /// many asks: this store's share of the process-wide
+    /// `closegate_merged_call_asks{kind="ticket_pasts"}`.
     pub fn ticket_past_merges(&self) -> Merges {
         self.pasts.merges()
     }

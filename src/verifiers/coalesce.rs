@@ -29,14 +29,10 @@ pub struct Coalescing {
 impl Coalescing {
     pub fn new(system: &str, inner: Arc<dyn Verifier>) -> Self {
         let (name, verifier) = (system.to_string(), inner.clone());
-        let merging = Merging {
-            kind: "checks",
-            system: system.to_string(),
-        };
         Self {
             system: system.to_string(),
             inner,
-            merged: Coalescer::new(merging, move |checks: Vec<CheckSpec>| {
+            merged: Coalescer::new(Merging::checks(system), move |checks: Vec<CheckSpec>| {
                 let (name, verifier) = (name.clone(), verifier.clone());
                 Box::pin(async move { bounded(&name, verifier.as_ref(), &checks).await })
                     as futures_util::future::BoxFuture<'static, Answers>

@@ -108,6 +108,14 @@ async fn deliveries_decisions_verifiers_and_the_outbox_are_counted_without_ticke
     assert!(value(&after, blocked) > value(&before, blocked), "{text}");
     let verified = "closegate_verifier_duration_seconds_count{system=\"app-db\"}";
     assert!(value(&after, verified) > value(&before, verified), "{text}");
+    // The decision's check and its read of the ticket's past went through
+    // merged calls, each counted with what it carried.
+    for merged in [
+        "closegate_merged_call_asks_count{kind=\"checks\",system=\"app-db\"}",
+        "closegate_merged_call_asks_count{kind=\"ticket_pasts\"}",
+    ] {
+        assert!(value(&after, merged) > value(&before, merged), "{merged}: {text}");
+    }
     // The blocked close owes the helpdesk one message, not yet delivered.
     assert_eq!(
         value(&after, "closegate_outbox_backlog{source=\"metrics-gh\"}"),

@@ -65,6 +65,54 @@ fn rss_mib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Asks and calls so far of each kind of merged call (checks of a target
+/// system, decisions' reads of their tickets' pasts), from closegate's own
+/// metric `closegate_merged_call_asks`.
+fn merged_calls() -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut merged = std::collections::BTreeMap::new();
+    let Some(metrics) = closegate::metrics::install() else {
+        return merged;
+    };
+    for line in metrics.render().lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((part, labels)) = series
+            .strip_prefix("closegate_merged_call_asks_")
+            .and_then(|s| s.split_once('{'))
+        else {
+            continue;
+        };
+        let Some(kind) = labels.split("kind=\"").nth(1).and_then(|k| k.split('"').next()) else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let (asks, calls) = merged.entry(kind.to_string()).or_insert((0.0, 0.0));
+        match part {
+            "sum" => *asks += value,
+            "count" => *calls += value,
+            _ => {}
+        }
+    }
+    merged
+}
+
+/// Asks per merged call of each kind between two readings of [`merged_calls`].
+fn asks_per_call(
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+    after: &std::collections::BTreeMap<String, (f64, f64)>,
+) -> String {
+    after
+        .iter()
+        .map(|(kind, (asks, calls))| {
+            let (asks_before, calls_before) = before.get(kind).copied().unwrap_or_default();
+            let per_call = (asks - asks_before) / (calls - calls_before).max(1.0);
+            format!("{kind} {per_call:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What the fake GitHub saw.
 #[derive(Default)]
 struct Seen {
@@ -364,6 +412,7 @@ async fn run(pg: Option<&str>) {
     let launched = launch(dir.path(), pg, &github, &stuck, false).await;
     let (base, ctx) = (launched.base.clone(), launched.ctx.clone());
     let ack_workers_off = send(&base, "github", 0, Load::Requests(n)).await;
+    let merged_before = merged_calls();
     let start = Instant::now();
     let (workers_n, batch) = (ctx.settings.decision_concurrency, ctx.settings.decision_batch);
     let deciders: Vec<_> = (0..workers_n)
@@ -384,8 +433,10 @@ async fn run(pg: Option<&str>) {
     launched.stop(true).await;
     assert_eq!(decided.deliveries_pending, 0);
     println!(
-        "  decisions alone ({workers_n} workers x {batch}, outbox off)  {decisions_per_second:>8.0} /s ({} decided)",
-        decided.evidence
+        "  decisions alone ({workers_n} workers x {batch}, outbox off)  {decisions_per_second:>8.0} /s ({} decided; \
+         asks per merged call: {})",
+        decided.evidence,
+        asks_per_call(&merged_before, &merged_calls())
     );
 
     // End to end with everything running.
