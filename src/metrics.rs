@@ -29,6 +29,7 @@ pub const NAMES: &[&str] = &[
     "closegate_decisions_total",
     "closegate_decision_duration_seconds",
     "closegate_verifier_duration_seconds",
+    "closegate_verifier_checks_total",
     "closegate_verifier_errors_total",
     "closegate_merged_call_asks",
     "closegate_outbox_backlog",
@@ -107,6 +108,10 @@ fn describe() {
     describe_histogram!(
         "closegate_verifier_duration_seconds",
         "Time a target system took to answer one batch of checks."
+    );
+    describe_counter!(
+        "closegate_verifier_checks_total",
+        "Checks asked of a target system, answered or not: what the error rate is a share of."
     );
     describe_counter!(
         "closegate_verifier_errors_total",
@@ -189,10 +194,11 @@ pub fn decision(policy: Option<&str>, verdict: Verdict, trigger: TriggerKind, to
     histogram!("closegate_decision_duration_seconds", "trigger" => trigger.as_str()).record(took.as_secs_f64());
 }
 
-/// One batch of checks answered (or not) by a target system; `errors` lists
-/// the kind of each check it could not answer.
-pub fn verifier(system: &str, took: Duration, errors: impl IntoIterator<Item = &'static str>) {
+/// One batch of `checks` checks answered (or not) by a target system;
+/// `errors` lists the kind of each check it could not answer.
+pub fn verifier(system: &str, checks: usize, took: Duration, errors: impl IntoIterator<Item = &'static str>) {
     histogram!("closegate_verifier_duration_seconds", "system" => system.to_string()).record(took.as_secs_f64());
+    counter!("closegate_verifier_checks_total", "system" => system.to_string()).increment(checks as u64);
     for kind in errors {
         counter!("closegate_verifier_errors_total", "system" => system.to_string(), "kind" => kind).increment(1);
     }

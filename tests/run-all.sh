@@ -32,6 +32,17 @@ ensure_postgres() {
       AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)"); do
     psql -q -w "$pg/postgres" -c "DROP DATABASE \"$db\"" >/dev/null 2>&1 || echo "left $db: in use" >&2
   done
+  # Likewise the target schemas and roles the tests made (`cg_<what>_<12 hex>`),
+  # unless another client is connected to the target database (a test run
+  # under way), each in a transaction of its own.
+  if [ "$(psql -qAt -w "$pg/postgres" -c "SELECT count(*) FROM pg_stat_activity
+      WHERE datname = 'postgres' AND backend_type = 'client backend' AND pid <> pg_backend_pid()")" = 0 ]; then
+    psql -qAt -w "$pg/postgres" -c "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace
+        WHERE nspname ~ '^cg_schema_[0-9a-f]{12}\$'
+      UNION ALL SELECT format('DROP OWNED BY %1\$I; DROP ROLE %1\$I;', rolname) FROM pg_roles
+        WHERE rolname ~ '^cg_[a-z_]+_[0-9a-f]{12}\$' AND rolname !~ '^cg_bench_'" \
+      | psql -q -w "$pg/postgres" >/dev/null 2>&1 || echo "left some test schemas or roles" >&2
+  fi
 }
 
 apt_install() {

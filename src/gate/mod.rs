@@ -330,6 +330,7 @@ impl Gate {
                 };
                 crate::metrics::verifier(
                     &system,
+                    specs.len(),
                     started.elapsed(),
                     answered.iter().filter_map(|r| r.as_ref().err().map(VerifyError::kind)),
                 );

@@ -108,6 +108,8 @@ async fn deliveries_decisions_verifiers_and_the_outbox_are_counted_without_ticke
     assert!(value(&after, blocked) > value(&before, blocked), "{text}");
     let verified = "closegate_verifier_duration_seconds_count{system=\"app-db\"}";
     assert!(value(&after, verified) > value(&before, verified), "{text}");
+    let checked = "closegate_verifier_checks_total{system=\"app-db\"}";
+    assert!(value(&after, checked) > value(&before, checked), "{text}");
     // The decision's check and its read of the ticket's past went through
     // merged calls, each counted with what it carried.
     for merged in [
