@@ -5,7 +5,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Db, Store, StoreError, StoreResult, rows::MultiRow, with_pool};
+use super::{Db, Store, StoreError, StoreResult, rows::MultiRow};
 use crate::{
     coalesce::{Coalescer, Merges, Merging},
     domain::TicketRef,
@@ -45,8 +45,21 @@ fn copy(error: &StoreError) -> StoreError {
     }
 }
 
-/// For 1 to [`super::rows::CHUNK`] tickets (powers of two): each one's governing policies and reconciled
-/// records, tagged with the ticket's place in the list.
+/// PostgreSQL: each listed ticket's governing policies and reconciled records,
+/// the tickets given as two arrays (sources, keys). One ticket at a time
+/// through the primary key and the ticket index, whatever the tables' sizes
+/// and statistics: written as `OR`s, the condition on a source common to every
+/// ticket is factored out, and on tables not yet analysed (a new store filling
+/// fast) the planner then reads every row of that source.
+const POSTGRES: &str = "SELECT g.source, g.ticket, 'governed', g.policy \
+    FROM unnest($1::text[], $2::text[]) AS t (source, ticket) \
+    JOIN governed_tickets g ON g.source = t.source AND g.ticket = t.ticket \
+    UNION ALL SELECT e.source, e.ticket, 'reconciled', e.record \
+    FROM unnest($1::text[], $2::text[]) AS t (source, ticket) \
+    JOIN evidence e ON e.source = t.source AND e.ticket = t.ticket AND e.trigger_kind = 'reconcile'";
+
+/// SQLite, for 1 to [`super::rows::CHUNK`] tickets (powers of two): each one's
+/// governing policies and reconciled records.
 fn statements() -> &'static MultiRow {
     static STATEMENTS: std::sync::OnceLock<MultiRow> = std::sync::OnceLock::new();
     STATEMENTS.get_or_init(|| {
@@ -75,14 +88,29 @@ async fn read(db: &Db, tickets: &[TicketRef]) -> StoreResult<Vec<TicketPast>> {
     unique.sort_by(|a, b| (&a.source, &a.key).cmp(&(&b.source, &b.key)));
     unique.dedup();
     let mut found: std::collections::HashMap<(String, String), TicketPast> = Default::default();
-    for piece in statements().pieces(&unique) {
-        let rows: Vec<(String, String, String, String)> = with_pool!(db, read, |pool| {
-            let mut query = sqlx::query_as(statements().sql(piece.len()));
-            for ticket in piece {
-                query = query.bind(&ticket.source).bind(&ticket.key);
+    let pieces = match db {
+        Db::Postgres(_) => unique.chunks(super::rows::CHUNK).collect(),
+        Db::Sqlite { .. } => statements().pieces(&unique),
+    };
+    for piece in pieces {
+        let rows: Vec<(String, String, String, String)> = match db {
+            Db::Postgres(pool) => {
+                let (sources, keys): (Vec<&str>, Vec<&str>) =
+                    piece.iter().map(|t| (t.source.as_str(), t.key.as_str())).unzip();
+                sqlx::query_as(POSTGRES)
+                    .bind(sources)
+                    .bind(keys)
+                    .fetch_all(pool)
+                    .await?
             }
-            query.fetch_all(pool).await?
-        });
+            Db::Sqlite { read, .. } => {
+                let mut query = sqlx::query_as(statements().sql(piece.len()));
+                for ticket in piece {
+                    query = query.bind(&ticket.source).bind(&ticket.key);
+                }
+                query.fetch_all(read).await?
+            }
+        };
         for (source, ticket, part, value) in rows {
             let past = found.entry((source, ticket)).or_default();
             match part.as_str() {
