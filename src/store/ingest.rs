@@ -130,10 +130,11 @@ impl Held {
 
 /// Stores a batch. Up to [`CHUNK`] deliveries go in one trip (SQLite) or one
 /// statement (PostgreSQL); otherwise, per chunk, one multi-row insert of the
-/// deliveries and, when all of them were new, one of their payloads. Each chunk size has its own
-/// statement, built once and prepared once per connection. Rows that were not
-/// inserted (a known delivery id or body) are rare: only then is the store asked
-/// which ones were, and the first delivery of each duplicate looked up.
+/// deliveries and, when all of them were new, one of their payloads. Each chunk
+/// size has its own statement, built once and prepared once per connection.
+/// Rows that were not inserted (a known delivery id or body) are rare: only
+/// then is the store asked which ones were, and the first delivery of each
+/// duplicate looked up.
 /// Binds a delivery's row, in the column order of `INSERT_DELIVERIES`.
 macro_rules! bind_delivery {
     ($query:expr, $id:expr, $d:expr) => {
