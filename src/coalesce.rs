@@ -26,7 +26,7 @@ pub(crate) const MAX_ASKS: usize = 64;
 const IN_FLIGHT: usize = 2;
 
 /// The merged call: one answer per item, in order.
-type Call<A, R> = Arc<dyn Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Send + Sync>;
+type Call<A, R> = Box<dyn Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Send + Sync>;
 
 struct Ask<A, R> {
     items: Vec<A>,
@@ -111,7 +111,7 @@ impl<A: Send + 'static, R: Send + 'static> Coalescer<A, R> {
     pub fn new(merging: Merging, call: impl Fn(Vec<A>) -> BoxFuture<'static, Vec<R>> + Send + Sync + 'static) -> Self {
         Self {
             caller: Arc::new(Caller {
-                call: Arc::new(call),
+                call: Box::new(call),
                 merging,
                 counts: Counts::default(),
             }),
