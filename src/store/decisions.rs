@@ -9,7 +9,7 @@ use crate::domain::Trigger;
 
 use super::{
     ClaimUpdate, Db, Delivered, DeliveryOutcome, EvidenceRecord, Finish, NewClaim, NewEffect, NewEvidence, Store,
-    StoreError, StoreResult, claims, evidence, governed, outbox,
+    StoreError, StoreResult, claims, deliveries, evidence, governed, outbox,
     rows::{MultiRow, execute_in_chunks, fetch_in_chunks},
     with_pool,
 };
@@ -130,7 +130,8 @@ fn statements() -> &'static Statements {
             format!(
                 "UPDATE deliveries SET state = 'done', outcome = v.column2, evidence_id = v.column3, \
                  decided_at = v.column4, lease_until = NULL FROM (VALUES {tuples}) AS v \
-                 WHERE deliveries.id = v.column1 AND deliveries.state = 'pending' RETURNING id"
+                 WHERE deliveries.id = v.column1 AND deliveries.{} RETURNING id",
+                deliveries::UNDECIDED
             )
         })
         .in_powers_of_two(),

@@ -41,10 +41,13 @@ pub struct Delivered {
 }
 
 /// Marks delivered the messages `(id, lease_token, done_at)` of the tuples
-/// `{}` whose claim still holds: the fencing check. Answers their ids and tokens.
+/// `{}` whose claim still holds: the fencing check. Answers their ids and
+/// tokens. A message is `pending`, `done` or `dead`; "neither done nor dead"
+/// finds each named message through the primary key, where `state =
+/// 'pending'` may read the whole backlog (see `deliveries::UNDECIDED`).
 pub(super) const COMPLETE: &str = "UPDATE outbox SET state = 'done', done_at = v.column3, lease_until = NULL, \
     last_error = NULL FROM (VALUES {}) AS v WHERE outbox.id = v.column1 AND outbox.lease_token = v.column2 \
-    AND outbox.state = 'pending' RETURNING id, lease_token";
+    AND outbox.state NOT IN ('done', 'dead') RETURNING id, lease_token";
 
 /// Enqueues messages (followed by `VALUES`); a key already enqueued is kept.
 pub(super) const ENQUEUE: (&str, &str) = (
@@ -62,7 +65,7 @@ const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE st
         ORDER BY next_attempt_at, created_at LIMIT $5 {lock}) \
     UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
     WHERE id IN (SELECT id FROM picked) \
-    AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2) \
+    AND state NOT IN ('done', 'dead') AND (lease_until IS NULL OR lease_until < $2) \
     RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id, evidence_id";
 
 impl Store {

@@ -16,6 +16,8 @@
 //!
 //! Sizes: CLOSEGATE_BENCH_CLOSES (default 10000; 300 under `cargo test`);
 //! CLOSEGATE_BENCH_SUSTAIN_SECONDS (default 10; 1 under `cargo test`).
+//! Parts: CLOSEGATE_BENCH_ONLY=sustained runs only part 6 (e.g. while profiling
+//! the store under it); unset, every part runs.
 //! Store: SQLite; with CLOSEGATE_BENCH_PG set to a server URL
 //! (`postgres://postgres@127.0.0.1:5432`), everything again on PostgreSQL.
 
@@ -380,9 +382,11 @@ async fn launch(dir: &std::path::Path, pg: Option<&str>, github: &str, hung: &st
 #[tokio::main]
 async fn main() {
     let pg = std::env::var("CLOSEGATE_BENCH_PG").ok();
-    run(None).await;
-    if let Some(pg) = &pg {
-        run(Some(pg)).await;
+    if std::env::var("CLOSEGATE_BENCH_ONLY").as_deref() != Ok("sustained") {
+        run(None).await;
+        if let Some(pg) = &pg {
+            run(Some(pg)).await;
+        }
     }
     sustained(None).await;
     if let Some(pg) = &pg {
