@@ -526,6 +526,43 @@ on_both_stores!(
     a_reconciled_close_or_gate_check_is_recorded_once_across_replicas_on_postgres
 );
 
+/// What is finished stays finished: a message parked as dead, or delivered,
+/// is not completed afterwards under the claim that finished it.
+async fn finished_story(url: &str) {
+    let store = Store::connect(url).await.expect("store opens");
+    let effect = |key: &str| NewEffect {
+        idempotency_key: key.into(),
+        payload: "{}".into(),
+        lane: None,
+    };
+    let recording = Recording::evidence(
+        evidence(webhook("f-1"), "acme/f#1"),
+        vec![effect("dead"), effect("done")],
+    );
+    store.record(recording, 1_000).await.unwrap();
+    let claimed = store.claim_effects(2_000, 60_000, None, 2).await.unwrap();
+    let by_key = |key: &str| claimed.iter().find(|m| m.idempotency_key == key).expect("claimed");
+    let (dead, done) = (by_key("dead"), by_key("done"));
+    assert!(store.fail_effect(dead, "HTTP 404", None).await.unwrap());
+    assert!(store.complete_effect(done, 2_001).await.unwrap());
+    assert!(
+        !store.complete_effect(dead, 2_002).await.unwrap(),
+        "a dead message completed by the claim that parked it"
+    );
+    assert!(
+        !store.complete_effect(done, 2_003).await.unwrap(),
+        "a delivered message completed twice"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.outbox_pending, stats.outbox_done, stats.outbox_dead), (0, 1, 1));
+}
+
+on_both_stores!(
+    finished_story:
+    a_finished_message_is_not_completed_again_on_sqlite,
+    a_finished_message_is_not_completed_again_on_postgres
+);
+
 /// Decisions side by side read their tickets' pasts at once; the reads are
 /// merged, and each decision still gets its own ticket's past: its governing
 /// policies in name order and the reconciler's records, nothing of another

@@ -131,7 +131,7 @@ fn statements() -> &'static Statements {
                 "UPDATE deliveries SET state = 'done', outcome = v.column2, evidence_id = v.column3, \
                  decided_at = v.column4, lease_until = NULL FROM (VALUES {tuples}) AS v \
                  WHERE deliveries.id = v.column1 AND deliveries.{} RETURNING id",
-                deliveries::UNDECIDED
+                deliveries::undecided!()
             )
         })
         .in_powers_of_two(),

@@ -40,14 +40,26 @@ pub struct Delivered {
     pub lease_token: String,
 }
 
+/// A message not yet delivered nor parked, in statements that name their
+/// messages by id. A message is `pending`, `done` or `dead`; "neither done
+/// nor dead" rather than `state = 'pending'` matches no partial index, for
+/// the reason given at `deliveries::undecided`.
+macro_rules! undelivered {
+    () => {
+        "state NOT IN ('done', 'dead')"
+    };
+}
+
 /// Marks delivered the messages `(id, lease_token, done_at)` of the tuples
 /// `{}` whose claim still holds: the fencing check. Answers their ids and
-/// tokens. A message is `pending`, `done` or `dead`; "neither done nor dead"
-/// finds each named message through the primary key, where `state =
-/// 'pending'` may read the whole backlog (see `deliveries::UNDECIDED`).
-pub(super) const COMPLETE: &str = "UPDATE outbox SET state = 'done', done_at = v.column3, lease_until = NULL, \
+/// tokens.
+pub(super) const COMPLETE: &str = concat!(
+    "UPDATE outbox SET state = 'done', done_at = v.column3, lease_until = NULL, \
     last_error = NULL FROM (VALUES {}) AS v WHERE outbox.id = v.column1 AND outbox.lease_token = v.column2 \
-    AND outbox.state NOT IN ('done', 'dead') RETURNING id, lease_token";
+    AND outbox.",
+    undelivered!(),
+    " RETURNING id, lease_token"
+);
 
 /// Enqueues messages (followed by `VALUES`); a key already enqueued is kept.
 pub(super) const ENQUEUE: (&str, &str) = (
@@ -60,13 +72,16 @@ pub(super) const ENQUEUE: (&str, &str) = (
 /// is `source = $3` for one lane's claim, which then walks that lane's part of
 /// `outbox_lane_due` in order and stops at the batch; a claim of any lane
 /// (`$3` bound to NULL) is for tests and tools only.
-const CLAIM: &str = "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' AND {lane} \
+const CLAIM: &str = concat!(
+    "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' AND {lane} \
         AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
         ORDER BY next_attempt_at, created_at LIMIT $5 {lock}) \
     UPDATE outbox SET lease_until = $1, attempts = attempts + 1, lease_token = $4 \
-    WHERE id IN (SELECT id FROM picked) \
-    AND state NOT IN ('done', 'dead') AND (lease_until IS NULL OR lease_until < $2) \
-    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id, evidence_id";
+    WHERE id IN (SELECT id FROM picked) AND ",
+    undelivered!(),
+    " AND (lease_until IS NULL OR lease_until < $2) \
+    RETURNING id, idempotency_key, source, ticket, payload, attempts, lease_token, trace_id, evidence_id"
+);
 
 impl Store {
     /// Claims the message due soonest (of `source`, when given), if any is due
@@ -152,7 +167,7 @@ impl Store {
     }
 
     /// Updates a message with `set` only while `msg`'s claim holds its lease
-    /// (`id = $1 AND lease_token = $2`, still pending), binding `at` and then
+    /// (`id = $1 AND lease_token = $2`, neither done nor dead), binding `at` and then
     /// `error` after them, on the writer thread; false when the claim lost it.
     async fn fenced(
         &self,
@@ -161,7 +176,13 @@ impl Store {
         at: Option<i64>,
         error: Option<String>,
     ) -> StoreResult<bool> {
-        let sql = format!("UPDATE outbox SET {set} WHERE id = $1 AND lease_token = $2 AND state = 'pending'");
+        let sql = format!(
+            concat!(
+                "UPDATE outbox SET {} WHERE id = $1 AND lease_token = $2 AND ",
+                undelivered!()
+            ),
+            set
+        );
         let (db, id, token) = (self.db.clone(), msg.id.clone(), msg.lease_token.clone());
         self.on_writer(async move {
             Ok(with_pool!(&db, write, |pool| {
