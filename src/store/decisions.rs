@@ -158,8 +158,18 @@ async fn write_batch(db: &Db, recordings: &[(&Recording, i64)]) -> StoreResult<V
     finish_repeats(recordings, &mut finishes, |r| {
         r.delivered.as_ref().map(|d| (&d.id, &d.lease_token))
     });
+    // PostgreSQL plans this transaction's statements afresh at each batch: a
+    // plan cached while the tables were small (a sequential scan of a few
+    // pages where each named row is now one primary-key lookup) would
+    // otherwise be kept however far they grow.
+    let plan_each_batch = matches!(db, Db::Postgres(_));
     with_pool!(db, write, |pool| {
         let mut tx = pool.begin().await?;
+        if plan_each_batch {
+            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(&mut *tx)
+                .await?;
+        }
         // First the ends each recording depends on (an outbox message still
         // held, then a delivery still pending): a recording whose end another
         // writer got to first writes nothing.
