@@ -128,13 +128,6 @@ impl Held {
     }
 }
 
-/// Stores a batch. Up to [`CHUNK`] deliveries go in one trip (SQLite) or one
-/// statement (PostgreSQL); otherwise, per chunk, one multi-row insert of the
-/// deliveries and, when all of them were new, one of their payloads. Each chunk
-/// size has its own statement, built once and prepared once per connection.
-/// Rows that were not inserted (a known delivery id or body) are rare: only
-/// then is the store asked which ones were, and the first delivery of each
-/// duplicate looked up.
 /// Binds a delivery's row, in the column order of `INSERT_DELIVERIES`.
 macro_rules! bind_delivery {
     ($query:expr, $id:expr, $d:expr) => {
@@ -149,6 +142,13 @@ macro_rules! bind_delivery {
     };
 }
 
+/// Stores a batch. Up to [`CHUNK`] deliveries go in one trip (SQLite) or one
+/// statement (PostgreSQL); otherwise, per chunk, one multi-row insert of the
+/// deliveries and, when all of them were new, one of their payloads. Each chunk
+/// size has its own statement, built once and prepared once per connection.
+/// Rows that were not inserted (a known delivery id or body) are rare: only
+/// then is the store asked which ones were, and the first delivery of each
+/// duplicate looked up.
 async fn write_batch(conn: &mut Held, deliveries: &[&NewDelivery]) -> StoreResult<Vec<IngestOutcome>> {
     const EXISTING: &str = "SELECT id FROM deliveries WHERE source = $1 \
         AND (delivery_id = $2 OR body_sha256 = $3) ORDER BY received_at LIMIT 1";
